@@ -1,0 +1,83 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let package = Package(
+    name: "tandem",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tandem-host", targets: ["tandem-host"]),
+        .executable(name: "tandem-agent", targets: ["tandem-agent"]),
+        .library(name: "TandemProtocol", targets: ["TandemProtocol"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+    ],
+    targets: [
+        // Pure: messages, framing, validation, units. No I/O.
+        .target(name: "TandemProtocol", path: "Sources/Protocol"),
+
+        // libnl-3 / libnl-route-3 through pkg-config, plus static inline shims for macros.
+        .systemLibrary(
+            name: "CNetlink",
+            path: "Sources/CNetlink",
+            pkgConfig: "libnl-route-3.0",
+            providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]
+        ),
+        // The kernel's struct tcp_info and inet_diag layouts (they clash with glibc's).
+        .target(name: "CSockDiag", path: "Sources/CSockDiag"),
+
+        .target(
+            name: "Netlink",
+            dependencies: ["CNetlink", "CSockDiag", "TandemProtocol"],
+            path: "Sources/Netlink"
+        ),
+        .target(
+            name: "TandemRuntime",
+            dependencies: [
+                "TandemProtocol",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Runtime"
+        ),
+        .target(
+            name: "HostController",
+            dependencies: [
+                "TandemProtocol", "Netlink", "TandemRuntime",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ]
+        ),
+        .target(
+            name: "GuestAgent",
+            dependencies: [
+                "TandemProtocol", "Netlink", "TandemRuntime",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "tandem-host",
+            dependencies: [
+                "HostController",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "tandem-agent",
+            dependencies: [
+                "GuestAgent",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"]),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TandemRuntime"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "HostControllerTests", dependencies: ["HostController", "TandemRuntime"]),
+        .testTarget(name: "GuestAgentTests", dependencies: ["GuestAgent", "TandemRuntime"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,1 @@
+int tandem_sockdiag_placeholder(void);

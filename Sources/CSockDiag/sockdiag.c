@@ -1,0 +1,2 @@
+#include "CSockDiag.h"
+int tandem_sockdiag_placeholder(void) { return 0; }

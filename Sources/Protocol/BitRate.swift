@@ -1,0 +1,146 @@
+/// A rate in bits per second.
+///
+/// Tandem keeps every rate in this one unit and converts only at the kernel boundary:
+/// VF limits are Mbit/s (`IFLA_VF_RATE`), HTB takes bytes per second, tc text takes bits.
+/// Text is written the way tc writes it: `800mbit`, `1.5gbit`, `500kbit`, `100bit`,
+/// and tc's byte units are read too (`10mbps` is ten megabytes per second).
+public struct BitRate: Hashable, Comparable, Sendable {
+    public var bitsPerSecond: UInt64
+
+    public init(bitsPerSecond: UInt64) { self.bitsPerSecond = bitsPerSecond }
+
+    public static let zero = BitRate(bitsPerSecond: 0)
+    /// The largest rate any message may carry: 10 Tbit/s.
+    public static let protocolMaximum = BitRate(bitsPerSecond: 10_000_000_000_000)
+
+    public static func bits(_ v: UInt64) -> BitRate { BitRate(bitsPerSecond: v) }
+    public static func kbit(_ v: UInt64) -> BitRate { BitRate(bitsPerSecond: v * 1_000) }
+    public static func mbit(_ v: UInt64) -> BitRate { BitRate(bitsPerSecond: v * 1_000_000) }
+    public static func gbit(_ v: UInt64) -> BitRate { BitRate(bitsPerSecond: v * 1_000_000_000) }
+
+    /// Bytes per second, rounded down (HTB's unit).
+    public var bytesPerSecond: UInt64 { bitsPerSecond / 8 }
+    public var megabitsPerSecond: Double { Double(bitsPerSecond) / 1e6 }
+
+    public static func < (a: BitRate, b: BitRate) -> Bool { a.bitsPerSecond < b.bitsPerSecond }
+
+    /// Adds, saturating at `UInt64.max` instead of trapping.
+    public static func + (a: BitRate, b: BitRate) -> BitRate {
+        let (v, o) = a.bitsPerSecond.addingReportingOverflow(b.bitsPerSecond)
+        return BitRate(bitsPerSecond: o ? .max : v)
+    }
+    /// Subtracts, saturating at zero instead of trapping.
+    public static func - (a: BitRate, b: BitRate) -> BitRate {
+        BitRate(bitsPerSecond: a.bitsPerSecond > b.bitsPerSecond ? a.bitsPerSecond - b.bitsPerSecond : 0)
+    }
+    /// Scales by a non-negative factor, saturating; NaN or negative factors give zero.
+    public func scaled(by f: Double) -> BitRate { BitRate(clamping: Double(bitsPerSecond) * f) }
+
+    /// Converts a floating bit rate, clamping NaN and negatives to 0 and huge values to `UInt64.max`.
+    public init(clamping bps: Double) {
+        if !(bps > 0) { self.bitsPerSecond = 0 }
+        else if bps >= 18_446_744_073_709_551_615.0 { self.bitsPerSecond = .max }
+        else { self.bitsPerSecond = UInt64(bps.rounded()) }
+    }
+}
+
+/// Why a rate string was refused; the description names the input.
+public struct BitRateParseError: Error, Equatable, CustomStringConvertible, Sendable {
+    public enum Reason: Equatable, Sendable { case empty, notANumber, negative, unknownUnit(String), overflow, fractionalBits }
+    public var input: String
+    public var reason: Reason
+    public var description: String {
+        switch reason {
+        case .empty: return "empty rate: expected a rate such as 800mbit"
+        case .notANumber: return "invalid rate '\(input)': expected a number followed by a unit, such as 800mbit"
+        case .negative: return "invalid rate '\(input)': a rate cannot be negative"
+        case .unknownUnit(let u): return "invalid rate '\(input)': unknown unit '\(u)' (use bit, kbit, mbit, gbit, tbit, or bps, kbps, mbps, gbps, tbps for bytes)"
+        case .overflow: return "invalid rate '\(input)': too large"
+        case .fractionalBits: return "invalid rate '\(input)': less than one bit per second"
+        }
+    }
+}
+
+extension BitRate {
+    /// tc's units (`tc/tc_util.c`, `get_rate64`), matched without regard to case like tc does.
+    /// Values are the multiplier to bits per second.
+    static let units: [(String, Double)] = [
+        ("bit", 1), ("kibit", 1024), ("kbit", 1e3), ("mibit", 1_048_576), ("mbit", 1e6),
+        ("gibit", 1_073_741_824), ("gbit", 1e9), ("tibit", 1_099_511_627_776), ("tbit", 1e12),
+        ("bps", 8), ("kibps", 8 * 1024), ("kbps", 8e3), ("mibps", 8 * 1_048_576), ("mbps", 8e6),
+        ("gibps", 8 * 1_073_741_824), ("gbps", 8e9), ("tibps", 8 * 1_099_511_627_776), ("tbps", 8e12),
+    ]
+
+    /// Parses tc's notation. A bare number is bits per second, as in tc.
+    public init(parsing text: String) throws(BitRateParseError) {
+        let s = text.trimmingWhitespace()
+        guard !s.isEmpty else { throw BitRateParseError(input: text, reason: .empty) }
+        // Split at the first character that cannot be part of a plain decimal number.
+        var numberEnd = s.startIndex
+        var sawDigit = false, sawDot = false
+        if s.first == "-" { throw BitRateParseError(input: text, reason: .negative) }
+        if s.first == "+" { numberEnd = s.index(after: numberEnd) }
+        while numberEnd < s.endIndex {
+            let c = s[numberEnd]
+            if c.isASCII && c.isNumber { sawDigit = true }
+            else if c == "." && !sawDot { sawDot = true }
+            else { break }
+            numberEnd = s.index(after: numberEnd)
+        }
+        guard sawDigit else { throw BitRateParseError(input: text, reason: .notANumber) }
+        let numberText = String(s[s.startIndex..<numberEnd])
+        let unitText = String(s[numberEnd...]).lowercased()
+        guard let value = Double(numberText), value.isFinite else { throw BitRateParseError(input: text, reason: .notANumber) }
+        var multiplier: Double = 1
+        if !unitText.isEmpty {
+            guard let unit = Self.units.first(where: { $0.0 == unitText }) else {
+                throw BitRateParseError(input: text, reason: .unknownUnit(unitText))
+            }
+            multiplier = unit.1
+        }
+        let bps = value * multiplier
+        guard bps.isFinite, bps < 18_446_744_073_709_551_615.0 else { throw BitRateParseError(input: text, reason: .overflow) }
+        if bps > 0 && bps < 1 { throw BitRateParseError(input: text, reason: .fractionalBits) }
+        self.bitsPerSecond = UInt64(bps.rounded())
+    }
+}
+
+extension BitRate: CustomStringConvertible, LosslessStringConvertible {
+    public init?(_ description: String) { try? self.init(parsing: description) }
+
+    /// tc-style text with the largest decimal unit that keeps at most three decimals exact:
+    /// `800mbit`, `1.5gbit`, `100bit`.
+    public var description: String {
+        let v = bitsPerSecond
+        let scales: [(String, UInt64)] = [("tbit", 1_000_000_000_000), ("gbit", 1_000_000_000), ("mbit", 1_000_000), ("kbit", 1_000)]
+        for (name, scale) in scales where v >= scale && v % (scale / 1000) == 0 {
+            let whole = v / scale, frac = (v % scale) / (scale / 1000)
+            if frac == 0 { return "\(whole)\(name)" }
+            var fracText = String(frac)
+            while fracText.count < 3 { fracText = "0" + fracText }
+            while fracText.hasSuffix("0") { fracText.removeLast() }
+            return "\(whole).\(fracText)\(name)"
+        }
+        return "\(v)bit"
+    }
+}
+
+/// On the wire a rate is an integer number of bits per second.
+extension BitRate: Codable {
+    public init(from decoder: any Decoder) throws {
+        self.bitsPerSecond = try decoder.singleValueContainer().decode(UInt64.self)
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(bitsPerSecond)
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var s = Substring(self)
+        while let f = s.first, f.isWhitespace { s.removeFirst() }
+        while let l = s.last, l.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}

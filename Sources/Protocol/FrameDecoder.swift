@@ -1,0 +1,71 @@
+/// Splits a byte stream into frames: one frame per line, each at most ``Limits/maxFrameBytes``.
+///
+/// Why lines: the frame boundary is a byte (`\n`) that JSON never emits inside a value, so a
+/// reader that meets garbage, a frame cut by a peer that restarted, or stale bytes from an
+/// earlier connection loses at most the line it is in and is back in step at the next
+/// newline, without length fields that a single corrupt byte would derail. Writers start every
+/// connection with a bare newline, which ends whatever cut frame the peer may hold.
+///
+/// The decoder is a pure value: feed it bytes in any split (one at a time, all at once) and
+/// take frames out; the same value serves the daemons and the tests.
+public struct FrameDecoder: Sendable {
+    public enum Event: Equatable, Sendable {
+        /// A complete line without its newline; never empty.
+        case frame([UInt8])
+        /// A line longer than the limit was dropped; `bytes` is how many were discarded.
+        case oversize(bytes: Int)
+    }
+
+    public let maxFrameBytes: Int
+    /// The current, unfinished line.
+    private var line: [UInt8] = []
+    /// Bytes thrown away so far in an oversize line being skipped, or nil when not skipping.
+    private var skipping: Int? = nil
+    private var pending: [Event] = []
+    private var pendingIndex = 0
+
+    public init(maxFrameBytes: Int = Limits.maxFrameBytes) { self.maxFrameBytes = maxFrameBytes }
+
+    /// Bytes held, waiting for their newline. Never more than `maxFrameBytes`.
+    public var bufferedBytes: Int { line.count }
+
+    public mutating func feed<S: Sequence>(_ bytes: S) where S.Element == UInt8 {
+        for b in bytes {
+            if let skipped = skipping {
+                if b == UInt8(ascii: "\n") {
+                    pending.append(.oversize(bytes: skipped + 1))
+                    skipping = nil
+                } else {
+                    skipping = skipped + 1
+                }
+            } else if b == UInt8(ascii: "\n") {
+                if line.last == UInt8(ascii: "\r") { line.removeLast() }
+                if !line.isEmpty { pending.append(.frame(line)) }
+                line.removeAll(keepingCapacity: true)
+            } else if line.count + 1 >= maxFrameBytes {
+                // The line cannot end within the limit (its newline would be byte maxFrameBytes + 1).
+                skipping = line.count + 1
+                line.removeAll(keepingCapacity: false)
+            } else {
+                line.append(b)
+            }
+        }
+    }
+
+    /// The next complete event, or nil when more bytes are needed.
+    public mutating func next() -> Event? {
+        guard pendingIndex < pending.count else {
+            if !pending.isEmpty { pending.removeAll(keepingCapacity: true); pendingIndex = 0 }
+            return nil
+        }
+        let e = pending[pendingIndex]
+        pendingIndex += 1
+        if pendingIndex == pending.count { pending.removeAll(keepingCapacity: true); pendingIndex = 0 }
+        return e
+    }
+
+    /// Drops everything buffered (for a new connection).
+    public mutating func reset() {
+        line.removeAll(); skipping = nil; pending.removeAll(); pendingIndex = 0
+    }
+}

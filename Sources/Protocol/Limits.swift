@@ -1,0 +1,16 @@
+/// The bounds every message is held to. A peer that exceeds them gets its frame refused,
+/// never a crash or an unbounded buffer.
+public enum Limits {
+    /// Largest frame, newline included. Longer input is skipped to the next newline
+    /// without being buffered whole.
+    public static let maxFrameBytes = 64 * 1024
+    public static let maxStringBytes = 255
+    public static let maxFlowsPerReport = 1024
+    public static let maxClassesPerReport = 256
+    public static let maxReservationsPerAllocation = 1024
+    public static let maxCapabilities = 32
+    public static let maxOfferedVersions = 16
+    public static let maxReservationIDBytes = 64
+    public static let maxWeight = 10_000.0
+    public static let reportIntervalRange: ClosedRange<UInt32> = 10...60_000
+}

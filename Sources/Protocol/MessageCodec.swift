@@ -1,0 +1,213 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Turns messages into frames and frames into validated messages.
+///
+/// A frame is one line of JSON: `{"kind":"demand","session":"…","body":{…}}` and a newline.
+/// Decoding never traps: whatever the bytes, the result is a message, an unknown kind
+/// (ignored by the caller, forward compatible) or a ``ProtocolViolation``.
+public enum MessageCodec {
+    /// What came out of one frame.
+    public enum Outcome<Message: Sendable>: Sendable {
+        case message(Message, session: SessionID?, unknownFields: [String])
+        /// A kind this build does not know: a newer peer. Tolerated and reported.
+        case unknownKind(String, session: SessionID?)
+        case invalid(ProtocolViolation)
+    }
+
+    public static func encode(_ message: GuestMessage, session: SessionID) -> [UInt8] {
+        switch message {
+        case .hello(let b): return frame("hello", session, b)
+        case .demand(let b): return frame("demand", session, b)
+        case .reserve(let b): return frame("reserve", session, b)
+        case .release(let b): return frame("release", session, b)
+        case .applied(let b): return frame("applied", session, b)
+        case .ping(let b): return frame("ping", session, b)
+        case .pong(let b): return frame("pong", session, b)
+        }
+    }
+
+    /// `session` is nil only before the host has seen a hello (its first ping).
+    public static func encode(_ message: HostMessage, session: SessionID?) -> [UInt8] {
+        switch message {
+        case .welcome(let b): return frame("welcome", session, b)
+        case .allocation(let b): return frame("allocation", session, b)
+        case .reservation(let b): return frame("reservation", session, b)
+        case .ping(let b): return frame("ping", session, b)
+        case .pong(let b): return frame("pong", session, b)
+        case .error(let b): return frame("error", session, b)
+        }
+    }
+
+    public static func decodeGuest(_ frame: [UInt8]) -> Outcome<GuestMessage> {
+        decode(frame) { kind, d throws(ProtocolViolation) in
+            switch kind {
+            case "hello": return .hello(try d.body(Hello.self))
+            case "demand": return .demand(try d.body(DemandReport.self))
+            case "reserve": return .reserve(try d.body(ReserveRequest.self))
+            case "release": return .release(try d.body(ReleaseRequest.self))
+            case "applied": return .applied(try d.body(Applied.self))
+            case "ping": return .ping(try d.body(Ping.self))
+            case "pong": return .pong(try d.body(Ping.self))
+            default: return nil
+            }
+        }
+    }
+
+    public static func decodeHost(_ frame: [UInt8]) -> Outcome<HostMessage> {
+        decode(frame) { kind, d throws(ProtocolViolation) in
+            switch kind {
+            case "welcome": return .welcome(try d.body(Welcome.self))
+            case "allocation": return .allocation(try d.body(Allocation.self))
+            case "reservation": return .reservation(try d.body(ReservationReply.self))
+            case "ping": return .ping(try d.body(Ping.self))
+            case "pong": return .pong(try d.body(Ping.self))
+            case "error": return .error(try d.body(ErrorMessage.self))
+            default: return nil
+            }
+        }
+    }
+
+    // MARK: implementation
+
+    struct Envelope<Body: Encodable>: Encodable {
+        var kind: String
+        var session: SessionID?
+        var body: Body
+    }
+
+    struct Header: Decodable {
+        var kind: String
+        var session: SessionID?
+    }
+
+    struct BodyOnly<Body: Decodable>: Decodable { var body: Body }
+
+    /// The names of an object's keys, and which of them hold null.
+    struct KeyNames: Decodable {
+        var present: Set<String> = []
+        var null: Set<String> = []
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: AnyKey.self)
+            for k in c.allKeys {
+                present.insert(k.stringValue)
+                if (try? c.decodeNil(forKey: k)) == true { null.insert(k.stringValue) }
+            }
+        }
+    }
+    struct BodyKeys: Decodable { var body: KeyNames }
+
+    struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { return nil }
+    }
+
+    static func frame<B: Encodable>(_ kind: String, _ session: SessionID?, _ body: B) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Encoding our own value types cannot fail: no floats that JSON lacks (weights are
+        // validated finite before they are sent), no non-string keys.
+        guard var data = try? encoder.encode(Envelope(kind: kind, session: session, body: body)) else {
+            preconditionFailure("encoding a \(kind) message failed")
+        }
+        data.append(UInt8(ascii: "\n"))
+        return Array(data)
+    }
+
+    /// Decodes the body of one frame whose kind is already known.
+    struct BodyDecoder {
+        let data: Data
+        func body<B: Decodable & Validatable & Encodable>(_ type: B.Type) throws(ProtocolViolation) -> (B) {
+            let value: B
+            do {
+                value = try JSONDecoder().decode(BodyOnly<B>.self, from: data).body
+            } catch {
+                throw ProtocolViolation.invalidBody(String(describing: B.self), Self.describe(error))
+            }
+            do { try value.validate() } catch { throw ProtocolViolation.invalidValue(error) }
+            return value
+        }
+
+        static func describe(_ error: any Error) -> String {
+            guard let e = error as? DecodingError else { return "malformed" }
+            func path(_ p: [any CodingKey]) -> String {
+                p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            }
+            switch e {
+            case .keyNotFound(let k, let ctx): return "missing field '\(path(ctx.codingPath + [k]))'"
+            case .typeMismatch(_, let ctx): return "wrong type at '\(path(ctx.codingPath))'"
+            case .valueNotFound(_, let ctx): return "null at '\(path(ctx.codingPath))'"
+            case .dataCorrupted(let ctx): return "bad value at '\(path(ctx.codingPath))': \(ctx.debugDescription.prefix(120))"
+            @unknown default: return "malformed"
+            }
+        }
+    }
+
+    static func decode<M: Sendable>(_ frame: [UInt8], _ body: (String, BodyDecoder) throws(ProtocolViolation) -> M?) -> Outcome<M> {
+        guard frame.count <= Limits.maxFrameBytes else { return .invalid(.oversize(frame.count)) }
+        let data = Data(frame)
+        let header: Header
+        do {
+            header = try JSONDecoder().decode(Header.self, from: data)
+        } catch {
+            return .invalid(.notAFrame)
+        }
+        guard header.kind.utf8.count <= 32 else { return .invalid(.notAFrame) }
+        let message: M?
+        do {
+            message = try body(header.kind, BodyDecoder(data: data))
+        } catch {
+            return .invalid(error)
+        }
+        guard let message else { return .unknownKind(header.kind, session: header.session) }
+        return .message(message, session: header.session, unknownFields: unknownFields(in: data, of: message))
+    }
+
+    /// Fields the peer sent that this build does not know: tolerated, but reported.
+    static func unknownFields<M>(in data: Data, of message: M) -> [String] {
+        var unknown: [String] = []
+        if let top = try? JSONDecoder().decode(KeyNames.self, from: data) {
+            unknown += top.present.subtracting(["kind", "session", "body"]).sorted()
+        }
+        guard let sent = try? JSONDecoder().decode(BodyKeys.self, from: data).body,
+              let known = knownKeys(of: message) else { return unknown }
+        unknown += sent.present.subtracting(known).subtracting(sent.null).map { "body.\($0)" }.sorted()
+        return unknown
+    }
+
+    /// The keys our own encoding of the message has (absent optionals aside).
+    static func knownKeys<M>(of message: M) -> Set<String>? {
+        let frame: [UInt8]
+        switch message {
+        case let m as GuestMessage: frame = encode(m, session: SessionID(0))
+        case let m as HostMessage: frame = encode(m, session: nil)
+        default: return nil
+        }
+        return (try? JSONDecoder().decode(BodyKeys.self, from: Data(frame)))?.body.present
+    }
+}
+
+/// Why a frame was refused. Counted per channel; repeated violations disconnect a guest.
+public enum ProtocolViolation: Error, Equatable, Sendable, CustomStringConvertible {
+    /// Not a JSON object with a string `kind`: garbage or a cut frame.
+    case notAFrame
+    case oversize(Int)
+    /// The body does not decode as the kind's type.
+    case invalidBody(String, String)
+    /// The body decodes but breaks a rule.
+    case invalidValue(ValidationError)
+
+    public var description: String {
+        switch self {
+        case .notAFrame: return "not a frame (garbage or a cut frame)"
+        case .oversize(let n): return "frame of \(n) bytes exceeds the \(Limits.maxFrameBytes)-byte limit"
+        case .invalidBody(let type, let why): return "invalid \(type): \(why)"
+        case .invalidValue(let e): return "invalid value: \(e)"
+        }
+    }
+}

@@ -1,0 +1,75 @@
+import Testing
+@testable import TandemProtocol
+
+@Suite struct BitRateParsing {
+    @Test(arguments: [
+        ("800mbit", 800_000_000), ("1gbit", 1_000_000_000), ("1.5gbit", 1_500_000_000),
+        ("500kbit", 500_000), ("100bit", 100), ("100", 100), ("10mbps", 80_000_000),
+        ("1Gbit", 1_000_000_000), ("  20MBIT ", 20_000_000), ("1kibit", 1024), ("1mibit", 1_048_576),
+        ("2.25mbit", 2_250_000), ("10tbit", 10_000_000_000_000), ("0", 0), ("0mbit", 0), ("1bps", 8),
+        ("+5kbit", 5000), ("1kbps", 8000), ("1.000001mbit", 1_000_001),
+    ] as [(String, UInt64)])
+    func parsesTcNotation(text: String, bits: UInt64) throws {
+        #expect(try BitRate(parsing: text).bitsPerSecond == bits)
+    }
+
+    @Test(arguments: [
+        ("", BitRateParseError.Reason.empty), ("   ", .empty), ("-5mbit", .negative), ("mbit", .notANumber),
+        ("nan", .notANumber), ("NaNmbit", .notANumber), ("inf", .notANumber), ("5furlongs", .unknownUnit("furlongs")),
+        ("5 mbit", .unknownUnit(" mbit")), ("99999999999tbit", .overflow), ("0.5bit", .fractionalBits),
+        ("1.2.3mbit", .unknownUnit(".3mbit")), (".mbit", .notANumber), ("1e9", .unknownUnit("e9")),
+        ("18446744073709551616", .overflow),
+    ] as [(String, BitRateParseError.Reason)])
+    func refusesBadInputNamingIt(text: String, reason: BitRateParseError.Reason) {
+        #expect(throws: BitRateParseError(input: text, reason: reason)) { try BitRate(parsing: text) }
+        let message = (try? BitRate(parsing: text)).map { _ in "" } ?? "\(BitRateParseError(input: text, reason: reason))"
+        if !text.trimmingWhitespace().isEmpty { #expect(message.contains("'\(text)'")) }
+    }
+
+    @Test(arguments: [
+        (800_000_000, "800mbit"), (1_500_000_000, "1.5gbit"), (500_000, "500kbit"), (100, "100bit"),
+        (1_000_000_000, "1gbit"), (1_234, "1.234kbit"), (1_000_001, "1000.001kbit"), (0, "0bit"),
+        (2_250_000, "2.25mbit"), (10_000_000_000_000, "10tbit"), (1_000_000_001, "1000000.001kbit"),
+    ] as [(UInt64, String)])
+    func printsTcNotation(bits: UInt64, text: String) throws {
+        let r = BitRate(bitsPerSecond: bits)
+        #expect(r.description == text)
+        #expect(try BitRate(parsing: r.description) == r, "printed form parses back")
+    }
+
+    @Test func arithmeticSaturates() {
+        #expect(BitRate.mbit(1) - BitRate.mbit(2) == .zero)
+        #expect(BitRate(bitsPerSecond: .max) + .mbit(1) == BitRate(bitsPerSecond: .max))
+        #expect(BitRate(clamping: .nan) == .zero)
+        #expect(BitRate(clamping: -4) == .zero)
+        #expect(BitRate(clamping: 1e30) == BitRate(bitsPerSecond: .max))
+        #expect(BitRate.mbit(100).scaled(by: 0.5) == .mbit(50))
+        #expect(BitRate.mbit(8).bytesPerSecond == 1_000_000)
+    }
+}
+
+@Suite struct IPAddressParsing {
+    @Test(arguments: [
+        ("10.0.0.5", "10.0.0.5"), ("::1", "::1"), ("fd00::1:2", "fd00::1:2"), ("2001:db8:0:0:0:0:0:1", "2001:db8::1"),
+        ("::", "::"), ("::ffff:10.1.2.3", "::ffff:a01:203"), ("1:0:0:2:0:0:0:3", "1:0:0:2::3"), ("FE80::A", "fe80::a"),
+    ])
+    func parsesAndPrints(text: String, printed: String) throws {
+        let a = try #require(IPAddress(text))
+        #expect(a.description == printed)
+        #expect(IPAddress(a.description) == a)
+    }
+
+    @Test(arguments: ["", "1.2.3", "1.2.3.4.5", "256.0.0.1", "01234.1.1.1", "1::2::3", "1:2:3:4:5:6:7:8:9", "12345::", ":::", "g::1", "1.2.3.-4", "::1.2.3"])
+    func refuses(text: String) {
+        #expect(IPAddress(text) == nil)
+    }
+
+    @Test func prefixes() throws {
+        #expect(IPPrefix("10.0.0.0/24")?.length == 24)
+        #expect(IPPrefix("fd00::/64")?.description == "fd00::/64")
+        #expect(IPPrefix("10.0.0.1")?.length == 32)
+        #expect(IPPrefix("10.0.0.0/33") == nil)
+        #expect(IPPrefix("10.0.0.0/-1") == nil)
+        #expect(IPPrefix("10.0.0.0/+8") == nil)
+    }
+}
