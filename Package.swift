@@ -28,11 +28,11 @@ let package = Package(
             providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]
         ),
         // The kernel's struct tcp_info and inet_diag layouts (they clash with glibc's).
-        .target(name: "CSockDiag", path: "Sources/CSockDiag"),
+        .target(name: "CKernel", path: "Sources/CKernel"),
 
         .target(
             name: "Netlink",
-            dependencies: ["CNetlink", "CSockDiag", "TandemProtocol"],
+            dependencies: ["CNetlink", "CKernel", "TandemProtocol"],
             path: "Sources/Netlink"
         ),
         .target(
@@ -74,10 +74,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Shared by the test targets: privilege gating, tc's text output, traffic runs.
+        .target(name: "TandemTestSupport", dependencies: ["TandemRuntime", "TandemProtocol"], path: "Tests/Support"),
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"]),
-        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TandemRuntime"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "HostControllerTests", dependencies: ["HostController", "TandemRuntime"]),
-        .testTarget(name: "GuestAgentTests", dependencies: ["GuestAgent", "TandemRuntime"]),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TandemRuntime", "TandemTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "HostControllerTests", dependencies: ["HostController", "TandemRuntime", "TandemTestSupport"]),
+        .testTarget(name: "GuestAgentTests", dependencies: ["GuestAgent", "TandemRuntime", "TandemTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

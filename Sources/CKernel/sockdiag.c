@@ -1,0 +1,120 @@
+#define _GNU_SOURCE
+#include "CKernel.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/inet_diag.h>
+#include <linux/tcp.h>
+
+int tandem_enter_netns(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int rc = setns(fd, CLONE_NEWNET);
+    int saved = errno;
+    close(fd);
+    return rc < 0 ? -saved : 0;
+}
+
+int tandem_sock_diag_open(void) {
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0) return -errno;
+    int size = 1 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+    return fd;
+}
+
+static void fill(struct tandem_sock_info *info, const struct inet_diag_msg *m, int len) {
+    memset(info, 0, sizeof(*info));
+    info->family = m->idiag_family;
+    info->state = m->idiag_state;
+    info->sport = ntohs(m->id.idiag_sport);
+    info->dport = ntohs(m->id.idiag_dport);
+    info->uid = m->idiag_uid;
+    info->inode = m->idiag_inode;
+    size_t alen = m->idiag_family == AF_INET ? 4 : 16;
+    memcpy(info->src, m->id.idiag_src, alen);
+    memcpy(info->dst, m->id.idiag_dst, alen);
+
+    const struct rtattr *a = (const struct rtattr *)(m + 1);
+    int rem = len - (int)NLMSG_ALIGN(sizeof(*m));
+    for (; RTA_OK(a, rem); a = RTA_NEXT(a, rem)) {
+        if (a->rta_type != INET_DIAG_INFO) continue;
+        // Older kernels send a shorter tcp_info: copy what came, the rest stays zero.
+        struct tcp_info ti;
+        memset(&ti, 0, sizeof(ti));
+        size_t n = RTA_PAYLOAD(a);
+        if (n > sizeof(ti)) n = sizeof(ti);
+        memcpy(&ti, RTA_DATA(a), n);
+        info->has_tcp_info = 1;
+        info->app_limited = ti.tcpi_delivery_rate_app_limited;
+        info->bytes_acked = ti.tcpi_bytes_acked;
+        info->bytes_sent = ti.tcpi_bytes_sent;
+        info->bytes_retrans = ti.tcpi_bytes_retrans;
+        info->delivery_rate = ti.tcpi_delivery_rate;
+        info->pacing_rate = ti.tcpi_pacing_rate;
+        info->notsent_bytes = ti.tcpi_notsent_bytes;
+        info->rtt_us = ti.tcpi_rtt;
+        info->snd_cwnd = ti.tcpi_snd_cwnd;
+        info->unacked = ti.tcpi_unacked;
+    }
+}
+
+int tandem_sock_diag_dump(int fd, uint8_t family, uint8_t protocol, uint32_t states,
+                          struct tandem_sock_info *out, int capacity, int *total) {
+    struct {
+        struct nlmsghdr nlh;
+        struct inet_diag_req_v2 req;
+    } msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.nlh.nlmsg_len = sizeof(msg);
+    msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    static uint32_t seq = 1;
+    msg.nlh.nlmsg_seq = __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED);
+    msg.req.sdiag_family = family;
+    msg.req.sdiag_protocol = protocol;
+    msg.req.idiag_states = states;
+    if (protocol == IPPROTO_TCP) msg.req.idiag_ext = 1 << (INET_DIAG_INFO - 1);
+
+    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+    ssize_t sent;
+    do {
+        sent = sendto(fd, &msg, sizeof(msg), 0, (struct sockaddr *)&kernel, sizeof(kernel));
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0) return -errno;
+
+    static __thread char buf[65536];
+    int filled = 0, seen = 0;
+    for (;;) {
+        ssize_t n;
+        do { n = recv(fd, buf, sizeof(buf), 0); } while (n < 0 && errno == EINTR);
+        if (n < 0) return -errno;
+        if (n == 0) break;
+        int len = (int)n;
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+            if (h->nlmsg_seq != msg.nlh.nlmsg_seq) continue;
+            if (h->nlmsg_type == NLMSG_DONE) { *total = seen; return filled; }
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                struct nlmsgerr *e = NLMSG_DATA(h);
+                return e->error < 0 ? e->error : -EPROTO;
+            }
+            if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;
+            seen++;
+            if (filled < capacity) {
+                fill(&out[filled], NLMSG_DATA(h), (int)h->nlmsg_len - NLMSG_HDRLEN);
+                out[filled].protocol = protocol;
+                filled++;
+            }
+        }
+    }
+    *total = seen;
+    return filled;
+}

@@ -1,1 +1,0 @@
-int tandem_sockdiag_placeholder(void);

@@ -1,2 +1,0 @@
-#include "CSockDiag.h"
-int tandem_sockdiag_placeholder(void) { return 0; }

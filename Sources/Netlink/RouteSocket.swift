@@ -1,0 +1,123 @@
+import CNetlink
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One rtnetlink socket (NETLINK_ROUTE) through libnl, with a single owner.
+///
+/// libnl sockets are not thread-safe (a shared socket mixes up sequence numbers), so each
+/// socket is an actor and no libnl object leaves it. Requests ask for acks and for the
+/// kernel's extended-ack message, which errors carry. Every call validates its input
+/// before libnl sees it: libnl aborts the process on some misuse.
+///
+/// The socket belongs to the network namespace it was opened in (see ``NetworkNamespace``).
+public actor RouteSocket {
+    nonisolated(unsafe) let sock: OpaquePointer
+    nonisolated(unsafe) let ack: UnsafeMutablePointer<tandem_ack>
+    /// The namespace the socket was opened in, or nil for the caller's own.
+    public let namespace: String?
+
+    /// How often an interrupted dump (NLM_F_DUMP_INTR: the table changed under it) is retried.
+    static let dumpRetries = 5
+
+    /// Opens a socket in the caller's namespace, or in the named one (`ip netns` name).
+    public init(namespace: String? = nil) throws(NetlinkError) {
+        guard let s = nl_socket_alloc() else {
+            throw NetlinkError(operation: "nl_socket_alloc", object: "NETLINK_ROUTE", errno: ENOMEM)
+        }
+        let connect = { () -> Int32 in nl_connect(s, NETLINK_ROUTE) }
+        var rc: Int32
+        if let namespace {
+            do { rc = try NetworkNamespace.run(in: namespace, connect) } catch {
+                nl_socket_free(s)
+                throw (error as? NetlinkError) ?? NetlinkError(operation: "setns", object: namespace, errno: EINVAL)
+            }
+        } else {
+            rc = connect()
+        }
+        guard rc == 0 else {
+            nl_socket_free(s)
+            throw NetlinkError(operation: "nl_connect", object: "NETLINK_ROUTE", errno: 0, detail: String(cString: nl_geterror(rc)))
+        }
+        // Large replies (a PF with 256 VFs and their stats) exceed 64 KiB: peek at each
+        // message's size before reading it, and give the socket room for big dumps.
+        nl_socket_enable_msg_peek(s)
+        _ = nl_socket_set_buffer_size(s, 4 << 20, 1 << 20)
+        let a = UnsafeMutablePointer<tandem_ack>.allocate(capacity: 1)
+        a.initialize(to: tandem_ack())
+        _ = tandem_install_ack(s, a)
+        self.sock = s
+        self.ack = a
+        self.namespace = namespace
+    }
+
+    deinit {
+        nl_socket_free(sock)
+        ack.deallocate()
+    }
+
+    /// Clears the captured ack before a request.
+    func prepare() {
+        ack.pointee.error = 0
+        ack.pointee.message.0 = 0
+    }
+
+    /// Turns a libnl return code into an error naming the request and object.
+    func check(_ rc: Int32, _ operation: String, _ object: @autoclosure () -> String) throws(NetlinkError) {
+        guard rc < 0 else { return }
+        throw failure(rc, operation, object())
+    }
+
+    func failure(_ rc: Int32, _ operation: String, _ object: String) -> NetlinkError {
+        let kernelErrno = ack.pointee.error
+        let message = withUnsafeBytes(of: ack.pointee.message) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        if kernelErrno != 0 {
+            return NetlinkError(operation: operation, object: object, errno: kernelErrno, kernelMessage: message.isEmpty ? nil : message)
+        }
+        return NetlinkError(operation: operation, object: object, errno: 0, detail: String(cString: nl_geterror(rc)))
+    }
+
+    /// Runs a dump, retrying while the kernel marks it interrupted.
+    func dump<T>(_ operation: String, _ object: @autoclosure () -> String, _ body: () -> (Int32, T?)) throws(NetlinkError) -> T {
+        var attempt = 0
+        while true {
+            prepare()
+            let (rc, value) = body()
+            if rc == -NLE_DUMP_INTR && attempt < Self.dumpRetries { attempt += 1; continue }
+            try check(rc, operation, object())
+            guard let value else { throw NetlinkError(operation: operation, object: object(), errno: 0, detail: "no result") }
+            return value
+        }
+    }
+
+    /// Iterates a libnl cache's objects.
+    static func forEach(_ cache: OpaquePointer, _ body: (OpaquePointer) -> Void) {
+        var obj = nl_cache_get_first(cache)
+        while let o = obj {
+            body(o)
+            obj = nl_cache_get_next(o)
+        }
+    }
+
+    /// Sends a raw request built with libnl's message API and collects every reply message
+    /// (for requests libnl has no object for, or whose replies libnl mishandles).
+    func rawRequest(_ msg: OpaquePointer, _ operation: String, _ object: String) throws(NetlinkError) -> [[UInt8]] {
+        final class Collector { var messages: [[UInt8]] = [] }
+        let collector = Collector()
+        prepare()
+        var sink = tandem_raw_sink(fn: { ctx, data, length in
+            let c = Unmanaged<Collector>.fromOpaque(ctx!).takeUnretainedValue()
+            c.messages.append(Array(UnsafeRawBufferPointer(start: data, count: Int(length))))
+        }, ctx: Unmanaged.passUnretained(collector).toOpaque())
+        let rc: Int32 = withUnsafeMutablePointer(to: &sink) { p in
+            _ = tandem_set_raw_sink(sock, p)
+            defer { _ = tandem_clear_raw_sink(sock) }
+            let sent = nl_send_auto(sock, msg)
+            return sent < 0 ? sent : nl_recvmsgs_default(sock)
+        }
+        try check(rc, operation, object)
+        return withExtendedLifetime(collector) { collector.messages }
+    }
+}

@@ -1,0 +1,57 @@
+import Foundation
+
+/// A network namespace this process made (`ip netns add`), for the lab and the tests.
+///
+/// Names carry the creating process's pid, so parallel runs never collide and a stale one
+/// can be told apart (its pid is gone). The namespace goes away with ``delete()``.
+public final class Netns: Sendable {
+    public let name: String
+
+    /// Creates `PREFIX-PID-N`, or fails naming what `ip` said.
+    public init(prefix: String) throws {
+        let n = Netns.counter.next()
+        name = "\(prefix)-\(getpid())-\(n)"
+        try Shell.check(["ip", "netns", "add", name])
+        try Shell.check(["ip", "-n", name, "link", "set", "lo", "up"])
+    }
+
+    /// Runs a command inside the namespace and returns its output; throws if it fails.
+    @discardableResult
+    public func exec(_ argv: [String]) throws -> String {
+        try Shell.check(["ip", "netns", "exec", name] + argv)
+    }
+
+    /// `ip -n NAME ...`
+    @discardableResult
+    public func ip(_ args: String) throws -> String {
+        try Shell.check(["ip", "-n", name] + args.split(separator: " ").map(String.init))
+    }
+
+    /// `tc -n NAME ...`
+    @discardableResult
+    public func tc(_ args: String) throws -> String {
+        try Shell.check(["tc", "-n", name] + args.split(separator: " ").map(String.init))
+    }
+
+    /// Kills what runs inside (it is all ours) and removes the namespace.
+    public func delete() {
+        if let pids = try? Shell.run(["ip", "netns", "pids", name]).stdout {
+            for pid in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
+        }
+        _ = try? Shell.run(["ip", "netns", "delete", name])
+    }
+
+    /// Moves one end of a new veth pair into `peer`: `local` stays here, `remote` goes there.
+    public func addVeth(_ local: String, peer: Netns, _ remote: String) throws {
+        try ip("link add \(local) type veth peer name \(remote) netns \(peer.name)")
+        try ip("link set \(local) up")
+        try peer.ip("link set \(remote) up")
+    }
+
+    static let counter = Counter()
+    final class Counter: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = 0
+        func next() -> Int { lock.lock(); defer { lock.unlock() }; value += 1; return value }
+    }
+}
