@@ -101,8 +101,9 @@ public actor RouteSocket {
         }
     }
 
-    /// Sends a raw request built with libnl's message API and collects every reply message
-    /// (for requests libnl has no object for, or whose replies libnl mishandles).
+    /// Sends a raw (non-dump) request built with libnl's message API and collects every
+    /// reply message up to the kernel's ack (libnl adds NLM_F_ACK; leaving the ack unread
+    /// would hand it to the next request).
     func rawRequest(_ msg: OpaquePointer, _ operation: String, _ object: String) throws(NetlinkError) -> [[UInt8]] {
         final class Collector { var messages: [[UInt8]] = [] }
         let collector = Collector()
@@ -115,7 +116,10 @@ public actor RouteSocket {
             _ = tandem_set_raw_sink(sock, p)
             defer { _ = tandem_clear_raw_sink(sock) }
             let sent = nl_send_auto(sock, msg)
-            return sent < 0 ? sent : nl_recvmsgs_default(sock)
+            if sent < 0 { return sent }
+            // libnl's recvmsgs returns after one non-multipart reply; the ack follows it.
+            let got = nl_recvmsgs_default(sock)
+            return got < 0 ? got : nl_wait_for_ack(sock)
         }
         try check(rc, operation, object)
         return withExtendedLifetime(collector) { collector.messages }
