@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "tandem-host", targets: ["tandem-host"]),
         .executable(name: "tandem-agent", targets: ["tandem-agent"]),
+        .executable(name: "tandem-bench", targets: ["tandem-bench"]),
         .library(name: "TandemProtocol", targets: ["TandemProtocol"]),
     ],
     dependencies: [
@@ -76,6 +77,7 @@ let package = Package(
         ),
         // Shared by the test targets: privilege gating, tc's text output, traffic runs.
         .target(name: "TandemTestSupport", dependencies: ["TandemRuntime", "TandemProtocol"], path: "Tests/Support"),
+        .executableTarget(name: "tandem-bench", dependencies: ["Netlink", "TandemRuntime", "TandemProtocol"]),
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TandemRuntime", "TandemTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "HostControllerTests", dependencies: ["HostController", "TandemRuntime", "TandemTestSupport"]),

@@ -7,11 +7,15 @@ public enum Shell {
         public var status: Int32
         public var stdout: String
         public var stderr: String
+        public init(status: Int32, stdout: String, stderr: String) { self.status = status; self.stdout = stdout; self.stderr = stderr }
     }
 
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public var command: [String]
         public var result: Result
+        public init(command: [String], result: Result) { self.command = command; self.result = result }
+        /// A failure that did not come from a command's exit status.
+        public init(_ what: String, _ message: String) { self.command = [what]; self.result = Result(status: -1, stdout: "", stderr: message) }
         public var description: String {
             "`\(command.joined(separator: " "))` exited \(result.status): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))"
         }
