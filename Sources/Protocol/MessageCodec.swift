@@ -42,6 +42,9 @@ public enum MessageCodec {
         }
     }
 
+    /// Whether an encoded frame can be sent: peers skip longer ones as oversize.
+    public static func fits(_ frame: [UInt8]) -> Bool { frame.count <= Limits.maxFrameBytes }
+
     public static func decodeGuest(_ frame: [UInt8]) -> Outcome<GuestMessage> {
         decode(frame) { kind, d throws(ProtocolViolation) in
             switch kind {
@@ -110,8 +113,9 @@ public enum MessageCodec {
     static func frame<B: Encodable>(_ kind: String, _ session: SessionID?, _ body: B) -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        // Encoding our own value types cannot fail: no floats that JSON lacks (weights are
-        // validated finite before they are sent), no non-string keys.
+        // A weight that is not finite (which validation refuses before it gets here) is
+        // written as a string, which the peer then refuses: encoding never fails.
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         guard var data = try? encoder.encode(Envelope(kind: kind, session: session, body: body)) else {
             preconditionFailure("encoding a \(kind) message failed")
         }
@@ -149,7 +153,8 @@ public enum MessageCodec {
     }
 
     static func decode<M: Sendable>(_ frame: [UInt8], _ body: (String, BodyDecoder) throws(ProtocolViolation) -> M?) -> Outcome<M> {
-        guard frame.count <= Limits.maxFrameBytes else { return .invalid(.oversize(frame.count)) }
+        // A frame is at most maxFrameBytes with its newline, as FrameDecoder enforces.
+        guard frame.count < Limits.maxFrameBytes else { return .invalid(.oversize(frame.count + 1)) }
         let data = Data(frame)
         let header: Header
         do {
@@ -194,7 +199,8 @@ public enum MessageCodec {
 
 /// Why a frame was refused. Counted per channel; repeated violations disconnect a guest.
 public enum ProtocolViolation: Error, Equatable, Sendable, CustomStringConvertible {
-    /// Not a JSON object with a string `kind`: garbage or a cut frame.
+    /// Not a JSON object with a string `kind` (of at most 32 bytes) and a well-formed or
+    /// absent `session`: garbage, a cut frame, or a corrupt header.
     case notAFrame
     case oversize(Int)
     /// The body does not decode as the kind's type.

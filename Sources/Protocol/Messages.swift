@@ -89,16 +89,22 @@ public struct FlowKey: Hashable, Codable, Sendable {
     enum CodingKeys: String, CodingKey { case proto, source = "src", sourcePort = "sport", destination = "dst", destinationPort = "dport" }
 }
 
-/// Why a class or flow is said to want more than it gets.
-public enum WantReason: String, Codable, Sendable, CaseIterable {
+/// Why a class or flow is said to want more than it gets. Open-ended: a reason from a
+/// newer agent decodes as itself (and is treated like any other "wants more").
+public struct WantReason: RawRepresentable, Hashable, Codable, Sendable, CustomStringConvertible {
+    public var rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
     /// Packets were dropped at the shaper in the interval.
-    case drops
+    public static let drops = WantReason(rawValue: "drops")
     /// Packets wait in the shaper's queue.
-    case backlog
+    public static let backlog = WantReason(rawValue: "backlog")
     /// A TCP flow that the kernel does not mark application-limited.
-    case notAppLimited = "not-app-limited"
+    public static let notAppLimited = WantReason(rawValue: "not-app-limited")
     /// A reservation that the current allocation cannot honour.
-    case unmetReservation = "unmet-reservation"
+    public static let unmetReservation = WantReason(rawValue: "unmet-reservation")
+    public var description: String { rawValue }
+    public init(from decoder: any Decoder) throws { rawValue = try decoder.singleValueContainer().decode(String.self) }
+    public func encode(to encoder: any Encoder) throws { var c = encoder.singleValueContainer(); try c.encode(rawValue) }
 }
 
 // MARK: guest -> host
@@ -251,12 +257,18 @@ public struct Ping: Codable, Hashable, Sendable {
 }
 
 public struct ErrorMessage: Codable, Hashable, Sendable {
-    public enum Code: String, Codable, Sendable {
-        case unsupportedVersion = "unsupported-version"
-        case invalidMessage = "invalid-message"
-        case notWelcomed = "not-welcomed"
-        case rateLimited = "rate-limited"
-        case refused
+    /// Open-ended like ``WantReason``: codes from a newer host decode as themselves.
+    public struct Code: RawRepresentable, Hashable, Codable, Sendable, CustomStringConvertible {
+        public var rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public static let unsupportedVersion = Code(rawValue: "unsupported-version")
+        public static let invalidMessage = Code(rawValue: "invalid-message")
+        public static let notWelcomed = Code(rawValue: "not-welcomed")
+        public static let rateLimited = Code(rawValue: "rate-limited")
+        public static let refused = Code(rawValue: "refused")
+        public var description: String { rawValue }
+        public init(from decoder: any Decoder) throws { rawValue = try decoder.singleValueContainer().decode(String.self) }
+        public func encode(to encoder: any Encoder) throws { var c = encoder.singleValueContainer(); try c.encode(rawValue) }
     }
     public var code: Code
     public var message: String

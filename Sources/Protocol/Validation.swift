@@ -18,7 +18,7 @@ enum Check {
             throw ValidationError(field: field, problem: "longer than \(Limits.maxStringBytes) bytes (\(s.utf8.count))")
         }
         if !allowEmpty && s.isEmpty { throw ValidationError(field: field, problem: "empty") }
-        if s.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) {
+        if s.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7f...0x9f).contains($0.value) }) {
             throw ValidationError(field: field, problem: "contains control characters")
         }
     }
@@ -26,6 +26,13 @@ enum Check {
     static func rate(_ r: BitRate, _ field: String) throws(ValidationError) {
         if r > BitRate.protocolMaximum {
             throw ValidationError(field: field, problem: "\(r.bitsPerSecond) bit/s is above the 10 Tbit/s limit")
+        }
+    }
+
+    static func reasons(_ r: [WantReason], _ field: String) throws(ValidationError) {
+        try count(r.count, max: 8, field)
+        for x in r where x.rawValue.isEmpty || x.rawValue.utf8.count > 32 {
+            throw ValidationError(field: field, problem: "reason '\(x.rawValue.prefix(40))' is not 1 to 32 bytes")
         }
     }
 
@@ -42,7 +49,7 @@ enum Check {
 
     static func mac(_ m: String, _ field: String) throws(ValidationError) {
         let parts = m.split(separator: ":", omittingEmptySubsequences: false)
-        guard parts.count == 6, parts.allSatisfy({ $0.count == 2 && UInt8($0, radix: 16) != nil }) else {
+        guard parts.count == 6, parts.allSatisfy({ $0.count == 2 && $0.allSatisfy(\.isHexDigit) }) else {
             throw ValidationError(field: field, problem: "'\(m.prefix(80))' is not a MAC address like 52:54:00:12:34:56")
         }
     }
@@ -94,10 +101,12 @@ extension DemandReport: Validatable {
         for c in classes {
             try Check.string(c.name, "demand.classes.name", allowEmpty: false)
             try Check.rate(c.rate, "demand.classes.rate")
+            try Check.reasons(c.wantsMore, "demand.classes.wantsMore")
         }
         for f in flows {
             try f.flow.validate()
             try Check.rate(f.rate, "demand.flows.rate")
+            try Check.reasons(f.wantsMore, "demand.flows.wantsMore")
         }
     }
 }
@@ -120,14 +129,17 @@ extension Applied: Validatable {
 }
 
 extension VMPolicy: Validatable {
-    public func validate() throws(ValidationError) {
+    public func validate() throws(ValidationError) { try validate(prefix: "policy.") }
+
+    /// `prefix` names where the policy sits: `welcome.policy.` on the wire, `` in a config.
+    public func validate(prefix: String) throws(ValidationError) {
         if !weight.isFinite || weight <= 0 || weight > Limits.maxWeight {
-            throw ValidationError(field: "weight", problem: "\(weight) is not a number above 0 and at most \(Int(Limits.maxWeight))")
+            throw ValidationError(field: prefix + "weight", problem: "\(weight) is not a number above 0 and at most \(Int(Limits.maxWeight))")
         }
-        try Check.rate(guarantee, "min")
+        try Check.rate(guarantee, prefix + "guarantee")
         if let cap {
-            try Check.rate(cap, "max")
-            if cap < guarantee { throw ValidationError(field: "max", problem: "\(cap) is below the guarantee \(guarantee)") }
+            try Check.rate(cap, prefix + "cap")
+            if cap < guarantee { throw ValidationError(field: prefix + "cap", problem: "\(cap) is below the guarantee \(guarantee)") }
         }
     }
 }
@@ -137,8 +149,8 @@ extension Welcome: Validatable {
         if !ProtocolVersion.supported.contains(version) {
             throw ValidationError(field: "welcome.version", problem: "version \(version) is not one this agent speaks (\(ProtocolVersion.supported.map(\.description).joined(separator: ", ")))")
         }
-        try Check.string(vm, "welcome.vm")
-        try policy.validate()
+        try Check.string(vm, "welcome.vm", allowEmpty: false)
+        try policy.validate(prefix: "welcome.policy.")
         if !Limits.reportIntervalRange.contains(reportIntervalMilliseconds) {
             throw ValidationError(field: "welcome.reportIntervalMilliseconds", problem: "\(reportIntervalMilliseconds) is outside \(Limits.reportIntervalRange)")
         }
@@ -156,6 +168,7 @@ extension Allocation: Validatable {
         for r in reservations {
             try Check.reservationID(r.id, "allocation.reservations.id")
             try Check.rate(r.rate, "allocation.reservations.rate")
+            if r.rate == .zero { throw ValidationError(field: "allocation.reservations.rate", problem: "a granted reservation needs a rate above 0") }
             try r.selector.validate()
         }
     }
