@@ -39,7 +39,7 @@ let package = Package(
         .target(
             name: "TandemRuntime",
             dependencies: [
-                "TandemProtocol",
+                "TandemProtocol", "CKernel",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/Runtime"
@@ -64,14 +64,14 @@ let package = Package(
         .executableTarget(
             name: "tandem-host",
             dependencies: [
-                "HostController",
+                "HostController", "TandemRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(
             name: "tandem-agent",
             dependencies: [
-                "GuestAgent",
+                "GuestAgent", "TandemRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -6,6 +6,8 @@
 #include <sched.h>
 #include <string.h>
 #include <unistd.h>
+#include <stdlib.h>
+#include <termios.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <linux/netlink.h>
@@ -117,4 +119,30 @@ int tandem_sock_diag_dump(int fd, uint8_t family, uint8_t protocol, uint32_t sta
     }
     *total = seen;
     return filled;
+}
+
+int tandem_accept(int listener) {
+    int fd;
+    do { fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK); } while (fd < 0 && errno == EINTR);
+    return fd < 0 ? -errno : fd;
+}
+
+int tandem_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid) {
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return -errno;
+    *pid = cred.pid; *uid = cred.uid; *gid = cred.gid;
+    return 0;
+}
+
+int tandem_open_pty(char *path, int path_len) {
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0) return -errno;
+    if (grantpt(m) < 0 || unlockpt(m) < 0 || ptsname_r(m, path, (size_t)path_len) != 0) {
+        int e = errno; close(m); return -e;
+    }
+    struct termios t;
+    if (tcgetattr(m, &t) == 0) { cfmakeraw(&t); tcsetattr(m, TCSANOW, &t); }
+    fcntl(m, F_SETFL, fcntl(m, F_GETFL) | O_NONBLOCK);
+    return m;
 }

@@ -1,0 +1,446 @@
+import Foundation
+import Logging
+import Netlink
+import TandemProtocol
+import TandemRuntime
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct AgentOptions: Sendable {
+    public var interface: String
+    public var channel: ChannelSpec
+    public var socketPath: String
+    /// Seconds between demand reports until the host asks for another interval.
+    public var interval: Double
+    /// The limit shaped to before the host's first allocation.
+    public var initialLimit: BitRate
+    public var force: Bool
+    public var keepShaping: Bool
+    public var maxReservationsPerUID: Int
+    /// How long a reservation waits for the host's answer.
+    public var admissionTimeout: Double
+
+    public init(interface: String, channel: ChannelSpec, socketPath: String = "/run/tandem/agent.sock", interval: Double = 0.1,
+                initialLimit: BitRate = .gbit(10), force: Bool = false, keepShaping: Bool = false, maxReservationsPerUID: Int = 16, admissionTimeout: Double = 5) {
+        self.interface = interface; self.channel = channel; self.socketPath = socketPath; self.interval = interval
+        self.initialLimit = initialLimit; self.force = force; self.keepShaping = keepShaping
+        self.maxReservationsPerUID = maxReservationsPerUID; self.admissionTimeout = admissionTimeout
+    }
+}
+
+/// The guest agent: one event loop over the channel, the reservation socket and a timer.
+///
+/// Events are handled one at a time, to completion, so a new allocation and a reservation
+/// never interleave their netlink changes. While the host is away the last allocation
+/// stays in force; when it comes back the agent greets it again and re-sends its
+/// reservations.
+public actor Agent {
+    let options: AgentOptions
+    let log: Logger
+    var shaper: Shaper!
+    var channel: FrameChannel!
+    var server: LineServer!
+    let diag: SocketDiagnostics?
+
+    enum HostState: String { case absent, handshaking, connected }
+    var hostState = HostState.absent
+    var session = SessionID.random()
+    var welcome: Welcome?
+    var allocation: Allocation?
+    var lastHostFrame = 0.0
+    var lastHello = -100.0
+    var lastReport = 0.0
+    var reportInterval: Double
+    var estimator = DemandEstimator()
+    var framesSent: UInt64 = 0, framesReceived: UInt64 = 0, framesRefused: UInt64 = 0
+
+    struct Held {
+        var request: ReserveRequest
+        var slot: Int
+        var client: LineServer.Client
+        /// Released when this passes; nil: while the client's connection is open.
+        var expires: Double?
+        var granted: Bool
+        var waitingSince: Double?
+    }
+    var reservations: [String: Held] = [:]
+
+    public init(options: AgentOptions, logger: Logger) {
+        self.options = options
+        self.log = logger
+        self.reportInterval = options.interval
+        self.diag = try? SocketDiagnostics()
+    }
+
+    enum Event: Sendable {
+        case channel(FrameChannel.Event)
+        case client(LineServer.Event)
+        case tick
+    }
+
+    /// Runs until the task is cancelled (SIGTERM), then stops cleanly.
+    public func run() async throws {
+        shaper = try await Shaper(interface: options.interface)
+        try await shaper.apply(ShapingTree.desired(limit: options.initialLimit, reservations: []), force: options.force)
+        log.info("shaping", metadata: ["interface": "\(options.interface)", "limit": "\(options.initialLimit)"])
+
+        // First open here, so "busy" and "missing" are reported at once.
+        let first = try options.channel.open()
+        let firstFD = LockedBox<Int32>(first)
+        let spec = options.channel
+        channel = FrameChannel(name: "agent", endpoint: spec.endpoint) {
+            if let fd = firstFD.take() { return fd }
+            return try spec.open()
+        }
+        try FileManager.default.createDirectory(atPath: (options.socketPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        server = try LineServer(path: options.socketPath, mode: 0o660)
+        channel.start()
+        server.start()
+        log.info("agent started", metadata: ["channel": "\(spec)", "socket": "\(options.socketPath)"])
+
+        let (events, sink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(16384))
+        let ch = channel!, srv = server!
+        let interval = options.interval
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { for await e in ch.events { sink.yield(.channel(e)) } }
+            group.addTask { for await e in srv.events { sink.yield(.client(e)) } }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(Int(max(interval, 0.01) * 1000 / 2)))
+                    sink.yield(.tick)
+                }
+            }
+            group.addTask { [self] in
+                for await e in events {
+                    if Task.isCancelled { break }
+                    await handle(e)
+                }
+            }
+            // Wait for cancellation, then wind down.
+            while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(100)) }
+            group.cancelAll()
+            sink.finish()
+        }
+        await shutdown()
+    }
+
+    func shutdown() async {
+        channel?.stop()
+        server?.stop()
+        if !options.keepShaping {
+            do { try await shaper?.remove() } catch { log.error("could not remove shaping", metadata: ["error": "\(error)"]) }
+        }
+        log.info("agent stopped", metadata: ["shaping": "\(options.keepShaping ? "kept" : "removed")"])
+    }
+
+    func handle(_ e: Event) async {
+        switch e {
+        case .tick: await tick()
+        case .channel(let c): await handleChannel(c)
+        case .client(let c): await handleClient(c)
+        }
+    }
+
+    // MARK: channel
+
+    func send(_ m: GuestMessage) {
+        let frame = MessageCodec.encode(m, session: session)
+        guard MessageCodec.fits(frame) else {
+            log.error("frame too large, not sent", metadata: ["bytes": "\(frame.count)"])
+            return
+        }
+        channel.send(frame)
+        framesSent += 1
+    }
+
+    func sendHello() {
+        var mac = "00:00:00:00:00:00"
+        if let m = cachedMAC { mac = m }
+        send(.hello(Hello(agentVersion: TandemVersion.string, interface: options.interface, mac: mac, capabilities: ["reservations", "flows"])))
+        lastHello = POSIX.now()
+        if hostState == .absent { hostState = .handshaking }
+    }
+    var cachedMAC: String?
+
+    func handleChannel(_ e: FrameChannel.Event) async {
+        switch e {
+        case .connected:
+            log.info("host channel up")
+            if cachedMAC == nil { cachedMAC = try? await shaper.link().mac }
+            sendHello()
+        case .disconnected(let why):
+            log.info("host away; keeping the last allocation", metadata: ["reason": "\(why)"])
+            hostState = .absent
+            welcome = nil
+        case .openFailed(let why):
+            log.debug("channel open failed", metadata: ["reason": "\(why)"])
+        case .oversize(let n):
+            framesRefused += 1
+            log.warning("oversize frame from host skipped", metadata: ["bytes": "\(n)"])
+        case .frame(let f):
+            framesReceived += 1
+            lastHostFrame = POSIX.now()
+            switch MessageCodec.decodeHost(f) {
+            case .invalid(let v):
+                framesRefused += 1
+                log.warning("invalid frame from host", metadata: ["error": "\(v)"])
+            case .unknownKind(let k, _):
+                log.debug("unknown message kind from host ignored", metadata: ["kind": "\(k)"])
+            case .message(let m, let s, let unknown):
+                if !unknown.isEmpty { log.debug("unknown fields from host", metadata: ["fields": "\(unknown)"]) }
+                await handleHost(m, session: s)
+            }
+        }
+    }
+
+    func handleHost(_ m: HostMessage, session s: SessionID?) async {
+        // A ping from a host that does not know our session: it is new (or restarted).
+        if case .ping(let p) = m {
+            if s != session {
+                hostState = .handshaking
+                welcome = nil
+                session = SessionID.random()
+                estimator.reset()
+                sendHello()
+            }
+            send(.pong(p))
+            return
+        }
+        guard s == session else {
+            log.debug("frame of another session dropped")
+            return
+        }
+        switch m {
+        case .welcome(let w):
+            welcome = w
+            hostState = .connected
+            reportInterval = Double(w.reportIntervalMilliseconds) / 1000
+            log.info("welcomed", metadata: ["vm": "\(w.vm)", "version": "\(w.version)", "weight": "\(w.policy.weight)", "min": "\(w.policy.guarantee)"])
+            // Reservations the host granted before it went away: ask again.
+            for (id, h) in reservations.sorted(by: { $0.key < $1.key }) where h.granted {
+                send(.reserve(h.request))
+                reservations[id]?.waitingSince = nil
+            }
+        case .allocation(let a):
+            await applyAllocation(a)
+        case .reservation(let r):
+            await handleReservationReply(r)
+        case .pong:
+            break
+        case .error(let e):
+            log.warning("host error", metadata: ["code": "\(e.code)", "message": "\(e.message)"])
+        case .ping:
+            break
+        }
+    }
+
+    func slotted(_ granted: [GrantedReservation]) -> [ShapingTree.Slotted] {
+        granted.compactMap { g in reservations[g.id].map { ShapingTree.Slotted(slot: $0.slot, reservation: g) } }
+    }
+
+    func applyAllocation(_ a: Allocation) async {
+        if let cur = allocation, a.epoch < cur.epoch { return }
+        let tree = ShapingTree.desired(limit: a.softLimit, reservations: slotted(a.reservations))
+        do {
+            let ops = try await shaper.apply(tree)
+            allocation = a
+            send(.applied(Applied(epoch: a.epoch)))
+            if !ops.isEmpty { log.debug("allocation applied", metadata: ["epoch": "\(a.epoch)", "soft": "\(a.softLimit)", "ops": "\(ops.count)"]) }
+        } catch {
+            log.error("allocation not applied", metadata: ["epoch": "\(a.epoch)", "error": "\(error)"])
+            send(.applied(Applied(epoch: a.epoch, error: String(describing: error).prefix(250).description)))
+        }
+    }
+
+    /// Re-applies the current allocation (after the held reservations changed).
+    func reshape() async {
+        let limit = allocation?.softLimit ?? options.initialLimit
+        let grants = allocation?.reservations ?? []
+        let tree = ShapingTree.desired(limit: limit, reservations: slotted(grants))
+        do { try await shaper.apply(tree) } catch { log.error("reshape failed", metadata: ["error": "\(error)"]) }
+    }
+
+    // MARK: timer
+
+    func tick() async {
+        let now = POSIX.now()
+        if hostState == .connected && now - lastHostFrame > 5 {
+            log.info("host silent for 5s; greeting again")
+            hostState = .handshaking
+            welcome = nil
+        }
+        if hostState != .connected && now - lastHello >= 1 { sendHello() }
+        // Reservations: TTLs and answers that never came.
+        var changed = false
+        for (id, h) in reservations {
+            if let exp = h.expires, now >= exp {
+                release(id, reason: "ttl expired"); changed = true
+            } else if let since = h.waitingSince, now - since > options.admissionTimeout {
+                reply(h.client.id, .failure("the host did not answer within \(Int(options.admissionTimeout))s; try again"))
+                reservations[id] = nil
+                send(.release(ReleaseRequest(id: id)))
+            }
+        }
+        if changed { await reshape() }
+        if hostState == .connected && now - lastReport >= reportInterval {
+            lastReport = now
+            await report(now)
+        }
+    }
+
+    func report(_ now: Double) async {
+        guard let stats = try? await shaper.classStats() else { return }
+        let classes = stats.map { DemandEstimator.ClassSample(handle: $0.spec.handle, bytes: $0.stats.bytes, drops: $0.stats.drops, backlog: $0.stats.backlog) }
+        var flows: [DemandEstimator.FlowSample] = []
+        if let diag, let (socks, _) = try? await diag.sockets(.tcp) {
+            flows = socks.compactMap { s in s.tcp.map { DemandEstimator.FlowSample(flow: s.flow, inode: s.inode, bytesSent: $0.bytesSent, appLimited: $0.appLimited) } }
+        }
+        let unmet = shaperUnmet()
+        guard var r = estimator.report(at: now, classes: classes, flows: flows, epoch: allocation?.epoch ?? 0, unmetReservations: unmet) else { return }
+        // Keep the frame within the limit whatever the number of flows.
+        while !MessageCodec.fits(MessageCodec.encode(.demand(r), session: session)) && !r.flows.isEmpty { r.flows.removeLast(max(1, r.flows.count / 4)) }
+        send(.demand(r))
+    }
+
+    func shaperUnmet() -> BitRate {
+        let grants = allocation?.reservations ?? []
+        return ShapingTree.desired(limit: allocation?.softLimit ?? options.initialLimit, reservations: slotted(grants)).unmetReservations
+    }
+
+    // MARK: clients
+
+    func reply(_ client: Int, _ r: AgentResponse) {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        guard var data = try? enc.encode(r) else { return }
+        data.append(UInt8(ascii: "\n"))
+        server.send(client, Array(data))
+    }
+
+    func handleClient(_ e: LineServer.Event) async {
+        switch e {
+        case .opened: break
+        case .oversize(let c): reply(c.id, .failure("request longer than \(server.maxLine) bytes refused"))
+        case .rateLimited(let c): reply(c.id, .failure("too many requests: slow down"))
+        case .closed(let c):
+            // Reservations held by this connection go with it.
+            var changed = false
+            for (id, h) in reservations where h.client.id == c.id && h.expires == nil {
+                release(id, reason: "holder closed its connection"); changed = true
+            }
+            if changed { await reshape() }
+        case .line(let c, let bytes):
+            guard let req = try? JSONDecoder().decode(AgentRequest.self, from: Data(bytes)) else {
+                reply(c.id, .failure("not a request: expected one JSON object per line with an \"op\" (reserve, release, list, status)"))
+                return
+            }
+            await handleRequest(req, from: c)
+        }
+    }
+
+    func handleRequest(_ req: AgentRequest, from c: LineServer.Client) async {
+        switch req.op {
+        case "reserve":
+            guard let rateText = req.rate else { reply(c.id, .failure("reserve needs a rate, such as \"30mbit\"")); return }
+            let rate: BitRate
+            do { rate = try BitRate(parsing: rateText) } catch { reply(c.id, .failure(error.description)); return }
+            let selector: FlowSelector
+            do { selector = try req.selector() } catch { reply(c.id, .failure(error.description)); return }
+            var expires: Double? = nil
+            if let ttl = req.ttl {
+                do {
+                    let s = try DurationText.seconds(ttl)
+                    guard s >= 1, s <= 7 * 86400 else { reply(c.id, .failure("ttl '\(ttl)' must be between 1s and 7 days")); return }
+                    expires = POSIX.now() + s
+                } catch { reply(c.id, .failure(error.description)); return }
+            }
+            let id = "r-" + String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16)
+            let request = ReserveRequest(id: id, rate: rate, selector: selector)
+            do { try request.validate() } catch { reply(c.id, .failure(error.description)); return }
+            if reservations.values.filter({ $0.client.uid == c.uid }).count >= options.maxReservationsPerUID {
+                reply(c.id, .failure("uid \(c.uid) already holds \(options.maxReservationsPerUID) reservations, the most one user may hold"))
+                return
+            }
+            guard reservations.count < ShapingTree.maxReservations, let slot = freeSlot() else {
+                reply(c.id, .failure("this VM holds \(reservations.count) reservations, the most it can shape")); return
+            }
+            guard hostState == .connected else {
+                reply(c.id, .failure("no host connected: a reservation needs the host's admission; try again when tandem-host is running"))
+                return
+            }
+            reservations[id] = Held(request: request, slot: slot, client: c, expires: expires, granted: false, waitingSince: POSIX.now())
+            send(.reserve(request))
+            log.info("reservation asked", metadata: ["id": "\(id)", "rate": "\(rate)", "selector": "\(selector)", "uid": "\(c.uid)", "pid": "\(c.pid)"])
+        case "release":
+            guard let id = req.id, let h = reservations[id] else { reply(c.id, .failure("no reservation '\(req.id ?? "")'")); return }
+            guard c.uid == 0 || c.uid == h.client.uid else { reply(c.id, .failure("reservation \(id) belongs to uid \(h.client.uid)")); return }
+            release(id, reason: "released by uid \(c.uid)")
+            await reshape()
+            reply(c.id, AgentResponse(ok: true, id: id))
+        case "list":
+            reply(c.id, AgentResponse(ok: true, reservations: reservationInfos()))
+        case "status":
+            reply(c.id, AgentResponse(ok: true, status: await status()))
+        default:
+            reply(c.id, .failure("unknown op '\(req.op.prefix(40))': use reserve, release, list or status"))
+        }
+    }
+
+    func freeSlot() -> Int? {
+        let used = Set(reservations.values.map(\.slot))
+        return (0..<ShapingTree.maxReservations).first { !used.contains($0) }
+    }
+
+    func release(_ id: String, reason: String) {
+        guard reservations.removeValue(forKey: id) != nil else { return }
+        send(.release(ReleaseRequest(id: id)))
+        log.info("reservation released", metadata: ["id": "\(id)", "reason": "\(reason)"])
+    }
+
+    func handleReservationReply(_ r: ReservationReply) async {
+        guard let h = reservations[r.id] else { return }
+        if r.granted {
+            reservations[r.id]?.granted = true
+            reservations[r.id]?.waitingSince = nil
+            if h.waitingSince != nil { reply(h.client.id, AgentResponse(ok: true, id: r.id)) }
+            log.info("reservation granted", metadata: ["id": "\(r.id)"])
+        } else {
+            reservations[r.id] = nil
+            if h.waitingSince != nil { reply(h.client.id, .failure("refused by the host: \(r.reason ?? "no reason given")")) }
+            log.info("reservation refused", metadata: ["id": "\(r.id)", "reason": "\(r.reason ?? "")"])
+            await reshape()
+        }
+    }
+
+    func reservationInfos() -> [ReservationInfo] {
+        let applied = ShapingTree.desired(limit: allocation?.softLimit ?? options.initialLimit, reservations: slotted(allocation?.reservations ?? [])).appliedReservations
+        let now = POSIX.now()
+        return reservations.values.sorted { $0.request.id < $1.request.id }.map { h in
+            ReservationInfo(id: h.request.id, rate: h.request.rate.description, shapedRate: applied[h.request.id]?.description,
+                            selector: h.request.selector.description, uid: h.client.uid, pid: h.client.pid,
+                            ttlRemaining: h.expires.map { max(0, $0 - now) })
+        }
+    }
+
+    func status() async -> AgentStatus {
+        let stats = (try? await shaper.classStats()) ?? []
+        let classes = stats.map { s in
+            AgentStatus.ClassInfo(name: ShapingTree.name(of: s.spec.handle) ?? s.spec.handle.description, handle: s.spec.handle.description,
+                                  rate: s.spec.rate.description, ceil: s.spec.ceil.description,
+                                  sentBytes: s.stats.bytes, drops: s.stats.drops, backlog: s.stats.backlog)
+        }
+        return AgentStatus(interface: options.interface, host: hostState.rawValue, vm: welcome?.vm, session: session.rawValue,
+                           policy: welcome?.policy, epoch: allocation?.epoch, hardLimit: allocation?.hardLimit.description,
+                           softLimit: (allocation?.softLimit ?? options.initialLimit).description, classes: classes,
+                           reservations: reservationInfos(), framesSent: framesSent, framesReceived: framesReceived, framesRefused: framesRefused)
+    }
+}
+
+/// A value handed once from one thread to another.
+final class LockedBox<T>: @unchecked Sendable {
+    private var value: T?
+    private let lock = NSLock()
+    init(_ v: T?) { value = v }
+    func take() -> T? { lock.lock(); defer { lock.unlock() }; let v = value; value = nil; return v }
+}

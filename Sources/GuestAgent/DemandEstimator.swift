@@ -1,0 +1,87 @@
+import Netlink
+import TandemProtocol
+
+/// Turns two samples of the agent's class counters and TCP sockets into a demand report.
+/// Pure: the samples come from the caller, with the time they were taken.
+public struct DemandEstimator: Sendable {
+    public struct ClassSample: Equatable, Sendable {
+        public var handle: TCHandle
+        public var bytes: UInt64
+        public var drops: UInt64
+        public var backlog: UInt64
+        public init(handle: TCHandle, bytes: UInt64, drops: UInt64, backlog: UInt64) {
+            self.handle = handle; self.bytes = bytes; self.drops = drops; self.backlog = backlog
+        }
+    }
+
+    public struct FlowSample: Equatable, Sendable {
+        public var flow: FlowKey
+        /// Identifies the socket across samples (a new socket on the same 5-tuple is new).
+        public var inode: UInt32
+        public var bytesSent: UInt64
+        public var appLimited: Bool
+        public init(flow: FlowKey, inode: UInt32, bytesSent: UInt64, appLimited: Bool) {
+            self.flow = flow; self.inode = inode; self.bytesSent = bytesSent; self.appLimited = appLimited
+        }
+    }
+
+    /// Most flows a report names; the heaviest are kept.
+    public let maxFlows: Int
+    var lastTime: Double?
+    var lastClasses: [TCHandle: ClassSample] = [:]
+    var lastFlows: [UInt32: FlowSample] = [:]
+    public private(set) var sequence: UInt64 = 0
+
+    public init(maxFlows: Int = 32) { self.maxFlows = min(maxFlows, Limits.maxFlowsPerReport) }
+
+    /// Forgets the previous sample (after the tree was rebuilt and counters restarted).
+    public mutating func reset() { lastTime = nil; lastClasses = [:]; lastFlows = [:] }
+
+    /// The report for the interval since the last sample, or nil for the first sample.
+    public mutating func report(at time: Double, classes: [ClassSample], flows: [FlowSample], epoch: UInt64, unmetReservations: BitRate) -> DemandReport? {
+        defer {
+            lastTime = time
+            lastClasses = Dictionary(classes.map { ($0.handle, $0) }, uniquingKeysWith: { a, _ in a })
+            lastFlows = Dictionary(flows.map { ($0.inode, $0) }, uniquingKeysWith: { a, _ in a })
+        }
+        guard let t0 = lastTime, time > t0 else { return nil }
+        let dt = time - t0
+        func rate(_ now: UInt64, _ before: UInt64?) -> BitRate {
+            guard let before, now >= before else { return .zero }   // a reset counter gives no rate
+            return BitRate(clamping: Double(now - before) * 8 / dt)
+        }
+        var classDemand: [ClassDemand] = []
+        var total = BitRate.zero
+        var wants = false
+        for c in classes.sorted(by: { $0.handle < $1.handle }) {
+            guard let name = ShapingTree.name(of: c.handle) else { continue }
+            let prev = lastClasses[c.handle]
+            let r = rate(c.bytes, prev?.bytes)
+            var reasons: [WantReason] = []
+            if let p = prev, c.drops > p.drops { reasons.append(.drops) }
+            if c.backlog > 0 { reasons.append(.backlog) }
+            if c.handle == ShapingTree.top { total = r } else if !reasons.isEmpty { wants = true }
+            classDemand.append(ClassDemand(name: name, bytes: c.bytes, rate: min(r, .protocolMaximum),
+                                           drops: prev.map { c.drops >= $0.drops ? c.drops - $0.drops : 0 } ?? 0,
+                                           backlog: c.backlog, wantsMore: reasons))
+        }
+        var flowDemand: [FlowDemand] = []
+        for f in flows {
+            let r = rate(f.bytesSent, lastFlows[f.inode]?.bytesSent)
+            guard r > .zero else { continue }
+            flowDemand.append(FlowDemand(flow: f.flow, bytes: f.bytesSent, rate: min(r, .protocolMaximum), wantsMore: f.appLimited ? [] : [.notAppLimited]))
+        }
+        flowDemand.sort { $0.rate > $1.rate }
+        if flowDemand.count > maxFlows { flowDemand.removeLast(flowDemand.count - maxFlows) }
+        if flowDemand.contains(where: { !$0.wantsMore.isEmpty && $0.rate > .kbit(100) }) { wants = true }
+        if unmetReservations > .zero { wants = true }
+        sequence += 1
+        return DemandReport(sequence: sequence, intervalMilliseconds: UInt32(clamping: Int((dt * 1000).rounded())).clamped(to: Limits.reportIntervalRange),
+                            epoch: epoch, rate: min(total, .protocolMaximum), wantsMore: wants,
+                            unmetReservations: min(unmetReservations, .protocolMaximum), classes: classDemand, flows: flowDemand)
+    }
+}
+
+extension Comparable {
+    func clamped(to r: ClosedRange<Self>) -> Self { min(max(self, r.lowerBound), r.upperBound) }
+}

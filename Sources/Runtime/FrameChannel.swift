@@ -1,0 +1,207 @@
+import TandemProtocol
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A byte stream carrying Tandem frames, kept open across the peer going away.
+///
+/// One OS thread owns the descriptor: it (re)opens it with backoff, reads and splits frames
+/// with ``FrameDecoder`` and writes queued frames without ever blocking. What happens is
+/// reported as ``Event``s on an AsyncStream.
+///
+/// Two kinds of endpoint differ in what "read returned 0" means:
+/// - ``Endpoint/absentOnEnd``, a virtio-serial port seen from the guest: 0 means no host is
+///   attached right now (poll reports POLLHUP at once). The port stays open; the thread backs
+///   off and looks again. Writes while no host is there are dropped, never blocked on.
+/// - ``Endpoint/closedOnEnd``, a unix socket: 0 means the peer closed; the thread
+///   reconnects with backoff (the VM restarting, QEMU's socket coming back).
+public final class FrameChannel: @unchecked Sendable {
+    public enum Event: Sendable, Equatable {
+        case connected
+        case frame([UInt8])
+        case oversize(Int)
+        /// The peer is gone (with why); the channel keeps trying.
+        case disconnected(String)
+        /// Opening failed (with why); the channel keeps trying.
+        case openFailed(String)
+    }
+
+    public enum Endpoint: Sendable { case absentOnEnd, closedOnEnd }
+
+    public typealias Opener = @Sendable () throws -> Int32
+
+    public let name: String
+    public let events: AsyncStream<Event>
+    private let continuation: AsyncStream<Event>.Continuation
+    private let opener: Opener
+    private let endpoint: Endpoint
+    private let wake = WakePipe()
+    private let lock = NSLockish()
+    private var queue: [[UInt8]] = []
+    private var queuedBytes = 0
+    private var stopped = false
+    private var fdForTests: Int32 = -1
+    /// Frames dropped because nobody was there or the queue was full.
+    public private(set) var dropped = 0
+
+    /// Most bytes waiting to be written; older frames are dropped beyond it.
+    public let maxQueuedBytes: Int
+    let minBackoff: Double
+    let maxBackoff: Double
+
+    public init(name: String, endpoint: Endpoint, maxQueuedBytes: Int = 1 << 20, minBackoff: Double = 0.05, maxBackoff: Double = 2, opener: @escaping Opener) {
+        self.name = name
+        self.endpoint = endpoint
+        self.opener = opener
+        self.maxQueuedBytes = maxQueuedBytes
+        self.minBackoff = minBackoff
+        self.maxBackoff = maxBackoff
+        (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(4096))
+    }
+
+    public func start() {
+        startThread("tandem-channel-\(name)") { [self] in loop() }
+    }
+
+    /// Queues a frame; it is written when the peer can take it.
+    public func send(_ frame: [UInt8]) {
+        lock.withLock {
+            queue.append(frame)
+            queuedBytes += frame.count
+            while queuedBytes > maxQueuedBytes, let first = queue.first {
+                queue.removeFirst(); queuedBytes -= first.count; dropped += 1
+            }
+        }
+        wake.wake()
+    }
+
+    public func stop() {
+        lock.withLock { stopped = true }
+        wake.wake()
+    }
+
+    private var isStopped: Bool { lock.withLock { stopped } }
+
+    private func loop() {
+        var fd: Int32 = -1
+        var backoff = minBackoff
+        var decoder = FrameDecoder()
+        var present = false          // a peer is attached (absentOnEnd) / connected (closedOnEnd)
+        var partial: ArraySlice<UInt8> = []
+        defer {
+            if fd >= 0 { close(fd) }
+            continuation.finish()
+        }
+        func sleep(_ s: Double) { _ = POSIX.poll([(wake.readFD, Int16(POLLIN))], timeoutMilliseconds: Int32(s * 1000)); wake.drain() }
+
+        while !isStopped {
+            if fd < 0 {
+                do {
+                    fd = try opener()
+                    POSIX.setNonBlocking(fd)
+                    decoder.reset()
+                    partial = []
+                    backoff = minBackoff
+                    if endpoint == .closedOnEnd {
+                        present = true
+                        continuation.yield(.connected)
+                        _ = try? POSIX.writeSome(fd, [UInt8(ascii: "\n")][...])
+                    }
+                } catch {
+                    continuation.yield(.openFailed(String(describing: error)))
+                    sleep(backoff)
+                    backoff = min(backoff * 2, maxBackoff)
+                    continue
+                }
+            }
+            let wantWrite = present && (!partial.isEmpty || lock.withLock { !queue.isEmpty })
+            let ev = POSIX.poll([(fd, Int16(POLLIN) | (wantWrite ? Int16(POLLOUT) : 0)), (wake.readFD, Int16(POLLIN))], timeoutMilliseconds: 200)
+            if ev[1] != 0 { wake.drain() }
+            let r = ev[0]
+            if r & Int16(POLLNVAL) != 0 { close(fd); fd = -1; continue }
+
+            if r & Int16(POLLIN) != 0 || r & Int16(POLLHUP) != 0 || r & Int16(POLLERR) != 0 {
+                let result: POSIX.ReadResult
+                do { result = try POSIX.read(fd) } catch {
+                    // EIO on a pty whose master went away, ECONNRESET on a socket: reopen.
+                    if present { continuation.yield(.disconnected(error.description)) }
+                    present = false
+                    close(fd); fd = -1
+                    sleep(backoff); backoff = min(backoff * 2, maxBackoff)
+                    continue
+                }
+                switch result {
+                case .data(let bytes):
+                    if !present {
+                        present = true
+                        continuation.yield(.connected)
+                    }
+                    decoder.feed(bytes)
+                    while let e = decoder.next() {
+                        switch e {
+                        case .frame(let f): continuation.yield(.frame(f))
+                        case .oversize(let n): continuation.yield(.oversize(n))
+                        }
+                    }
+                    backoff = minBackoff
+                case .wouldBlock:
+                    if r & Int16(POLLHUP) != 0 && endpoint == .absentOnEnd { fallthrough }
+                case .end:
+                    switch endpoint {
+                    case .absentOnEnd:
+                        // No host on the port: keep it open, keep enforcing, look again later.
+                        if present { continuation.yield(.disconnected("no host on the port")) }
+                        present = false
+                        decoder.reset()
+                        sleep(backoff); backoff = min(backoff * 2, 0.5)
+                    case .closedOnEnd:
+                        continuation.yield(.disconnected("peer closed the connection"))
+                        present = false
+                        close(fd); fd = -1
+                        sleep(backoff); backoff = min(backoff * 2, maxBackoff)
+                    }
+                    continue
+                }
+            }
+
+            // Write what is queued, without blocking.
+            if present {
+                while true {
+                    if partial.isEmpty {
+                        guard let next: [UInt8] = lock.withLock({
+                            guard !queue.isEmpty else { return nil }
+                            let f = queue.removeFirst(); queuedBytes -= f.count; return f
+                        }) else { break }
+                        partial = next[...]
+                    }
+                    let n: Int
+                    do { n = try POSIX.writeSome(fd, partial) } catch {
+                        continuation.yield(.disconnected(error.description))
+                        present = false
+                        if endpoint == .closedOnEnd { close(fd); fd = -1 }
+                        partial = []
+                        break
+                    }
+                    if n == 0 { break }
+                    partial = partial.dropFirst(n)
+                }
+            } else if endpoint == .absentOnEnd {
+                // Nobody to write to: what was queued for an absent host is dropped.
+                let n = lock.withLock { () -> Int in let c = queue.count; queue.removeAll(); queuedBytes = 0; return c }
+                lock.withLock { dropped += n }
+            }
+        }
+    }
+}
+
+/// A small mutex usable from any thread.
+final class NSLockish: @unchecked Sendable {
+    private var m = pthread_mutex_t()
+    init() { pthread_mutex_init(&m, nil) }
+    deinit { pthread_mutex_destroy(&m) }
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(&m)
+        defer { pthread_mutex_unlock(&m) }
+        return try body()
+    }
+}

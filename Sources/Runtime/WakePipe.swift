@@ -1,0 +1,38 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+
+/// A pipe that wakes a thread blocked in poll(2) when another thread has work for it.
+final class WakePipe: @unchecked Sendable {
+    let readFD: Int32
+    let writeFD: Int32
+
+    init() {
+        var fds: [Int32] = [0, 0]
+        _ = pipe(&fds)
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        readFD = fds[0]
+        writeFD = fds[1]
+    }
+
+    func wake() { var b: UInt8 = 1; _ = write(writeFD, &b, 1) }
+
+    func drain() {
+        var buf = [UInt8](repeating: 0, count: 64)
+        while buf.withUnsafeMutableBytes({ read(readFD, $0.baseAddress, 64) }) > 0 {}
+    }
+
+    deinit { close(readFD); close(writeFD) }
+}
+
+/// Starts a named OS thread: blocking I/O loops live on these, never on Swift's task pool
+/// (two threads on a 2-core machine), and report through AsyncStreams.
+func startThread(_ name: String, _ body: @escaping @Sendable () -> Void) {
+    let t = Thread { body() }
+    t.name = name
+    t.start()
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what Tandem needs to build, test and run its lab on Debian 12, as root.
+# Idempotent: packages already there are left alone.
+set -euo pipefail
+
+packages=(
+  libnl-3-dev libnl-route-3-dev pkg-config   # CNetlink builds against libnl through pkg-config
+  iproute2                                     # ip and tc: namespaces, veth, the tests' oracle
+  iperf3                                       # traffic in the tests and the lab
+  iputils-ping                                 # counters move in the link tests
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/setup.sh: run as root (apt-get install)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+command -v swift >/dev/null || { echo "scripts/setup.sh: no swift on PATH (Swift 6.1 or later is needed)" >&2; exit 1; }

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, builds, and runs every test.
+# Tests that need root and network namespaces run for real; with CI=true they fail
+# (never skip) when something they need is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+swift build --build-tests
+swift test --skip-build --no-parallel
