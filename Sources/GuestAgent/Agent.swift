@@ -194,14 +194,21 @@ public actor Agent {
         }
     }
 
+    func rotateSession() {
+        session = SessionID.random()
+        estimator.reset()
+    }
+
     func handleHost(_ m: HostMessage, session s: SessionID?) async {
         // A ping from a host that does not know our session: it is new (or restarted).
+        // If we were connected to another, that one is gone: start a new session so nothing
+        // of the old one is taken for the new. While still greeting, keep the session, so the
+        // welcome to the hello already sent still counts.
         if case .ping(let p) = m {
             if s != session {
+                if hostState == .connected { rotateSession() }
                 hostState = .handshaking
                 welcome = nil
-                session = SessionID.random()
-                estimator.reset()
                 sendHello()
             }
             send(.pong(p))
@@ -269,6 +276,7 @@ public actor Agent {
             log.info("host silent for 5s; greeting again")
             hostState = .handshaking
             welcome = nil
+            rotateSession()
         }
         if hostState != .connected && now - lastHello >= 1 { sendHello() }
         // Reservations: TTLs and answers that never came.

@@ -7,7 +7,7 @@ import Glibc
 /// A client of the agent's socket, for the CLI and the tests. One connection: reservations
 /// made through it live while it stays open (unless made with a TTL).
 public final class AgentClient: @unchecked Sendable {
-    let fd: Int32
+    var fd: Int32
     var buffer: [UInt8] = []
     public let path: String
 
@@ -18,7 +18,12 @@ public final class AgentClient: @unchecked Sendable {
         }
     }
 
-    deinit { close(fd) }
+    deinit { close() }
+
+    /// Closes the connection: reservations it held without a TTL are released.
+    public func close() {
+        if fd >= 0 { Glibc.close(fd); fd = -1 }
+    }
 
     /// Sends one request and waits up to `timeout` seconds for its answer.
     public func call(_ request: AgentRequest, timeout: Double = 10) throws -> AgentResponse {

@@ -52,6 +52,10 @@ public struct FilterState: Hashable, Sendable {
     public var handle: UInt32
     /// The class a u32 node classifies into, if any.
     public var classID: TCHandle?
+
+    public init(parent: TCHandle, priority: UInt16, family: UInt16, kind: String, handle: UInt32, classID: TCHandle?) {
+        self.parent = parent; self.priority = priority; self.family = family; self.kind = kind; self.handle = handle; self.classID = classID
+    }
 }
 
 extension RouteSocket {

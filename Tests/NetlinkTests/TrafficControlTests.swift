@@ -167,6 +167,7 @@ struct TrafficControlTests {
         #expect(mine.map(\.pref) == theirs.map(\.pref))
         for (m, t) in zip(mine, theirs) {
             #expect(m.proto == t.proto)
+            #expect(m.flowid != nil)
             #expect(m.flowid == t.flowid)
             #expect(Set(m.matches) == Set(t.matches), "keys of prio \(m.pref): ours \(m.matches), tc's \(t.matches)")
         }

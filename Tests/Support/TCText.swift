@@ -63,11 +63,12 @@ public enum TCText {
             let w = line.split(separator: " ").map(String.init)
             if w.first == "filter" {
                 guard let fh = w.firstIndex(of: "fh"), fh + 1 < w.count, w[fh + 1].split(separator: ":", omittingEmptySubsequences: false).count == 3,
-                      !w[fh + 1].hasSuffix("::") || w.contains("flowid") || w.contains("order") else { continue }
+                      w.contains("order") else { continue }
                 var f = Filter(pref: 0, proto: "", handle: w[fh + 1], flowid: nil, matches: [])
                 if let p = w.firstIndex(of: "pref"), p + 1 < w.count { f.pref = Int(w[p + 1]) ?? 0 }
                 if let p = w.firstIndex(of: "protocol"), p + 1 < w.count { f.proto = w[p + 1] }
-                if let p = w.firstIndex(of: "flowid"), p + 1 < w.count { f.flowid = w[p + 1] }
+                // tc prints `*flowid` for a non-terminal node, `flowid` (after `terminal`) otherwise.
+                if let p = w.firstIndex(where: { $0 == "flowid" || $0 == "*flowid" }), p + 1 < w.count { f.flowid = w[p + 1] }
                 out.append(f)
             } else if w.first == "match", w.count >= 4, !out.isEmpty {
                 out[out.count - 1].matches.append("\(w[1]) at \(w[3])")
