@@ -136,6 +136,7 @@ struct AgentEndToEndTests {
         let oldSession = t.host.session
 
         // The host goes silent (controller stopped); the agent keeps enforcing.
+        t.host.heartbeat = false
         t.host.forget()
         try await Task.sleep(for: .seconds(6))
         #expect(try t.classes().first { $0.handle == "1:1" }?.ceil == .mbit(70), "the last allocation stays in force")
@@ -146,6 +147,7 @@ struct AgentEndToEndTests {
         // session and re-sends its reservation.
         t.host.forget()
         t.host.session = nil
+        t.host.heartbeat = true
         try await t.host.handshake(vm: "vm-test-2")
         #expect(t.host.session != oldSession)
         let again: ReserveRequest = try await t.host.waitFor("re-sent reserve") { m, s in

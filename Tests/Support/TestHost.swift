@@ -10,7 +10,10 @@ public final class TestHost: @unchecked Sendable {
     let lock = NSLock()
     var received: [(GuestMessage, SessionID?)] = []
     public var session: SessionID?
+    /// While true (after a handshake) the host pings every second, as the controller does.
+    public var heartbeat = true
     var collector: Task<Void, Never>?
+    var pinger: Task<Void, Never>?
 
     public init() throws {
         let (master, path) = try PseudoTerminal.open()
@@ -27,7 +30,7 @@ public final class TestHost: @unchecked Sendable {
         }
     }
 
-    public func stop() { channel.stop(); collector?.cancel() }
+    public func stop() { channel.stop(); collector?.cancel(); pinger?.cancel() }
 
     public func send(_ m: HostMessage, session: SessionID? = nil) {
         channel.send(MessageCodec.encode(m, session: session ?? self.session))
@@ -62,6 +65,17 @@ public final class TestHost: @unchecked Sendable {
         }
         session = s
         send(.welcome(Welcome(version: .v1, vm: vm, policy: policy, reportIntervalMilliseconds: interval)))
+        if pinger == nil {
+            pinger = Task { [weak self] in
+                var n: UInt64 = 100
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(1))
+                    guard let self, self.heartbeat, self.session != nil else { continue }
+                    n += 1
+                    self.send(.ping(Ping(nonce: n)))
+                }
+            }
+        }
         return hello
     }
 }
