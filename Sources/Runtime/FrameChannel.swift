@@ -75,6 +75,13 @@ public final class FrameChannel: @unchecked Sendable {
         wake.wake()
     }
 
+    /// Closes the connection and does not reopen it for `seconds` (a misbehaving peer).
+    public func disconnect(for seconds: Double) {
+        lock.withLock { pauseFor = seconds }
+        wake.wake()
+    }
+    private var pauseFor: Double? = nil
+
     public func stop() {
         lock.withLock { stopped = true }
         wake.wake()
@@ -95,6 +102,16 @@ public final class FrameChannel: @unchecked Sendable {
         func sleep(_ s: Double) { _ = POSIX.poll([(wake.readFD, Int16(POLLIN))], timeoutMilliseconds: Int32(s * 1000)); wake.drain() }
 
         while !isStopped {
+            if let pause = lock.withLock({ () -> Double? in let p = pauseFor; pauseFor = nil; return p }) {
+                if fd >= 0 { close(fd); fd = -1 }
+                if present { continuation.yield(.disconnected("cut off for \(pause)s")) }
+                present = false
+                partial = []
+                lock.withLock { queue.removeAll(); queuedBytes = 0 }
+                let until = POSIX.now() + pause
+                while !isStopped && POSIX.now() < until { sleep(min(0.2, until - POSIX.now())) }
+                continue
+            }
             if fd < 0 {
                 do {
                     fd = try opener()

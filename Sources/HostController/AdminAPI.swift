@@ -1,0 +1,82 @@
+import Foundation
+import TandemProtocol
+
+/// The admin socket's API: one JSON object per line each way.
+public struct AdminRequest: Codable, Sendable {
+    /// `fairness`, `status` or `policy-set`.
+    public var op: String
+    public var vm: String?
+    public var weight: Double?
+    /// Rates in tc notation.
+    public var min: String?
+    public var max: String?
+    public init(op: String, vm: String? = nil, weight: Double? = nil, min: String? = nil, max: String? = nil) {
+        self.op = op; self.vm = vm; self.weight = weight; self.min = min; self.max = max
+    }
+}
+
+public struct AdminResponse: Codable, Sendable {
+    public var ok: Bool
+    public var error: String?
+    public var fairness: [LinkFairness]?
+    public var status: HostStatus?
+    public var policy: PolicyView?
+    public init(ok: Bool, error: String? = nil, fairness: [LinkFairness]? = nil, status: HostStatus? = nil, policy: PolicyView? = nil) {
+        self.ok = ok; self.error = error; self.fairness = fairness; self.status = status; self.policy = policy
+    }
+}
+
+public struct PolicyView: Codable, Sendable, Equatable {
+    public var weight: Double
+    public var min: String
+    public var max: String?
+}
+
+/// One link's fairness table. Rates are bits per second.
+public struct LinkFairness: Codable, Sendable {
+    public struct Row: Codable, Sendable {
+        public var vm: String
+        public var weight: Double
+        public var min: UInt64
+        public var max: UInt64?
+        public var demand: UInt64
+        /// The limit in force.
+        public var allocation: UInt64
+        public var measured: UInt64
+        /// measured / capacity.
+        public var share: Double
+        /// `connected`, `handshaking`, `silent`, `absent`, `none` (no channel configured),
+        /// `disconnected` (cut off for misbehaving).
+        public var agent: String
+        public var reserved: UInt64
+    }
+    public var link: String
+    public var capacity: UInt64
+    public var utilisation: Double
+    /// Jain's index over the VMs with demand, rates normalised by weight; nil if none.
+    public var jain: Double?
+    public var vms: [Row]
+}
+
+public struct HostStatus: Codable, Sendable {
+    public struct VM: Codable, Sendable {
+        public var name: String
+        public var link: String
+        public var backend: String
+        public var channel: String?
+        public var agent: String
+        public var session: String?
+        public var limit: UInt64?
+        public var epoch: UInt64
+        public var reservations: Int
+        public var messages: UInt64
+        public var violations: [String: UInt64]
+        public var disconnects: UInt64
+        public var lastError: String?
+        public var resets: UInt64
+    }
+    public var version: String
+    public var uptime: Double
+    public var links: [String]
+    public var vms: [VM]
+}

@@ -1,0 +1,443 @@
+import Foundation
+import Logging
+import TandemProtocol
+import TandemRuntime
+
+/// The host controller's state and decisions. One actor; ``run()`` drives it with real
+/// time and real channels, tests drive ``receive(_:_:now:)`` and ``tick(now:)`` with their own.
+///
+/// Every round: read each VM's counters through its backend and turn them into a rate;
+/// estimate each VM's demand from what the host measured (trusted) and what its guest
+/// reported (believed only up to the VM's fair share); allocate each link (weighted
+/// max-min); push limits that moved by more than the step; tell each guest its allocation.
+public actor Controller {
+    public enum AgentState: String, Sendable { case none, absent, handshaking, connected, silent, disconnected }
+
+    struct VM {
+        var config: HostConfig.VMConfig
+        var policy: VMPolicy
+        let backend: any HardLimitBackend
+        let channel: (any GuestChannel)?
+        var meter: RateMeter
+        var measured = BitRate.zero
+        var lastDrops: UInt64?
+        var dropsDelta: UInt64 = 0
+        var demand = BitRate.zero
+        var allocation = BitRate.zero
+        var limit = BitRate.zero
+        /// What the kernel has (as far as this controller set it); nil: not yet set.
+        var applied: BitRate?
+        var agent: AgentState
+        var handshake = HandshakeFilter()
+        var lastGuestFrame = -1e9
+        var lastPing = -1e9
+        var report: DemandReport?
+        var reportTime = -1e9
+        var epoch: UInt64 = 0
+        var sentSoft: BitRate?
+        var sentReservations: [GrantedReservation]?
+        var reservations: [String: GrantedReservation] = [:]
+        var tokens = 50.0
+        var lastRefill = 0.0
+        var violations: [String: UInt64] = [:]
+        var recentViolations: [Double] = []
+        var messages: UInt64 = 0
+        var disconnects: UInt64 = 0
+        var resets: UInt64 = 0
+        var lastError: String?
+        var lastVerify = -1e9
+    }
+
+    public let config: HostConfig
+    let log: Logger
+    var vms: [String: VM] = [:]
+    let order: [String]
+    let store: StateStore?
+    let started: Double
+    var persisted = PersistedState()
+    let metrics: ControllerMetrics?
+
+    /// Guest messages allowed per second (burst: 50), beyond which they are dropped.
+    public static let guestMessagesPerSecond = 20.0
+    /// Violations within 10 s that cut a guest off, and for how long.
+    public static let violationLimit = 50
+    public static let cutOffSeconds = 10.0
+    public static let maxReservationsPerVM = 256
+    /// A guest that sent nothing for this long is silent: its claims no longer count.
+    public static let silentAfter = 3.0
+
+    public init(config: HostConfig, backends: [String: any HardLimitBackend], channels: [String: any GuestChannel],
+                store: StateStore?, metrics: ControllerMetrics? = nil, logger: Logger, now: Double = POSIX.now()) throws {
+        self.config = config
+        self.log = logger
+        self.store = store
+        self.metrics = metrics
+        self.started = now
+        self.order = config.vms.map(\.name)
+        if let store { persisted = try store.load() }
+        for vm in config.vms {
+            guard let backend = backends[vm.name] else { throw CocoaStyleError("no backend for \(vm.name)") }
+            let capacity = config.links.first { $0.name == vm.link }!.capacity
+            var state = VM(config: vm, policy: persisted.policies[vm.name] ?? vm.policy, backend: backend, channel: channels[vm.name],
+                           meter: RateMeter(ceiling: capacity + capacity), agent: channels[vm.name] == nil ? .none : .absent)
+            for r in persisted.reservations[vm.name] ?? [] { state.reservations[r.id] = r }
+            vms[vm.name] = state
+        }
+    }
+
+    func capacity(of vm: VM) -> BitRate { config.links.first { $0.name == vm.config.link }!.capacity }
+    func link(_ name: String) -> HostConfig.LinkConfig { config.links.first { $0.name == name }! }
+
+    // MARK: start
+
+    /// Prepares every backend. A VM's limit at start is what the kernel has (a restarted
+    /// controller takes over without a gap), or else its fair share.
+    public func prepare() async {
+        for name in order {
+            guard var vm = vms[name] else { continue }
+            let fair = fairShare(name)
+            do {
+                try await vm.backend.prepare(initialLimit: fair)
+                let current = try await vm.backend.currentLimit()
+                vm.applied = current
+                vm.limit = current ?? fair
+                log.info("backend ready", metadata: ["vm": "\(name)", "backend": "\(vm.backend.describe)", "limit": "\(vm.limit)", "found": "\(current.map(\.description) ?? "none")"])
+            } catch {
+                vm.lastError = "\(error)"
+                log.error("backend not ready", metadata: ["vm": "\(name)", "backend": "\(vm.backend.describe)", "error": "\(error)"])
+            }
+            vms[name] = vm
+        }
+    }
+
+    func fairShare(_ name: String) -> BitRate {
+        guard let vm = vms[name] else { return .zero }
+        let members = order.compactMap { vms[$0] }.filter { $0.config.link == vm.config.link }
+        let inputs = members.map { Allocator.Input(name: $0.config.name, weight: $0.policy.weight, guarantee: $0.policy.guarantee, cap: $0.policy.cap, demand: .zero) }
+        return Allocator.fairShares(capacity: capacity(of: vm), inputs)[name] ?? .zero
+    }
+
+    // MARK: rounds
+
+    /// One allocation round at time `now`.
+    public func tick(now: Double) async {
+        for name in order { await measure(name, now: now) }
+        for link in config.links { allocate(link, now: now) }
+        for name in order { await enforce(name, now: now) }
+        for name in order { heartbeat(name, now: now) }
+        metrics?.update(self.fairnessSnapshot(), status: vms)
+    }
+
+    func measure(_ name: String, now: Double) async {
+        guard var vm = vms[name] else { return }
+        defer { vms[name] = vm }
+        do {
+            let (bytes, drops) = try await vm.backend.counters()
+            switch vm.meter.sample(bytes: bytes, at: now) {
+            case .first: break
+            case .rate(let r), .wrapped(let r): vm.measured = r
+            case .reset:
+                vm.resets += 1
+                vm.applied = nil   // a reset (driver reload) clears limits too: re-apply
+                log.warning("counters went back: reset; limits will be re-applied", metadata: ["vm": "\(name)"])
+            }
+            if let d = drops { vm.dropsDelta = d >= (vm.lastDrops ?? d) ? d - (vm.lastDrops ?? d) : 0; vm.lastDrops = d }
+            if vm.lastError != nil { vm.lastError = nil }
+        } catch {
+            if vm.lastError != "\(error)" { log.error("counters unreadable", metadata: ["vm": "\(name)", "error": "\(error)"]) }
+            vm.lastError = "\(error)"
+            vm.applied = nil
+        }
+        if vm.agent == .connected && now - vm.lastGuestFrame > Self.silentAfter {
+            vm.agent = .silent
+            log.warning("agent silent", metadata: ["vm": "\(name)"])
+        }
+    }
+
+    /// The host's demand estimate for one VM. Measured traffic is trusted; a VM sending at
+    /// its limit (or losing packets to it) is probed upward. The guest's report may add to
+    /// that, but never beyond the VM's fair share.
+    static func estimateDemand(measured: BitRate, limit: BitRate, drops: UInt64, report: DemandReport?, fairShare: BitRate,
+                               capacity: BitRate, reserved: BitRate) -> BitRate {
+        var d = measured.scaled(by: 1.1)
+        let atLimit = limit > .zero && (measured >= limit.scaled(by: 0.9) || drops > 0)
+        if atLimit { d = max(d, max(limit.scaled(by: 2), limit + capacity.scaled(by: 0.05))) }
+        if let r = report {
+            var claim = r.rate
+            if r.wantsMore { claim = max(claim, limit).scaled(by: 1.5) }
+            claim = claim + r.unmetReservations
+            d = max(d, min(claim, fairShare))
+        }
+        return max(d, min(reserved, fairShare))
+    }
+
+    func allocate(_ link: HostConfig.LinkConfig, now: Double) {
+        let names = order.filter { vms[$0]?.config.link == link.name }
+        let fair = Allocator.fairShares(capacity: link.capacity, names.map { n in
+            let v = vms[n]!; return Allocator.Input(name: n, weight: v.policy.weight, guarantee: v.policy.guarantee, cap: v.policy.cap, demand: .zero)
+        })
+        var inputs: [Allocator.Input] = []
+        for n in names {
+            var v = vms[n]!
+            let fresh = v.agent == .connected && now - v.reportTime < max(3 * config.controller.interval, 1)
+            let reserved = v.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }
+            v.demand = Self.estimateDemand(measured: v.measured, limit: v.limit, drops: v.dropsDelta, report: fresh ? v.report : nil,
+                                           fairShare: fair[n] ?? .zero, capacity: link.capacity, reserved: reserved)
+            vms[n] = v
+            inputs.append(Allocator.Input(name: n, weight: v.policy.weight, guarantee: v.policy.guarantee, cap: v.policy.cap, demand: v.demand))
+        }
+        for out in Allocator.allocate(capacity: link.capacity, inputs) {
+            vms[out.name]?.allocation = out.allocation
+            vms[out.name]?.limit = out.limit
+        }
+    }
+
+    func enforce(_ name: String, now: Double) async {
+        guard var vm = vms[name] else { return }
+        defer { vms[name] = vm }
+        let step = capacity(of: vm).scaled(by: config.controller.step)
+        // Found changed behind our back (or reset)? Check every 5 s.
+        if now - vm.lastVerify > 5, vm.applied != nil {
+            vm.lastVerify = now
+            if let k = try? await vm.backend.currentLimit(), let a = vm.applied, (k.bitsPerSecond / 1_000_000) != (a.bitsPerSecond / 1_000_000) && k.bitsPerSecond / 8 != a.bitsPerSecond / 8 {
+                log.warning("limit changed behind the controller; re-applying", metadata: ["vm": "\(name)", "kernel": "\(k)", "expected": "\(a)"])
+                vm.applied = nil
+            }
+        }
+        let moved = vm.applied.map { a in (a > vm.limit ? a - vm.limit : vm.limit - a) > step } ?? true
+        if moved {
+            do {
+                try await vm.backend.apply(limit: vm.limit, guarantee: vm.policy.guarantee)
+                vm.applied = vm.limit
+                vm.lastError = nil
+            } catch {
+                if vm.lastError != "\(error)" { log.error("limit not applied", metadata: ["vm": "\(name)", "limit": "\(vm.limit)", "error": "\(error)"]) }
+                vm.lastError = "\(error)"
+            }
+        }
+        guard vm.agent == .connected, let applied = vm.applied else { return }
+        let soft = applied.scaled(by: config.controller.softFraction)
+        let grants = vm.reservations.values.sorted { $0.id < $1.id }
+        if vm.sentSoft != soft || vm.sentReservations != grants {
+            vm.epoch += 1
+            vm.sentSoft = soft
+            vm.sentReservations = grants
+            send(&vm, .allocation(Allocation(epoch: vm.epoch, hardLimit: applied, softLimit: soft, reservations: Array(grants.prefix(Limits.maxReservationsPerAllocation)))))
+        }
+    }
+
+    func heartbeat(_ name: String, now: Double) {
+        guard var vm = vms[name], vm.channel != nil else { return }
+        if now - vm.lastPing >= 1 {
+            vm.lastPing = now
+            send(&vm, .ping(Ping(nonce: UInt64(now * 1000))))
+        }
+        vms[name] = vm
+    }
+
+    func send(_ vm: inout VM, _ m: HostMessage) {
+        let frame = MessageCodec.encode(m, session: vm.handshake.session)
+        guard MessageCodec.fits(frame) else { log.error("frame too large", metadata: ["vm": "\(vm.config.name)"]); return }
+        vm.channel?.send(frame)
+    }
+
+    // MARK: guests
+
+    /// One event from a VM's channel.
+    public func receive(_ name: String, _ event: FrameChannel.Event, now: Double) {
+        guard var vm = vms[name] else { return }
+        defer { vms[name] = vm }
+        switch event {
+        case .connected:
+            vm.agent = .handshaking
+            vm.handshake.reset()
+            vm.lastPing = now
+            send(&vm, .ping(Ping(nonce: 0)))   // "who is there": the agent answers with a hello
+            log.info("channel connected", metadata: ["vm": "\(name)"])
+        case .disconnected(let why):
+            if vm.agent != .disconnected { vm.agent = .absent }
+            vm.handshake.reset()
+            vm.report = nil
+            log.info("channel down", metadata: ["vm": "\(name)", "reason": "\(why)"])
+        case .openFailed:
+            if vm.agent != .disconnected { vm.agent = .absent }
+        case .oversize:
+            violation(&vm, "oversize", now: now)
+        case .frame(let f):
+            vm.messages += 1
+            // Rate limit: a token bucket per channel.
+            vm.tokens = min(50, vm.tokens + (now - vm.lastRefill) * Self.guestMessagesPerSecond)
+            vm.lastRefill = now
+            guard vm.tokens >= 1 else { violation(&vm, "rate-limited", now: now); return }
+            vm.tokens -= 1
+            switch MessageCodec.decodeGuest(f) {
+            case .invalid(let v):
+                violation(&vm, v == .notAFrame ? "garbage" : "invalid", now: now)
+                log.debug("invalid guest frame", metadata: ["vm": "\(name)", "error": "\(v)"])
+            case .unknownKind(let k, _):
+                vm.violations["unknown-kind", default: 0] += 1
+                log.debug("unknown message kind ignored", metadata: ["vm": "\(name)", "kind": "\(k.prefix(32))"])
+            case .message(let m, let session, _):
+                guard vm.handshake.accept(m, session: session) else {
+                    vm.violations["stale", default: 0] += 1
+                    return
+                }
+                vm.lastGuestFrame = now
+                handle(&vm, m, now: now)
+            }
+        }
+    }
+
+    func violation(_ vm: inout VM, _ kind: String, now: Double) {
+        vm.violations[kind, default: 0] += 1
+        vm.recentViolations.append(now)
+        vm.recentViolations.removeAll { now - $0 > 10 }
+        metrics?.channelError(vm.config.name, kind)
+        if vm.recentViolations.count >= Self.violationLimit {
+            vm.recentViolations.removeAll()
+            vm.disconnects += 1
+            vm.agent = .disconnected
+            vm.handshake.reset()
+            vm.report = nil
+            vm.channel?.disconnect(for: Self.cutOffSeconds)
+            log.warning("guest misbehaving: channel cut off", metadata: ["vm": "\(vm.config.name)", "seconds": "\(Self.cutOffSeconds)", "kind": "\(kind)"])
+        }
+    }
+
+    func handle(_ vm: inout VM, _ m: GuestMessage, now: Double) {
+        switch m {
+        case .hello(let h):
+            guard let version = ProtocolVersion.negotiate(h.protocolVersions) else {
+                send(&vm, .error(ErrorMessage(code: .unsupportedVersion, message: "no common protocol version: host speaks \(ProtocolVersion.supported.map(\.description).joined(separator: ", "))")))
+                return
+            }
+            vm.agent = .connected
+            vm.sentSoft = nil
+            vm.sentReservations = nil
+            var policy = vm.policy
+            if !policy.weight.isFinite { policy.weight = 1 }
+            send(&vm, .welcome(Welcome(version: version, vm: vm.config.name, policy: policy,
+                                       reportIntervalMilliseconds: UInt32(max(10, min(60_000, config.controller.interval * 1000))))))
+            log.info("agent welcomed", metadata: ["vm": "\(vm.config.name)", "agent": "\(h.agentVersion)", "interface": "\(h.interface)"])
+        case .demand(let d):
+            vm.report = d
+            vm.reportTime = now
+        case .reserve(let r):
+            let reply = admit(&vm, r)
+            send(&vm, .reservation(reply))
+        case .release(let r):
+            if vm.reservations.removeValue(forKey: r.id) != nil {
+                persistReservations(vm)
+                log.info("reservation released", metadata: ["vm": "\(vm.config.name)", "id": "\(r.id)"])
+            }
+        case .applied(let a):
+            if let e = a.error { vm.lastError = "guest could not apply epoch \(a.epoch): \(e)" }
+        case .ping(let p):
+            send(&vm, .pong(p))
+        case .pong:
+            break
+        }
+    }
+
+    /// Admission: a VM's reservations stay within its guarantee, or (if its link allows)
+    /// within the link's unreserved capacity.
+    func admit(_ vm: inout VM, _ r: ReserveRequest) -> ReservationReply {
+        if let existing = vm.reservations[r.id] {
+            if existing.rate == r.rate && existing.selector == r.selector { return ReservationReply(id: r.id, granted: true) }
+            return ReservationReply(id: r.id, granted: false, reason: "id \(r.id) is already a reservation of \(existing.rate) for \(existing.selector)")
+        }
+        guard vm.reservations.count < Self.maxReservationsPerVM else {
+            return ReservationReply(id: r.id, granted: false, reason: "the VM already holds \(vm.reservations.count) reservations, the most allowed")
+        }
+        let used = vm.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }
+        let g = vm.policy.guarantee
+        var fits = used + r.rate <= g
+        let l = link(vm.config.link)
+        if !fits && l.reserveBeyondGuarantee {
+            let committed = order.compactMap { vms[$0] }.filter { $0.config.link == l.name && $0.config.name != vm.config.name }
+                .reduce(BitRate.zero) { $0 + max($1.policy.guarantee, $1.reservations.values.reduce(.zero) { $0 + $1.rate }) }
+            fits = committed + max(g, used + r.rate) <= l.capacity && (vm.policy.cap.map { used + r.rate <= $0 } ?? true)
+        }
+        guard fits else {
+            let beyond = l.reserveBeyondGuarantee ? " and the link has no unreserved capacity for it" : ""
+            return ReservationReply(id: r.id, granted: false, reason: "\(used) already reserved of the VM's \(g) guarantee; \(r.rate) more does not fit\(beyond)")
+        }
+        vm.reservations[r.id] = GrantedReservation(id: r.id, rate: r.rate, selector: r.selector)
+        persistReservations(vm)
+        log.info("reservation admitted", metadata: ["vm": "\(vm.config.name)", "id": "\(r.id)", "rate": "\(r.rate)", "selector": "\(r.selector)"])
+        return ReservationReply(id: r.id, granted: true)
+    }
+
+    func persistReservations(_ vm: VM) {
+        persisted.reservations[vm.config.name] = vm.reservations.values.sorted { $0.id < $1.id }
+        save()
+    }
+
+    func save() {
+        guard let store else { return }
+        do { try store.save(persisted) } catch { log.error("state not saved", metadata: ["error": "\(error)"]) }
+    }
+
+    // MARK: admin
+
+    public func setPolicy(vm name: String, weight: Double?, min: BitRate?, max: BitRate??) throws -> VMPolicy {
+        guard var vm = vms[name] else { throw CocoaStyleError("no VM '\(name)' (there are: \(order.joined(separator: ", ")))") }
+        var p = vm.policy
+        if let weight { p.weight = weight }
+        if let min { p.guarantee = min }
+        if let max { p.cap = max }
+        do { try p.validate(prefix: "") } catch {
+            let key = error.field == "guarantee" ? "min" : error.field == "cap" ? "max" : error.field
+            throw CocoaStyleError("\(key): \(error.problem)")
+        }
+        let l = link(vm.config.link)
+        if let cap = p.cap, cap > l.capacity { throw CocoaStyleError("max \(cap) is above link \(l.name)'s capacity \(l.capacity)") }
+        let others = order.filter { $0 != name }.compactMap { vms[$0] }.filter { $0.config.link == l.name }.reduce(BitRate.zero) { $0 + $1.policy.guarantee }
+        if others + p.guarantee > l.capacity {
+            throw CocoaStyleError("min \(p.guarantee) would make link \(l.name)'s guarantees \(others + p.guarantee), more than its capacity \(l.capacity)")
+        }
+        let reserved = vm.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }
+        if reserved > p.guarantee && !l.reserveBeyondGuarantee {
+            throw CocoaStyleError("min \(p.guarantee) is below the \(reserved) the VM has reserved; release reservations first")
+        }
+        vm.policy = p
+        vms[name] = vm
+        persisted.policies[name] = p
+        save()
+        log.info("policy set", metadata: ["vm": "\(name)", "weight": "\(p.weight)", "min": "\(p.guarantee)", "max": "\(p.cap.map(\.description) ?? "none")"])
+        return p
+    }
+
+    public func fairness() -> [LinkFairness] { fairnessSnapshot() }
+
+    func fairnessSnapshot() -> [LinkFairness] {
+        config.links.map { l in
+            let rows = order.compactMap { vms[$0] }.filter { $0.config.link == l.name }.map { v in
+                LinkFairness.Row(vm: v.config.name, weight: v.policy.weight, min: v.policy.guarantee.bitsPerSecond, max: v.policy.cap?.bitsPerSecond,
+                                 demand: v.demand.bitsPerSecond, allocation: (v.applied ?? v.limit).bitsPerSecond, measured: v.measured.bitsPerSecond,
+                                 share: Double(v.measured.bitsPerSecond) / Double(l.capacity.bitsPerSecond), agent: v.agent.rawValue,
+                                 reserved: v.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }.bitsPerSecond)
+            }
+            let active = rows.filter { $0.measured > l.capacity.bitsPerSecond / 100 }
+            let jain = Allocator.jainIndex(active.map { (BitRate(bitsPerSecond: $0.measured), $0.weight) })
+            let used = rows.reduce(0) { $0 + Double($1.measured) }
+            return LinkFairness(link: l.name, capacity: l.capacity.bitsPerSecond, utilisation: used / Double(l.capacity.bitsPerSecond), jain: jain, vms: rows)
+        }
+    }
+
+    public func status(now: Double) -> HostStatus {
+        HostStatus(version: TandemVersion.string, uptime: now - started, links: config.links.map { "\($0.name) \($0.capacity)" },
+                   vms: order.compactMap { vms[$0] }.map { v in
+                       HostStatus.VM(name: v.config.name, link: v.config.link, backend: v.backend.describe, channel: v.config.channel,
+                                     agent: v.agent.rawValue, session: v.handshake.session?.rawValue, limit: v.applied?.bitsPerSecond, epoch: v.epoch,
+                                     reservations: v.reservations.count, messages: v.messages, violations: v.violations,
+                                     disconnects: v.disconnects, lastError: v.lastError, resets: v.resets)
+                   })
+    }
+
+    /// For tests and the admin API: a VM's limit in force and its reservations.
+    public func snapshot(_ name: String) -> (limit: BitRate?, demand: BitRate, measured: BitRate, agent: AgentState, reservations: [GrantedReservation])? {
+        guard let v = vms[name] else { return nil }
+        return (v.applied, v.demand, v.measured, v.agent, v.reservations.values.sorted { $0.id < $1.id })
+    }
+}

@@ -1,0 +1,15 @@
+import TandemRuntime
+
+/// A VM's channel as the controller uses it: events in, frames out. In production a
+/// ``FrameChannel`` to the unix socket QEMU made for the VM's virtio-serial port; in tests
+/// an in-memory one.
+public protocol GuestChannel: Sendable {
+    var events: AsyncStream<FrameChannel.Event> { get }
+    func start()
+    func send(_ frame: [UInt8])
+    /// Drops the connection and stays away this long (a misbehaving guest).
+    func disconnect(for seconds: Double)
+    func stop()
+}
+
+extension FrameChannel: GuestChannel {}

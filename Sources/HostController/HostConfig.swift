@@ -1,0 +1,313 @@
+import Foundation
+import TOMLKit
+import TandemProtocol
+import TandemRuntime
+
+/// The controller's configuration (docs/CONFIG.md), checked whole before anything starts.
+public struct HostConfig: Sendable, Equatable {
+    public struct Controller: Sendable, Equatable {
+        /// Seconds between allocation rounds.
+        public var interval: Double = 0.1
+        public var adminSocket = "/run/tandem/host.sock"
+        public var stateDir = "/var/lib/tandem"
+        /// `HOST:PORT` for Prometheus, or nil for none.
+        public var metrics: String? = "127.0.0.1:9465"
+        /// A limit is pushed only when it moves by more than this fraction of the link.
+        public var step: Double = 0.01
+        /// The guest shapes to this fraction of its hard limit, so its own shaper (which
+        /// sees flows) decides what is dropped rather than the NIC.
+        public var softFraction: Double = 0.97
+        public init() {}
+    }
+
+    public struct LinkConfig: Sendable, Equatable {
+        public var name: String
+        public var capacity: BitRate
+        /// Admit reservations beyond a VM's guarantee while the link has unreserved capacity.
+        public var reserveBeyondGuarantee: Bool = false
+    }
+
+    public enum Backend: Sendable, Equatable {
+        /// Shape the VM's egress on the host interface (tap, macvtap, veth) via an IFB.
+        case tc(interface: String)
+        /// The VF's TX limit on the PF. `setMin`: also set the NIC's min TX rate (guarantee).
+        case sriov(pf: String, vf: UInt32, setMin: Bool)
+    }
+
+    public struct VMConfig: Sendable, Equatable {
+        public var name: String
+        public var link: String
+        public var backend: Backend
+        /// The host end of the VM's virtio-serial port (a unix socket QEMU creates), if any.
+        public var channel: String?
+        public var policy: VMPolicy
+    }
+
+    public var controller = Controller()
+    public var links: [LinkConfig] = []
+    public var vms: [VMConfig] = []
+
+    public init() {}
+}
+
+/// A configuration error: the file, where (the table and key, and the line when known),
+/// and what is wrong with which value.
+public struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var file: String
+    public var location: String
+    public var line: Int?
+    public var problem: String
+    public var description: String {
+        "\(file)\(line.map { ":\($0)" } ?? ""): \(location.isEmpty ? "" : location + ": ")\(problem)"
+    }
+}
+
+extension HostConfig {
+    public static func load(path: String) throws(ConfigError) -> HostConfig {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ConfigError(file: path, location: "", line: nil, problem: "cannot read the file: \((error as NSError).localizedDescription)")
+        }
+        return try parse(text, file: path)
+    }
+
+    public static func parse(_ text: String, file: String = "config") throws(ConfigError) -> HostConfig {
+        let root: TOMLTable
+        do { root = try TOMLTable(string: text) } catch let e as TOMLParseError {
+            throw ConfigError(file: file, location: "", line: e.source.begin.line, problem: "not valid TOML: \(e.description)")
+        } catch {
+            throw ConfigError(file: file, location: "", line: nil, problem: "not valid TOML: \(error)")
+        }
+        let r = Reader(file: file, text: text)
+        var cfg = HostConfig()
+        try r.unknownKeys(root, known: ["controller", "link", "vm"], at: "", header: nil)
+
+        if let v = root["controller"] {
+            guard let t = v.table else { throw r.error("[controller]", nil, "must be a table") }
+            let at = "[controller]"
+            try r.unknownKeys(t, known: ["interval", "admin_socket", "state_dir", "metrics", "step", "soft_limit"], at: at, header: "[controller]")
+            if let s = try r.string(t, "interval", at) {
+                do { cfg.controller.interval = try DurationText.seconds(s) } catch { throw r.error(at, "interval", "\(error)", header: "[controller]") }
+                guard (0.01...60).contains(cfg.controller.interval) else { throw r.error(at, "interval", "'\(s)' must be between 10ms and 60s", header: "[controller]") }
+            }
+            if let s = try r.string(t, "admin_socket", at) { cfg.controller.adminSocket = s }
+            if let s = try r.string(t, "state_dir", at) { cfg.controller.stateDir = s }
+            if let s = try r.string(t, "metrics", at) {
+                if s.isEmpty || s == "off" { cfg.controller.metrics = nil } else {
+                    guard parseListen(s) != nil else { throw r.error(at, "metrics", "'\(s)' is not HOST:PORT (e.g. 127.0.0.1:9465) or \"off\"", header: "[controller]") }
+                    cfg.controller.metrics = s
+                }
+            }
+            if let s = try r.string(t, "step", at) {
+                guard s.hasSuffix("%"), let v = Double(s.dropLast()), v >= 0, v <= 50 else {
+                    throw r.error(at, "step", "'\(s)' is not a percentage of the link from 0% to 50%, such as \"1%\"", header: "[controller]")
+                }
+                cfg.controller.step = v / 100
+            }
+            if let s = try r.string(t, "soft_limit", at) {
+                guard s.hasSuffix("%"), let v = Double(s.dropLast()), v >= 50, v <= 100 else {
+                    throw r.error(at, "soft_limit", "'\(s)' is not a percentage of the hard limit from 50% to 100%, such as \"97%\"", header: "[controller]")
+                }
+                cfg.controller.softFraction = v / 100
+            }
+        }
+
+        let links = try r.tables(root, "link")
+        for (i, t) in links.enumerated() {
+            let at = "[[link]] #\(i + 1)"
+            try r.unknownKeys(t, known: ["name", "capacity", "reserve_beyond_guarantee"], at: at, header: "[[link]]", index: i)
+            guard let name = try r.string(t, "name", at) else { throw r.error(at, "name", "missing", header: "[[link]]", index: i) }
+            try r.checkName(name, at, "name", header: "[[link]]", index: i)
+            guard let capText = try r.string(t, "capacity", at) else { throw r.error("\(at) (\(name))", "capacity", "missing: the link's capacity, such as \"10gbit\"", header: "[[link]]", index: i) }
+            let cap = try r.rate(capText, "\(at) (\(name))", "capacity", header: "[[link]]", index: i)
+            guard cap > .zero else { throw r.error("\(at) (\(name))", "capacity", "must be above 0", header: "[[link]]", index: i) }
+            if cfg.links.contains(where: { $0.name == name }) { throw r.error(at, "name", "'\(name)' is named twice", header: "[[link]]", index: i) }
+            cfg.links.append(LinkConfig(name: name, capacity: cap, reserveBeyondGuarantee: try r.bool(t, "reserve_beyond_guarantee", at) ?? false))
+        }
+
+        let vms = try r.tables(root, "vm")
+        for (i, t) in vms.enumerated() {
+            var at = "[[vm]] #\(i + 1)"
+            try r.unknownKeys(t, known: ["name", "link", "backend", "interface", "pf", "vf", "set_min_rate", "channel", "weight", "min", "max"], at: at, header: "[[vm]]", index: i)
+            guard let name = try r.string(t, "name", at) else { throw r.error(at, "name", "missing", header: "[[vm]]", index: i) }
+            try r.checkName(name, at, "name", header: "[[vm]]", index: i)
+            at += " (\(name))"
+            if cfg.vms.contains(where: { $0.name == name }) { throw r.error(at, "name", "'\(name)' is named twice", header: "[[vm]]", index: i) }
+            let linkName = try r.string(t, "link", at) ?? (cfg.links.count == 1 ? cfg.links[0].name : nil)
+            guard let linkName else { throw r.error(at, "link", "missing (there is more than one [[link]]: name one)", header: "[[vm]]", index: i) }
+            guard cfg.links.contains(where: { $0.name == linkName }) else {
+                throw r.error(at, "link", "'\(linkName)' is not a [[link]] (there are: \(cfg.links.map(\.name).joined(separator: ", ")))", header: "[[vm]]", index: i)
+            }
+            let backendName = try r.string(t, "backend", at) ?? "tc"
+            let backend: Backend
+            switch backendName {
+            case "tc":
+                guard let iface = try r.string(t, "interface", at) else { throw r.error(at, "interface", "missing: the VM's host interface (tap, macvtap, veth) for backend \"tc\"", header: "[[vm]]", index: i) }
+                try r.checkInterface(iface, at, "interface", header: "[[vm]]", index: i)
+                backend = .tc(interface: iface)
+            case "sriov":
+                guard let pf = try r.string(t, "pf", at) else { throw r.error(at, "pf", "missing: the PF's interface for backend \"sriov\"", header: "[[vm]]", index: i) }
+                try r.checkInterface(pf, at, "pf", header: "[[vm]]", index: i)
+                guard let vf = try r.int(t, "vf", at) else { throw r.error(at, "vf", "missing: the VF's number for backend \"sriov\"", header: "[[vm]]", index: i) }
+                guard (0...255).contains(vf) else { throw r.error(at, "vf", "\(vf) is not a VF number from 0 to 255", header: "[[vm]]", index: i) }
+                backend = .sriov(pf: pf, vf: UInt32(vf), setMin: try r.bool(t, "set_min_rate", at) ?? false)
+            default:
+                throw r.error(at, "backend", "'\(backendName)' is not \"tc\" or \"sriov\"", header: "[[vm]]", index: i)
+            }
+            let weight = try r.double(t, "weight", at) ?? 1
+            let min = try r.string(t, "min", at).map { (s: String) throws(ConfigError) -> BitRate in try r.rate(s, at, "min", header: "[[vm]]", index: i) } ?? .zero
+            let max = try r.string(t, "max", at).map { (s: String) throws(ConfigError) -> BitRate in try r.rate(s, at, "max", header: "[[vm]]", index: i) }
+            let policy = VMPolicy(weight: weight, guarantee: min, cap: max)
+            do { try policy.validate(prefix: "") } catch {
+                let key = error.field == "guarantee" ? "min" : error.field == "cap" ? "max" : error.field
+                throw r.error(at, key, error.problem, header: "[[vm]]", index: i)
+            }
+            let channel = try r.string(t, "channel", at)
+            cfg.vms.append(VMConfig(name: name, link: linkName, backend: backend, channel: channel, policy: policy))
+        }
+
+        // Across entries.
+        for link in cfg.links {
+            let members = cfg.vms.filter { $0.link == link.name }
+            let g = members.reduce(BitRate.zero) { $0 + $1.policy.guarantee }
+            if g > link.capacity {
+                throw ConfigError(file: file, location: "[[link]] (\(link.name))", line: nil,
+                                  problem: "the guarantees of its VMs add up to \(g) (\(members.map { "\($0.name) \($0.policy.guarantee)" }.joined(separator: ", "))), more than its capacity \(link.capacity)")
+            }
+            for vm in members where (vm.policy.cap ?? .zero) > link.capacity {
+                throw ConfigError(file: file, location: "[[vm]] (\(vm.name))", line: nil, problem: "max \(vm.policy.cap!) is above its link's capacity \(link.capacity)")
+            }
+        }
+        var seen: [String: String] = [:]
+        for vm in cfg.vms {
+            let key: String
+            switch vm.backend {
+            case .tc(let iface): key = "interface \(iface)"
+            case .sriov(let pf, let vf, _): key = "pf \(pf) vf \(vf)"
+            }
+            if let other = seen[key] { throw ConfigError(file: file, location: "[[vm]] (\(vm.name))", line: nil, problem: "\(key) is also \(other)'s") }
+            seen[key] = vm.name
+            if let ch = vm.channel, let other = cfg.vms.first(where: { $0.name != vm.name && $0.channel == ch }) {
+                throw ConfigError(file: file, location: "[[vm]] (\(vm.name))", line: nil, problem: "channel \(ch) is also \(other.name)'s")
+            }
+        }
+        return cfg
+    }
+
+    /// `HOST:PORT` → (host, port).
+    public static func parseListen(_ s: String) -> (String, UInt16)? {
+        guard let c = s.lastIndex(of: ":"), let port = UInt16(s[s.index(after: c)...]), port > 0 else { return nil }
+        let host = String(s[..<c])
+        guard IPAddress(host) != nil || host == "localhost" else { return nil }
+        return (host, port)
+    }
+}
+
+/// Reads typed values out of TOML tables, with errors that say where.
+struct Reader {
+    let file: String
+    let lines: [Substring]
+
+    init(file: String, text: String) {
+        self.file = file
+        self.lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+    }
+
+    /// The line of `key` inside the `index`-th `header` section, found in the text (TOMLKit
+    /// keeps no positions): good enough to point a person at the right place.
+    func line(of key: String?, header: String?, index: Int = 0) -> Int? {
+        var start = 0
+        if let header {
+            var seen = -1
+            guard let h = lines.indices.first(where: { i in
+                if lines[i].trimmingCharacters(in: .whitespaces).hasPrefix(header) { seen += 1; return seen == index }
+                return false
+            }) else { return nil }
+            if key == nil { return h + 1 }
+            start = h + 1
+        }
+        guard let key else { return nil }
+        for i in start..<lines.count {
+            let t = lines[i].trimmingCharacters(in: .whitespaces)
+            if t.hasPrefix("[") && header != nil { break }
+            if t.hasPrefix(key) {
+                let rest = t.dropFirst(key.count).trimmingCharacters(in: .whitespaces)
+                if rest.hasPrefix("=") { return i + 1 }
+            }
+        }
+        return nil
+    }
+
+    func error(_ at: String, _ key: String?, _ problem: String, header: String? = nil, index: Int = 0) -> ConfigError {
+        ConfigError(file: file, location: key.map { "\(at): key '\($0)'" } ?? at, line: line(of: key, header: header ?? (at.hasPrefix("[[") ? String(at.prefix(while: { $0 != " " })) : nil), index: index), problem: problem)
+    }
+
+    func unknownKeys(_ t: TOMLTable, known: Set<String>, at: String, header: String?, index: Int = 0) throws(ConfigError) {
+        for k in t.keys where !known.contains(k) {
+            throw ConfigError(file: file, location: at.isEmpty ? "key '\(k)'" : "\(at): key '\(k)'", line: line(of: k, header: header, index: index),
+                              problem: "unknown key (known: \(known.sorted().joined(separator: ", ")))")
+        }
+    }
+
+    func tables(_ t: TOMLTable, _ key: String) throws(ConfigError) -> [TOMLTable] {
+        guard let v = t[key] else { return [] }
+        guard let a = v.array else { throw ConfigError(file: file, location: key, line: line(of: nil, header: "[\(key)]"), problem: "must be an array of tables: write [[\(key)]]") }
+        var out: [TOMLTable] = []
+        for e in a {
+            guard let tt = e.table else { throw ConfigError(file: file, location: key, line: nil, problem: "every entry must be a table: write [[\(key)]]") }
+            out.append(tt)
+        }
+        return out
+    }
+
+    func string(_ t: TOMLTable, _ key: String, _ at: String) throws(ConfigError) -> String? {
+        guard let v = t[key] else { return nil }
+        guard let s = v.string else { throw error(at, key, "must be a string, e.g. \(key) = \"...\"") }
+        return s
+    }
+
+    func int(_ t: TOMLTable, _ key: String, _ at: String) throws(ConfigError) -> Int? {
+        guard let v = t[key] else { return nil }
+        guard let n = v.int else { throw error(at, key, "must be a whole number") }
+        return n
+    }
+
+    func double(_ t: TOMLTable, _ key: String, _ at: String) throws(ConfigError) -> Double? {
+        guard let v = t[key] else { return nil }
+        if let d = v.double { return d }
+        if let n = v.int { return Double(n) }
+        throw error(at, key, "must be a number")
+    }
+
+    func bool(_ t: TOMLTable, _ key: String, _ at: String) throws(ConfigError) -> Bool? {
+        guard let v = t[key] else { return nil }
+        guard let b = v.bool else { throw error(at, key, "must be true or false") }
+        return b
+    }
+
+    func rate(_ s: String, _ at: String, _ key: String, header: String? = nil, index: Int = 0) throws(ConfigError) -> BitRate {
+        do {
+            let r = try BitRate(parsing: s)
+            guard r <= .protocolMaximum else { throw error(at, key, "'\(s)' is above 10tbit", header: header, index: index) }
+            return r
+        } catch let e as BitRateParseError { throw error(at, key, e.description, header: header, index: index) }
+        catch let e as ConfigError { throw e }
+        catch { throw self.error(at, key, "\(error)", header: header, index: index) }
+    }
+
+    func checkName(_ s: String, _ at: String, _ key: String, header: String, index: Int) throws(ConfigError) {
+        guard !s.isEmpty, s.utf8.count <= 64, s.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }), s.isASCII else {
+            throw error(at, key, "'\(s.prefix(80))' must be 1 to 64 letters, digits, '-', '_' or '.'", header: header, index: index)
+        }
+    }
+
+    func checkInterface(_ s: String, _ at: String, _ key: String, header: String, index: Int) throws(ConfigError) {
+        guard !s.isEmpty, s.utf8.count < 16, !s.contains("/"), !s.contains(" ") else {
+            throw error(at, key, "'\(s.prefix(80))' is not an interface name (1 to 15 bytes, no '/' or spaces)", header: header, index: index)
+        }
+    }
+}
+
+extension String {
+    var isASCII: Bool { utf8.allSatisfy { $0 < 128 } }
+}

@@ -1,0 +1,124 @@
+import Foundation
+import Logging
+import Metrics
+import Netlink
+import Prometheus
+import TandemProtocol
+import TandemRuntime
+
+/// `tandem-host run`: the controller with real backends, channels, admin socket and metrics.
+public struct HostDaemon: Sendable {
+    public let config: HostConfig
+    let log: Logger
+
+    public init(config: HostConfig, logger: Logger) { self.config = config; self.log = logger }
+
+    enum Event: Sendable {
+        case channel(String, FrameChannel.Event)
+        case admin(LineServer.Event)
+        case tick
+    }
+
+    public func run() async throws {
+        let netlink = try RouteSocket()
+        var backends: [String: any HardLimitBackend] = [:]
+        var channels: [String: any GuestChannel] = [:]
+        for vm in config.vms {
+            switch vm.backend {
+            case .tc(let iface): backends[vm.name] = TCBackend(vm: vm.name, interface: iface, netlink: netlink)
+            case .sriov(let pf, let vf, let setMin): backends[vm.name] = SRIOVBackend(pf: pf, vf: vf, setMin: setMin, netlink: netlink)
+            }
+            if let path = vm.channel {
+                channels[vm.name] = FrameChannel(name: vm.name, endpoint: .closedOnEnd, minBackoff: 0.1, maxBackoff: 5) { try UnixSocket.connect(path) }
+            }
+        }
+        let registry = PrometheusCollectorRegistry()
+        var metricsServer: MetricsHTTPServer?
+        if let listen = config.controller.metrics, let (host, port) = HostConfig.parseListen(listen) {
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            metricsServer = try MetricsHTTPServer(host: host, port: port, registry: registry)
+            metricsServer?.start()
+            log.info("metrics", metadata: ["listen": "\(listen)"])
+        }
+        let controller = try Controller(config: config, backends: backends, channels: channels,
+                                        store: StateStore(directory: config.controller.stateDir), metrics: ControllerMetrics(), logger: log)
+        await controller.prepare()
+
+        try FileManager.default.createDirectory(atPath: (config.controller.adminSocket as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let admin = try LineServer(path: config.controller.adminSocket, mode: 0o600, maxLine: 4096, linesPerSecond: 100)
+        admin.start()
+        for c in channels.values { c.start() }
+        log.info("controller started", metadata: ["vms": "\(config.vms.count)", "links": "\(config.links.count)", "admin": "\(config.controller.adminSocket)"])
+
+        let (events, sink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(65536))
+        let interval = config.controller.interval
+        await withTaskGroup(of: Void.self) { group in
+            for (name, ch) in channels {
+                group.addTask { for await e in ch.events { sink.yield(.channel(name, e)) } }
+            }
+            group.addTask { for await e in admin.events { sink.yield(.admin(e)) } }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
+                    sink.yield(.tick)
+                }
+            }
+            group.addTask {
+                for await e in events {
+                    if Task.isCancelled { break }
+                    let now = POSIX.now()
+                    switch e {
+                    case .tick: await controller.tick(now: now)
+                    case .channel(let name, let ce): await controller.receive(name, ce, now: now)
+                    case .admin(let ae): await Self.handleAdmin(ae, controller: controller, server: admin, now: now)
+                    }
+                }
+            }
+            while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(100)) }
+            group.cancelAll()
+            sink.finish()
+        }
+        for c in channels.values { c.stop() }
+        admin.stop()
+        metricsServer?.stop()
+        // Limits stay in the kernel: a stopped controller leaves no VM unlimited.
+        log.info("controller stopped; limits left in force")
+    }
+
+    static func handleAdmin(_ e: LineServer.Event, controller: Controller, server: LineServer, now: Double) async {
+        guard case .line(let client, let bytes) = e else {
+            if case .oversize(let c) = e { reply(server, c.id, AdminResponse(ok: false, error: "request too long")) }
+            if case .rateLimited(let c) = e { reply(server, c.id, AdminResponse(ok: false, error: "too many requests")) }
+            return
+        }
+        guard let req = try? JSONDecoder().decode(AdminRequest.self, from: Data(bytes)) else {
+            reply(server, client.id, AdminResponse(ok: false, error: "not a request: expected one JSON object per line with an \"op\" (fairness, status, policy-set)"))
+            return
+        }
+        switch req.op {
+        case "fairness": reply(server, client.id, AdminResponse(ok: true, fairness: await controller.fairness()))
+        case "status": reply(server, client.id, AdminResponse(ok: true, status: await controller.status(now: now)))
+        case "policy-set":
+            guard let vm = req.vm else { reply(server, client.id, AdminResponse(ok: false, error: "policy-set needs a vm")); return }
+            do {
+                let min = try req.min.map { try BitRate(parsing: $0) }
+                var max: BitRate?? = nil
+                if let m = req.max { max = m == "none" ? .some(nil) : .some(try BitRate(parsing: m)) }
+                let p = try await controller.setPolicy(vm: vm, weight: req.weight, min: min, max: max)
+                reply(server, client.id, AdminResponse(ok: true, policy: PolicyView(weight: p.weight, min: p.guarantee.description, max: p.cap?.description)))
+            } catch {
+                reply(server, client.id, AdminResponse(ok: false, error: "\(error)"))
+            }
+        default:
+            reply(server, client.id, AdminResponse(ok: false, error: "unknown op '\(req.op.prefix(40))': use fairness, status or policy-set"))
+        }
+    }
+
+    static func reply(_ server: LineServer, _ id: Int, _ r: AdminResponse) {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        guard var d = try? enc.encode(r) else { return }
+        d.append(UInt8(ascii: "\n"))
+        server.send(id, Array(d))
+    }
+}

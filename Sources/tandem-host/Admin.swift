@@ -1,0 +1,128 @@
+import ArgumentParser
+import Foundation
+import HostController
+import TandemProtocol
+import TandemRuntime
+
+/// How the admin commands find the controller's socket.
+struct AdminOptions: ParsableArguments {
+    @Option(name: .long, help: "The controller's admin socket.")
+    var adminSocket: String?
+
+    @Option(name: .long, help: "Read the admin socket's path from this configuration.")
+    var config: String?
+
+    func socketPath() throws -> String {
+        if let adminSocket { return adminSocket }
+        if let config {
+            do { return try HostConfig.load(path: config).controller.adminSocket } catch { throw CommandFailure("\(error)") }
+        }
+        return HostConfig.Controller().adminSocket
+    }
+
+    func call(_ r: AdminRequest) throws -> AdminResponse {
+        let path = try socketPath()
+        let c: LineClient
+        do { c = try LineClient(path: path, what: "tandem-host") } catch {
+            throw CommandFailure("\(error). Is tandem-host running? (--admin-socket PATH or --config FILE name another socket)")
+        }
+        let resp = try c.call(r, as: AdminResponse.self)
+        guard resp.ok else { throw CommandFailure(resp.error ?? "failed") }
+        return resp
+    }
+}
+
+func printJSON<T: Encodable>(_ v: T) throws {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+    print(String(decoding: try enc.encode(v), as: UTF8.self))
+}
+
+func rate(_ bps: UInt64) -> String { BitRate(bitsPerSecond: bps).description }
+
+/// The fairness table as text.
+func renderFairness(_ links: [LinkFairness]) -> String {
+    var out = ""
+    for l in links {
+        out += "link \(l.link)  capacity \(rate(l.capacity))  used \(String(format: "%.0f%%", l.utilisation * 100))  Jain \(l.jain.map { String(format: "%.3f", $0) } ?? "-")\n"
+        let cols = ["VM", "WEIGHT", "MIN", "MAX", "DEMAND", "ALLOCATION", "MEASURED", "SHARE", "AGENT"]
+        var rows = [cols]
+        for r in l.vms {
+            rows.append([r.vm, String(format: "%g", r.weight), rate(r.min), r.max.map(rate) ?? "-", rate(r.demand), rate(r.allocation),
+                         rate(r.measured), String(format: "%.1f%%", r.share * 100), r.agent])
+        }
+        let widths = cols.indices.map { i in rows.map { $0[i].count }.max() ?? 0 }
+        for row in rows {
+            out += row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ") + "\n"
+        }
+        out += "\n"
+    }
+    return out
+}
+
+extension TandemHost {
+    struct Fairness: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show each VM's weight, min, max, demand, allocation, measured rate, share of the link, agent state, and Jain's index.",
+            discussion: "Jain's index is over the VMs that send (more than 1% of the link), rates divided by weight: 1 is fair.")
+        @Flag(name: .long, help: "Refresh every second until interrupted.") var watch = false
+        @Flag(name: .long, help: "Print as JSON.") var json = false
+        @OptionGroup var admin: AdminOptions
+
+        func run() async throws {
+            repeat {
+                let r = try admin.call(AdminRequest(op: "fairness"))
+                if json { try printJSON(r.fairness ?? []) } else {
+                    if watch { print("\u{1B}[H\u{1B}[2J", terminator: "") }
+                    print(renderFairness(r.fairness ?? []), terminator: "")
+                }
+                if watch { try await Task.sleep(for: .seconds(1)) }
+            } while watch
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show links, backends, channels and errors.")
+        @Flag(name: .long, help: "Print as JSON.") var json = false
+        @OptionGroup var admin: AdminOptions
+
+        func run() async throws {
+            guard let s = try admin.call(AdminRequest(op: "status")).status else { throw CommandFailure("no status") }
+            if json { try printJSON(s); return }
+            print("tandem-host \(s.version), up \(Int(s.uptime))s; links: \(s.links.joined(separator: ", "))")
+            for v in s.vms {
+                print("\(v.name): \(v.backend), link \(v.link), limit \(v.limit.map(rate) ?? "not set"), agent \(v.agent)\(v.channel.map { " on \($0)" } ?? "")")
+                print("    epoch \(v.epoch), reservations \(v.reservations), messages \(v.messages), disconnects \(v.disconnects), counter resets \(v.resets)")
+                if !v.violations.isEmpty { print("    refused: " + v.violations.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")) }
+                if let e = v.lastError { print("    error: \(e)") }
+            }
+        }
+    }
+
+    struct Policy: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change VM policy at runtime (kept across restarts).", subcommands: [Set.self])
+
+        struct Set: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Set a VM's weight, guarantee (--min) or cap (--max).")
+            @Argument(help: "The VM's name.") var vm: String
+            @Option(name: .long, help: "Weight, above 0.") var weight: Double?
+            @Option(name: .long, help: "Guarantee, e.g. 100mbit.") var min: String?
+            @Option(name: .long, help: "Cap, e.g. 1gbit, or none.") var max: String?
+            @Flag(name: .long, help: "Print as JSON.") var json = false
+            @OptionGroup var admin: AdminOptions
+
+            func validate() throws {
+                if weight == nil && min == nil && max == nil { throw ValidationError("give at least one of --weight, --min, --max") }
+                if let w = weight, !(w > 0 && w <= 10_000) { throw ValidationError("--weight \(w) must be above 0 and at most 10000") }
+                if let m = min { do { _ = try BitRate(parsing: m) } catch { throw ValidationError("--min: \(error)") } }
+                if let m = max, m != "none" { do { _ = try BitRate(parsing: m) } catch { throw ValidationError("--max: \(error)") } }
+            }
+
+            func run() async throws {
+                let r = try admin.call(AdminRequest(op: "policy-set", vm: vm, weight: weight, min: min, max: max))
+                guard let p = r.policy else { throw CommandFailure("no policy in the answer") }
+                if json { try printJSON(p) } else { print("\(vm): weight \(String(format: "%g", p.weight)), min \(p.min), max \(p.max ?? "none")") }
+            }
+        }
+    }
+}
