@@ -125,6 +125,27 @@ extension BitRate: CustomStringConvertible, LosslessStringConvertible {
     }
 }
 
+extension BitRate {
+    /// For people: three significant digits in the largest fitting unit (`95.8mbit`,
+    /// `1.2gbit`, `640kbit`). Not exact; ``description`` is.
+    public var rounded: String {
+        let v = Double(bitsPerSecond)
+        for (name, scale) in [("tbit", 1e12), ("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)] where v >= scale {
+            let x = v / scale
+            let text = x >= 100 ? String(Int(x.rounded())) : x >= 10 ? String(format1(x, 1)) : String(format1(x, 2))
+            return text + name
+        }
+        return "\(bitsPerSecond)bit"
+    }
+
+    private func format1(_ x: Double, _ decimals: Int) -> String {
+        let p = decimals == 1 ? 10.0 : 100.0
+        var s = String((x * p).rounded() / p)
+        if s.hasSuffix(".0") { s.removeLast(2) }
+        return s
+    }
+}
+
 /// On the wire a rate is an integer number of bits per second.
 extension BitRate: Codable {
     public init(from decoder: any Decoder) throws {
