@@ -262,8 +262,10 @@ public actor Controller {
         case .openFailed:
             if vm.agent != .disconnected { vm.agent = .absent }
         case .oversize:
-            violation(&vm, "oversize", now: now)
+            if vm.agent != .disconnected { violation(&vm, "oversize", now: now) }
         case .frame(let f):
+            // Cut off: whatever was already in flight is not looked at.
+            if vm.agent == .disconnected { return }
             vm.messages += 1
             // Rate limit: a token bucket per channel.
             vm.tokens = min(50, vm.tokens + (now - vm.lastRefill) * Self.guestMessagesPerSecond)

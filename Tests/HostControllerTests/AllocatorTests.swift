@@ -1,0 +1,103 @@
+import Testing
+import TandemProtocol
+@testable import HostController
+
+@Suite struct AllocatorTests {
+    typealias I = Allocator.Input
+    static let C = BitRate.mbit(200)
+
+    static func alloc(_ vms: [I], capacity: BitRate = C) -> [String: (a: Double, l: Double)] {
+        Dictionary(uniqueKeysWithValues: Allocator.allocate(capacity: capacity, vms).map { ($0.name, (Double($0.allocation.bitsPerSecond) / 1e6, Double($0.limit.bitsPerSecond) / 1e6)) })
+    }
+
+    static func near(_ x: Double, _ y: Double) -> Bool { abs(x - y) < 0.01 }
+
+    @Test(arguments: [
+        // name, inputs, expected allocations (Mbit/s), expected limits (Mbit/s)
+        ("equal weights, both greedy", [I(name: "a", weight: 1, demand: .gbit(1)), I(name: "b", weight: 1, demand: .gbit(1))], [100.0, 100], [100.0, 100]),
+        ("weights 1:3", [I(name: "a", weight: 1, demand: .gbit(1)), I(name: "b", weight: 3, demand: .gbit(1))], [50, 150], [50, 150]),
+        ("guarantee first, the rest by weight", [I(name: "a", weight: 1, guarantee: .mbit(150), demand: .gbit(1)), I(name: "b", weight: 1, demand: .gbit(1))], [175, 25], [175, 25]),
+        ("guarantee only up to demand", [I(name: "a", weight: 1, guarantee: .mbit(150), demand: .mbit(30)), I(name: "b", weight: 1, demand: .gbit(1))], [30, 170], [30, 170]),
+        ("cap", [I(name: "a", weight: 1, cap: .mbit(50), demand: .gbit(1)), I(name: "b", weight: 1, demand: .gbit(1))], [50, 150], [50, 150]),
+        ("idle VM leaves the link to the other", [I(name: "a", weight: 1, demand: .mbit(10)), I(name: "b", weight: 1, demand: .gbit(1))], [10, 190], [10, 190]),
+        ("all idle: floors, the rest as headroom", [I(name: "a", weight: 1, demand: .zero), I(name: "b", weight: 1, demand: .zero)], [4, 4], [100, 100]),
+        ("headroom respects caps", [I(name: "a", weight: 1, cap: .mbit(20), demand: .mbit(1)), I(name: "b", weight: 1, demand: .mbit(30))], [4, 30], [20, 180]),
+        ("small demands: headroom by weight", [I(name: "a", weight: 1, demand: .mbit(20)), I(name: "b", weight: 3, demand: .mbit(20))], [20, 20], [60, 140]),
+    ] as [(String, [I], [Double], [Double])])
+    func table(name: String, vms: [I], allocations: [Double], limits: [Double]) {
+        let r = Self.alloc(vms)
+        for (i, vm) in vms.enumerated() {
+            #expect(Self.near(r[vm.name]!.a, allocations[i]), "\(name): \(vm.name) allocation \(r[vm.name]!.a)")
+            #expect(Self.near(r[vm.name]!.l, limits[i]), "\(name): \(vm.name) limit \(r[vm.name]!.l)")
+        }
+        let total = r.values.reduce(0) { $0 + $1.l }
+        #expect(total <= 200.01, "\(name): limits never exceed the link")
+    }
+
+    @Test func workConserving() {
+        // However demands fall, greedy VMs end up using the whole link.
+        for d in [0.0, 5, 50, 99] {
+            let r = Self.alloc([I(name: "a", weight: 1, demand: .mbit(UInt64(d))), I(name: "b", weight: 2, demand: .gbit(1)), I(name: "c", weight: 1, demand: .gbit(1))])
+            #expect(Self.near(r.values.reduce(0) { $0 + $1.a }, 200))
+        }
+    }
+
+    @Test func fairSharesIgnoreDemand() {
+        let f = Allocator.fairShares(capacity: Self.C, [I(name: "a", weight: 1, guarantee: .mbit(100), demand: .zero), I(name: "b", weight: 1, demand: .zero)])
+        #expect(f["a"] == .mbit(150))
+        #expect(f["b"] == .mbit(50))
+    }
+
+    @Test func jainIndex() {
+        #expect(Allocator.jainIndex([(.mbit(100), 1), (.mbit(100), 1)]) == 1)
+        #expect(abs(Allocator.jainIndex([(.mbit(200), 1), (.zero, 1)])! - 0.5) < 1e-9)
+        #expect(Allocator.jainIndex([(.mbit(50), 1), (.mbit(150), 3)]) == 1, "normalised by weight")
+        #expect(Allocator.jainIndex([]) == nil)
+    }
+
+    @Test func lyingGuestGetsNothingBeyondItsFairShare() {
+        // The guest says it wants 10 Tbit/s while the host measures it idle.
+        let lie = DemandReport(sequence: 1, intervalMilliseconds: 100, epoch: 1, rate: .protocolMaximum, wantsMore: true, unmetReservations: .protocolMaximum)
+        let d = Controller.estimateDemand(measured: .zero, limit: .mbit(100), drops: 0, report: lie, fairShare: .mbit(100), capacity: Self.C, reserved: .zero)
+        #expect(d == .mbit(100))
+        // The same VM, really sending at its limit (measured by the host), is probed upward.
+        let real = Controller.estimateDemand(measured: .mbit(99), limit: .mbit(100), drops: 0, report: nil, fairShare: .mbit(100), capacity: Self.C, reserved: .zero)
+        #expect(real >= .mbit(200))
+        // An honest quiet guest: what the host measures, with a margin.
+        let quiet = Controller.estimateDemand(measured: .mbit(10), limit: .mbit(100), drops: 0, report: nil, fairShare: .mbit(100), capacity: Self.C, reserved: .zero)
+        #expect(quiet == .mbit(11))
+        // Drops at the host's shaper count as being at the limit.
+        let dropping = Controller.estimateDemand(measured: .mbit(50), limit: .mbit(100), drops: 3, report: nil, fairShare: .mbit(100), capacity: Self.C, reserved: .zero)
+        #expect(dropping >= .mbit(200))
+    }
+}
+
+@Suite struct RateMeterTests {
+    @Test func steadyRate() {
+        var m = RateMeter(ceiling: .gbit(10))
+        #expect(m.sample(bytes: 0, at: 0) == .first)
+        #expect(m.sample(bytes: 12_500_000, at: 1) == .rate(.mbit(100)))
+        #expect(m.sample(bytes: 12_500_000, at: 2) == .rate(.zero))
+    }
+
+    @Test(arguments: [UInt64(1) << 32, UInt64(1) << 36])
+    func wrapsAreRatesNotHuge(width: UInt64) {
+        var m = RateMeter(ceiling: .gbit(10))
+        _ = m.sample(bytes: width - 1_000_000, at: 0)
+        #expect(m.sample(bytes: 250_000, at: 0.1) == .wrapped(.mbit(100)))
+    }
+
+    @Test func resetIsReportedNotNegative() {
+        var m = RateMeter(ceiling: .gbit(10))
+        _ = m.sample(bytes: 9_000_000_000_000, at: 0)
+        #expect(m.sample(bytes: 1_000, at: 1) == .reset)
+        #expect(m.sample(bytes: 1_000 + 125_000, at: 2) == .rate(.mbit(1)), "and carries on from the new value")
+    }
+
+    @Test func glitchesAreClamped() {
+        var m = RateMeter(ceiling: .gbit(1))
+        _ = m.sample(bytes: 0, at: 0)
+        #expect(m.sample(bytes: 1 << 40, at: 0.001) == .rate(.gbit(1)))
+        #expect(m.sample(bytes: 1 << 40, at: 0.001) == .rate(.zero), "no time passed: no rate")
+    }
+}

@@ -1,0 +1,291 @@
+import Foundation
+import Logging
+import Testing
+import TandemProtocol
+import TandemRuntime
+@testable import HostController
+
+/// A fake backend (named as such): no kernel, counters the test drives, limits recorded.
+final class FakeBackend: HardLimitBackend, @unchecked Sendable {
+    let lock = NSLock()
+    var sentBytes: UInt64 = 0
+    var kernelLimit: BitRate?
+    var applies: [BitRate] = []
+    var failApply = false
+    var describe: String { "fake" }
+
+    func prepare(initialLimit: BitRate) async throws {}
+    func apply(limit: BitRate, guarantee: BitRate) async throws {
+        try lock.withLock {
+            if failApply { throw CocoaStyleError("RTM_NEWTCLASS: Invalid argument") }
+            kernelLimit = limit; applies.append(limit)
+        }
+    }
+    func currentLimit() async throws -> BitRate? { lock.withLock { kernelLimit } }
+    func counters() async throws -> (sentBytes: UInt64, drops: UInt64?) { lock.withLock { (sentBytes, 0) } }
+    func teardown() async throws {}
+    /// Sends at `rate` for `seconds`, but never beyond the limit in force (as a shaper would).
+    func send(_ rate: BitRate, for seconds: Double) {
+        lock.withLock {
+            let r = min(rate, kernelLimit ?? rate)
+            sentBytes += UInt64(Double(r.bitsPerSecond) / 8 * seconds)
+        }
+    }
+    var limit: BitRate? { lock.withLock { kernelLimit } }
+}
+
+/// An in-memory channel: frames the controller sends are kept for the test to read.
+final class InMemoryChannel: GuestChannel, @unchecked Sendable {
+    let lock = NSLock()
+    var sent: [[UInt8]] = []
+    var cutOffs: [Double] = []
+    let events: AsyncStream<FrameChannel.Event>
+    init() { events = AsyncStream { $0.finish() } }
+    func start() {}
+    func stop() {}
+    func send(_ frame: [UInt8]) { lock.withLock { sent.append(frame) } }
+    func disconnect(for seconds: Double) { lock.withLock { cutOffs.append(seconds) } }
+    /// Host messages sent so far, decoded.
+    var messages: [HostMessage] {
+        lock.withLock { sent }.compactMap { f in
+            if case .message(let m, _, _) = MessageCodec.decodeHost(Array(f.dropLast())) { return m }
+            return nil
+        }
+    }
+}
+
+/// Two VMs on a 200mbit link, fake backends, in-memory channels, and a clock the test moves.
+final class Rig: @unchecked Sendable {
+    let config: HostConfig
+    let backends = ["vm1": FakeBackend(), "vm2": FakeBackend()]
+    let channels = ["vm1": InMemoryChannel(), "vm2": InMemoryChannel()]
+    var controller: Controller!
+    var now = 1000.0
+    let session = SessionID(0xabc)
+    let stateDir: String
+
+    init(stateDir: String? = nil, guarantee1: String = "50mbit") throws {
+        config = try HostConfig.parse("""
+        [controller]
+        interval = "100ms"
+        [[link]]
+        name = "wire"
+        capacity = "200mbit"
+        [[vm]]
+        name = "vm1"
+        interface = "v1"
+        channel = "/tmp/vm1.sock"
+        min = "\(guarantee1)"
+        [[vm]]
+        name = "vm2"
+        interface = "v2"
+        channel = "/tmp/vm2.sock"
+        """)
+        self.stateDir = stateDir ?? NSTemporaryDirectory() + "tandem-rig-\(UUID().uuidString)"
+        try makeController()
+    }
+
+    func makeController() throws {
+        var log = Logger(label: "test")
+        log.logLevel = .critical
+        controller = try Controller(config: config, backends: backends, channels: channels, store: StateStore(directory: stateDir), logger: log, now: now)
+    }
+
+    /// Advances the clock by one 100 ms round, with each VM offering the given rate.
+    func round(_ offered: [String: BitRate]) async {
+        now += 0.1
+        for (vm, r) in offered { backends[vm]!.send(r, for: 0.1) }
+        await controller.tick(now: now)
+    }
+
+    func guest(_ vm: String, _ m: GuestMessage, session: SessionID? = nil) async {
+        let f = MessageCodec.encode(m, session: session ?? self.session)
+        await controller.receive(vm, .frame(Array(f.dropLast())), now: now)
+    }
+
+    func connect(_ vm: String) async {
+        await controller.receive(vm, .connected, now: now)
+        await guest(vm, .hello(Hello(agentVersion: "t", interface: "eth0", mac: "52:54:00:00:00:01")))
+    }
+}
+
+@Suite(.serialized) struct ControllerTests {
+    @Test func allocationsFollowDemand() async throws {
+        let rig = try Rig()
+        await rig.controller.prepare()
+        // Both greedy: vm1 has its 50mbit guarantee plus half of the other 150.
+        for _ in 0..<30 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        let l1 = try #require(rig.backends["vm1"]!.limit), l2 = try #require(rig.backends["vm2"]!.limit)
+        #expect(abs(l1.megabitsPerSecond - 125) < 5, "vm1 \(l1)")
+        #expect(abs(l2.megabitsPerSecond - 75) < 5, "vm2 \(l2)")
+        // vm1 goes idle: vm2 gets the link back (work conserving) within a second.
+        for _ in 0..<10 { await rig.round(["vm2": .mbit(400)]) }
+        #expect(rig.backends["vm2"]!.limit! >= .mbit(190))
+        #expect(rig.backends["vm1"]!.limit! >= .mbit(4), "an idle VM keeps a floor to start from")
+        // vm1 comes back: within a second it has its fair share again.
+        for _ in 0..<10 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        #expect(rig.backends["vm1"]!.limit! >= .mbit(115))
+        // Limits are pushed only when they move: a steady state writes nothing.
+        let before = rig.backends["vm1"]!.applies.count
+        for _ in 0..<20 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        #expect(rig.backends["vm1"]!.applies.count == before)
+    }
+
+    @Test func handshakeWelcomeAndAllocationsToTheGuest() async throws {
+        let rig = try Rig()
+        await rig.controller.prepare()
+        await rig.controller.receive("vm1", .connected, now: rig.now)
+        #expect(rig.channels["vm1"]!.messages.first == .ping(Ping(nonce: 0)), "a new connection is greeted with a ping")
+        // Stale frames of an earlier session, before the hello, change nothing.
+        await rig.guest("vm1", .demand(DemandReport(sequence: 9, intervalMilliseconds: 100, epoch: 0, rate: .gbit(1), wantsMore: true)), session: SessionID(1))
+        await rig.guest("vm1", .hello(Hello(agentVersion: "t", interface: "eth0", mac: "52:54:00:00:00:01")))
+        guard case .welcome(let w)? = rig.channels["vm1"]!.messages.last else { Issue.record("no welcome"); return }
+        #expect(w.vm == "vm1")
+        #expect(w.policy.guarantee == .mbit(50))
+        #expect(w.reportIntervalMilliseconds == 100)
+        await rig.round(["vm1": .mbit(10)])
+        let alloc = rig.channels["vm1"]!.messages.compactMap { if case .allocation(let a) = $0 { return a }; return nil }
+        let a = try #require(alloc.last)
+        #expect(a.hardLimit == rig.backends["vm1"]!.limit)
+        #expect(a.softLimit == a.hardLimit.scaled(by: 0.97))
+        let status = await rig.controller.status(now: rig.now)
+        #expect(status.vms[0].agent == "connected")
+        #expect(status.vms[0].violations["stale"] == 1)
+    }
+
+    @Test func lyingGuestCannotTakeMoreThanItsFairShare() async throws {
+        let rig = try Rig(guarantee1: "0")
+        await rig.controller.prepare()
+        await rig.connect("vm1")
+        // vm1 sends nothing but claims 10 Tbit/s of demand every round; vm2 really sends.
+        let lie = DemandReport(sequence: 1, intervalMilliseconds: 100, epoch: 1, rate: .protocolMaximum, wantsMore: true, unmetReservations: .protocolMaximum)
+        for i in 0..<30 {
+            var l = lie; l.sequence = UInt64(i)
+            await rig.guest("vm1", .demand(l))
+            await rig.round(["vm2": .mbit(400)])
+        }
+        let l1 = rig.backends["vm1"]!.limit!, l2 = rig.backends["vm2"]!.limit!
+        #expect(l1 <= .mbit(101), "the liar is held to its fair share: \(l1)")
+        #expect(l2 >= .mbit(99), "the honest VM keeps its fair share: \(l2)")
+    }
+
+    @Test func deadAgentFallsBackToPolicyAndMeasurement() async throws {
+        let rig = try Rig()
+        await rig.controller.prepare()
+        await rig.connect("vm1")
+        await rig.round([:])
+        #expect(await rig.controller.snapshot("vm1")?.agent == .connected)
+        // Nothing from the guest for more than 3 s: silent.
+        for _ in 0..<40 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        #expect(await rig.controller.snapshot("vm1")?.agent == .silent)
+        #expect(rig.backends["vm1"]!.limit! >= .mbit(120), "still limited by policy from what the host measures (50mbit + half the rest)")
+        #expect(rig.backends["vm1"]!.limit! <= .mbit(130))
+        // The host keeps pinging.
+        #expect(rig.channels["vm1"]!.messages.filter { if case .ping = $0 { return true }; return false }.count >= 3)
+    }
+
+    @Test func hostileChannelIsCutOffAndOthersAreUnaffected() async throws {
+        let rig = try Rig()
+        await rig.controller.prepare()
+        for _ in 0..<20 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        let before = rig.backends["vm2"]!.limit!
+        await rig.connect("vm1")
+        for i in 0..<200 {
+            await rig.controller.receive("vm1", .frame(Array("garbage \(i) {{{".utf8)), now: rig.now)
+            if i % 50 == 0 { await rig.controller.receive("vm1", .oversize(1 << 20), now: rig.now) }
+        }
+        #expect(rig.channels["vm1"]!.cutOffs == [Controller.cutOffSeconds])
+        let status = await rig.controller.status(now: rig.now)
+        #expect(status.vms[0].disconnects == 1)
+        #expect((status.vms[0].violations["garbage"] ?? 0) >= 49)
+        #expect(status.vms[0].agent == "disconnected")
+        for _ in 0..<5 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        #expect(rig.backends["vm2"]!.limit! == before, "the other VM's limit did not move")
+    }
+
+    @Test func floodsAreRateLimited() async throws {
+        let rig = try Rig()
+        await rig.controller.prepare()
+        await rig.connect("vm1")
+        for i in 0..<200 { await rig.guest("vm1", .ping(Ping(nonce: UInt64(i)))) }   // all at the same instant
+        let pongs = rig.channels["vm1"]!.messages.filter { if case .pong = $0 { return true }; return false }.count
+        #expect(pongs < 60, "a burst of 50, then dropped: \(pongs)")
+        #expect((await rig.controller.status(now: rig.now).vms[0].violations["rate-limited"] ?? 0) >= 49)
+        #expect(rig.channels["vm1"]!.cutOffs.count == 1, "a guest that keeps flooding is cut off")
+    }
+
+    @Test func reservationsAreAdmittedWithinTheGuaranteeAndSurviveRestart() async throws {
+        let rig = try Rig()
+        await rig.controller.prepare()
+        await rig.connect("vm1")
+        let sel = FlowSelector(proto: .tcp, destination: IPPrefix("10.0.0.5"), destinationPort: 5201)
+        await rig.guest("vm1", .reserve(ReserveRequest(id: "r-1", rate: .mbit(30), selector: sel)))
+        await rig.guest("vm1", .reserve(ReserveRequest(id: "r-2", rate: .mbit(25), selector: sel)))
+        let replies = rig.channels["vm1"]!.messages.compactMap { if case .reservation(let r) = $0 { return r }; return nil }
+        #expect(replies.first == ReservationReply(id: "r-1", granted: true))
+        #expect(replies.last?.granted == false)
+        #expect(replies.last?.reason == "30mbit already reserved of the VM's 50mbit guarantee; 25mbit more does not fit")
+        // Granted reservations reach the guest in its allocation.
+        await rig.round([:])
+        let a = rig.channels["vm1"]!.messages.compactMap { if case .allocation(let a) = $0 { return a }; return nil }.last
+        #expect(a?.reservations.map(\.id) == ["r-1"])
+        // A re-sent reservation (agent reconnecting) is granted again, not counted twice.
+        await rig.guest("vm1", .reserve(ReserveRequest(id: "r-1", rate: .mbit(30), selector: sel)))
+        #expect(await rig.controller.snapshot("vm1")?.reservations.count == 1)
+        // Restart: a new controller on the same state directory has it back.
+        try rig.makeController()
+        #expect(await rig.controller.snapshot("vm1")?.reservations.map(\.id) == ["r-1"])
+        // Released: gone, and gone after a restart too.
+        await rig.connect("vm1")
+        await rig.guest("vm1", .release(ReleaseRequest(id: "r-1")))
+        try rig.makeController()
+        #expect(await rig.controller.snapshot("vm1")?.reservations.isEmpty == true)
+    }
+
+    @Test func policyChangesAreCheckedAndPersisted() async throws {
+        let rig = try Rig()
+        await rig.controller.prepare()
+        let p = try await rig.controller.setPolicy(vm: "vm2", weight: 3, min: .mbit(20), max: .some(.mbit(180)))
+        #expect(p == VMPolicy(weight: 3, guarantee: .mbit(20), cap: .mbit(180)))
+        await #expect(throws: (any Error).self) { try await rig.controller.setPolicy(vm: "vm2", weight: nil, min: .mbit(160), max: nil) }
+        await #expect(throws: (any Error).self) { try await rig.controller.setPolicy(vm: "nope", weight: 1, min: nil, max: nil) }
+        await #expect(throws: (any Error).self) { try await rig.controller.setPolicy(vm: "vm2", weight: -1, min: nil, max: nil) }
+        // The refused changes changed nothing; the accepted one survives a restart.
+        try rig.makeController()
+        for _ in 0..<30 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        let f = await rig.controller.fairness()
+        #expect(f[0].vms[1].weight == 3)
+        #expect(f[0].vms[1].min == 20_000_000)
+        // Weights 1:3 with vm1's 50mbit guarantee: 50 + 150/4 vs 20 + ... ; vm2 gets more.
+        #expect(rig.backends["vm2"]!.limit! > rig.backends["vm1"]!.limit!)
+    }
+
+    @Test func counterResetAndLimitsChangedBehindOurBackAreReapplied() async throws {
+        let rig = try Rig()
+        await rig.controller.prepare()
+        for _ in 0..<10 { await rig.round(["vm1": .mbit(50), "vm2": .mbit(50)]) }
+        let n = rig.backends["vm1"]!.applies.count
+        // A driver reload: counters back to zero, limit gone.
+        rig.backends["vm1"]!.lock.withLock { rig.backends["vm1"]!.sentBytes = 0; rig.backends["vm1"]!.kernelLimit = nil }
+        await rig.round(["vm1": .mbit(50)])
+        #expect(rig.backends["vm1"]!.applies.count == n + 1, "re-applied at once")
+        #expect(await rig.controller.status(now: rig.now).vms[0].resets == 1)
+        // Someone changes the limit by hand: found within 5 s and set back.
+        rig.backends["vm1"]!.lock.withLock { rig.backends["vm1"]!.kernelLimit = .gbit(10) }
+        for _ in 0..<60 { await rig.round(["vm1": .mbit(50), "vm2": .mbit(50)]) }
+        #expect(rig.backends["vm1"]!.limit! < .mbit(201))
+    }
+
+    @Test func aLimitTheKernelRefusesIsReportedAndOthersAreUnaffected() async throws {
+        let rig = try Rig()
+        await rig.controller.prepare()
+        rig.backends["vm1"]!.lock.withLock { rig.backends["vm1"]!.failApply = true }
+        for _ in 0..<10 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        let s = await rig.controller.status(now: rig.now)
+        #expect(s.vms[0].lastError?.contains("Invalid argument") == true)
+        #expect(rig.backends["vm2"]!.limit != nil)
+        rig.backends["vm1"]!.lock.withLock { rig.backends["vm1"]!.failApply = false }
+        await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)])
+        #expect(rig.backends["vm1"]!.limit != nil, "retried on the next round")
+    }
+}
