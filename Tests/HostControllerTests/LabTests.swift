@@ -1,0 +1,49 @@
+import Foundation
+import Testing
+import HostController
+import TandemRuntime
+import TandemTestSupport
+
+/// The closed loop end to end: the real lab with short phases, as CI runs it.
+@Suite(.serialized, Privileged.traffic)
+struct LabTests {
+    @Test func shortLabMeetsPhaseTwoAndThreeTargets() async throws {
+        try await TrafficGate.shared.run {
+            let r = try Shell.run([Binaries.path("tandem-host"), "lab", "--phase", "3s", "--json"])
+            let report = try JSONDecoder().decode(Lab.Report.self, from: Data(r.stdout.utf8))
+            #expect(report.phases.count == 4)
+            let p1 = report.phases[0], p2 = report.phases[1], p3 = report.phases[2]
+            print("lab: phase 1 TCP \(p1.vms[0].share), phase 2 TCP \(p2.vms[0].share) Jain \(p2.jain ?? 0) converged \(p2.convergence ?? -1)s, phase 3 UDP \(p3.vms[1].share) in \(p3.convergence ?? -1)s")
+            // Phase 1 shows the problem: without control the UDP flood takes the link.
+            #expect(p1.vms[0].share < 0.2)
+            // Phase 2 (margins below the lab's own targets of 45% and 0.95).
+            #expect(p2.vms[0].share >= 0.40)
+            #expect((p2.jain ?? 0) >= 0.90)
+            // Phase 3: work conserving, quickly.
+            #expect(p3.vms[1].share >= 0.85)
+            #expect((p3.convergence ?? 99) <= 2.5)
+            // Nothing left behind.
+            #expect(!(try Shell.check(["ip", "netns", "list"])).contains("tdmlab-"))
+        }
+    }
+
+    @Test func staleLabIsCleanedByTheNextRun() throws {
+        // A lab that crashed: its namespace carries a pid that no longer runs.
+        let gone = try BackgroundProcess(["true"])
+        _ = gone.wait(timeout: 5)
+        let dead = gone.pid
+        try Shell.check(["ip", "netns", "add", "tdmlab-\(dead)-host-1"])
+        defer { _ = try? Shell.run(["ip", "netns", "delete", "tdmlab-\(dead)-host-1"]) }
+        let removed = Lab.cleanStale()
+        #expect(removed.contains("tdmlab-\(dead)-host-1"))
+        #expect(!(try Shell.check(["ip", "netns", "list"])).contains("tdmlab-\(dead)"))
+    }
+
+    @Test func labRefusesClearlyWhenItCannotRun() throws {
+        let r = try Shell.run([Binaries.path("tandem-host"), "lab", "--vms", "1"])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("--vms 1 must be from 2 to 16"))
+        let r2 = try Shell.run([Binaries.path("tandem-host"), "lab", "--link", "fast"])
+        #expect(r2.stderr.contains("invalid rate 'fast'"))
+    }
+}

@@ -1,0 +1,146 @@
+import Foundation
+import Testing
+import Netlink
+import TandemProtocol
+import TandemRuntime
+import TandemTestSupport
+@testable import HostController
+
+/// The tc backend for real: a "VM" namespace whose veth's host end is shaped by the
+/// backend, with iperf3 from the VM to the host namespace.
+@Suite(.serialized, Privileged.traffic)
+struct TCBackendTests {
+    @Test func vmEgressIsShapedToItsLimitAndARestartTakesOver() async throws {
+        try await TrafficGate.shared.run {
+            // a = host (t0, the VM's host-side interface), b = the VM (t1).
+            let pair = try VethPair(prefix: "tdm-tcb")
+            defer { pair.close() }
+            let server = try Iperf.server(in: pair.a, port: 5401)
+            defer { server.stop() }
+            let nl = try RouteSocket(namespace: pair.a.name)
+            let backend = TCBackend(vm: "vm-test", interface: "t0", netlink: nl)
+            try await backend.prepare(initialLimit: .mbit(40))
+            #expect(try await backend.currentLimit() == .mbit(40))
+            #expect(try pair.a.tc("filter show dev t0 ingress").contains("Egress Redirect to device \(backend.ifb)"))
+
+            let r40 = try Iperf.client(in: pair.b, host: "10.99.0.1", port: 5401, seconds: 3)
+            try await backend.apply(limit: .mbit(20), guarantee: .zero)
+            let r20 = try Iperf.client(in: pair.b, host: "10.99.0.1", port: 5401, seconds: 3)
+            print("tc backend: 40mbit limit \(String(format: "%.1f", r40.receivedBitsPerSecond / 1e6)) Mbit/s, 20mbit limit \(String(format: "%.1f", r20.receivedBitsPerSecond / 1e6)) Mbit/s")
+            #expect(abs(r40.receivedBitsPerSecond - 40e6 * 0.95) <= 40e6 * 0.95 * 0.10)
+            #expect(abs(r20.receivedBitsPerSecond - 20e6 * 0.95) <= 20e6 * 0.95 * 0.10)
+            let (sent, _) = try await backend.counters()
+            #expect(sent > UInt64((r40.receivedBitsPerSecond + r20.receivedBitsPerSecond) / 8 * 3 * 0.9), "the class counted the VM's bytes")
+
+            // A restarted controller prepares again: the limit in force is kept, nothing is
+            // torn down (no moment without a limit).
+            let again = TCBackend(vm: "vm-test", interface: "t0", netlink: try RouteSocket(namespace: pair.a.name))
+            try await again.prepare(initialLimit: .mbit(500))
+            #expect(try await again.currentLimit() == .mbit(20))
+            #expect(try pair.a.tc("filter show dev t0 ingress").components(separatedBy: "Egress Redirect").count == 2, "one redirect, not two")
+
+            try await again.teardown()
+            #expect(!(try pair.a.tc("qdisc show dev t0")).contains("ingress"))
+            #expect((try? pair.a.ip("link show \(backend.ifb)")) == nil)
+        }
+    }
+}
+
+/// The real tandem-host binary: config errors, the admin socket, persisted policy, metrics.
+@Suite(.serialized, Privileged.enabled)
+struct HostDaemonTests {
+    static func config(dir: String, metricsPort: Int) -> String {
+        """
+        [controller]
+        interval = "100ms"
+        admin_socket = "\(dir)/host.sock"
+        state_dir = "\(dir)/state"
+        metrics = "127.0.0.1:\(metricsPort)"
+
+        [[link]]
+        name = "wire"
+        capacity = "100mbit"
+
+        [[vm]]
+        name = "vm1"
+        interface = "t0"
+        min = "10mbit"
+
+        [[vm]]
+        name = "vm2"
+        interface = "t2"
+        """
+    }
+
+    @Test func badConfigStartsNothingAndNamesTheProblem() throws {
+        let dir = NSTemporaryDirectory() + "tandem-host-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/host.toml"
+        try Self.config(dir: dir, metricsPort: 1).replacingOccurrences(of: #"min = "10mbit""#, with: #"min = "10 mbit""#).write(toFile: path, atomically: true, encoding: .utf8)
+        let r = try Shell.run([Binaries.path("tandem-host"), "run", "--config", path])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("\(path):14: [[vm]] #1 (vm1): key 'min': invalid rate '10 mbit'"), "stderr: \(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/host.sock"), "nothing started")
+        let ok = try Shell.run([Binaries.path("tandem-host"), "run", "--config", path.replacingOccurrences(of: "host.toml", with: "missing.toml"), "--check"])
+        #expect(ok.status != 0)
+        #expect(ok.stderr.contains("missing.toml: cannot read"))
+    }
+
+    @Test func adminSocketPolicyPersistenceAndMetrics() async throws {
+        let ns = try Netns(prefix: "tdm-hostd")
+        defer { ns.delete() }
+        try ns.ip("link add t0 type veth peer name t1")
+        try ns.ip("link add t2 type veth peer name t3")
+        for d in ["t0", "t1", "t2", "t3"] { try ns.ip("link set \(d) up") }
+        let dir = NSTemporaryDirectory() + "tandem-host-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = Int.random(in: 20000..<30000)
+        try Self.config(dir: dir, metricsPort: port).write(toFile: dir + "/host.toml", atomically: true, encoding: .utf8)
+        #expect(try Shell.run([Binaries.path("tandem-host"), "run", "--config", dir + "/host.toml", "--check"]).stdout.contains("OK (1 link, 2 VMs)"))
+
+        func start() throws -> BackgroundProcess {
+            let p = try BackgroundProcess(["ip", "netns", "exec", ns.name, Binaries.path("tandem-host"), "run", "--config", dir + "/host.toml"], log: URL(fileURLWithPath: dir + "/host.log"))
+            for _ in 0..<100 where !FileManager.default.fileExists(atPath: dir + "/host.sock") { usleep(50_000) }
+            return p
+        }
+        var host = try start()
+        defer { host.stop() }
+        let cli = Binaries.path("tandem-host")
+        let fairness = try Shell.run([cli, "fairness", "--admin-socket", dir + "/host.sock", "--json"])
+        #expect(fairness.status == 0, "\(fairness.stderr)")
+        #expect(fairness.stdout.contains("\"vm\" : \"vm1\""))
+        let text = try Shell.run([cli, "fairness", "--config", dir + "/host.toml"]).stdout
+        #expect(text.contains("link wire  capacity 100mbit"))
+        #expect(text.contains("AGENT"))
+
+        // Policy: bad values are refused and change nothing; a good one persists.
+        let bad = try Shell.run([cli, "policy", "set", "vm2", "--min", "95mbit", "--admin-socket", dir + "/host.sock"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("more than its capacity 100mbit"))
+        let good = try Shell.run([cli, "policy", "set", "vm2", "--weight", "2", "--max", "80mbit", "--admin-socket", dir + "/host.sock"])
+        #expect(good.status == 0, "\(good.stderr)")
+        #expect(good.stdout.contains("vm2: weight 2, min 0bit, max 80mbit"))
+        let missing = try Shell.run([cli, "policy", "set", "vm9", "--weight", "2", "--admin-socket", dir + "/host.sock"])
+        #expect(missing.stderr.contains("no VM 'vm9'"))
+
+        // Metrics over HTTP, from inside the namespace.
+        try await Task.sleep(for: .milliseconds(300))
+        let metrics = try ns.exec(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/\(port); printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"])
+        #expect(metrics.contains("200 OK"))
+        #expect(metrics.contains("tandem_vm_allocation_bits_per_second"))
+        #expect(metrics.contains("vm=\"vm1\""))
+
+        // Restart: the limits stayed in the kernel meanwhile, and the policy is back.
+        host.stop()
+        let ifb = "tdm-" + TCBackend.hash8("vm1")
+        #expect(try ns.tc("class show dev \(ifb)").contains("class htb 1:10"), "a stopped controller leaves its limits in force")
+        host = try start()
+        let status = try Shell.run([cli, "status", "--json", "--admin-socket", dir + "/host.sock"])
+        #expect(status.status == 0)
+        let after = try Shell.run([cli, "fairness", "--json", "--admin-socket", dir + "/host.sock"]).stdout
+        #expect(after.contains("\"weight\" : 2"))
+        #expect(after.contains("\"max\" : 80000000"))
+    }
+}
