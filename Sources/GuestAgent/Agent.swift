@@ -48,6 +48,8 @@ public actor Agent {
     var session = SessionID.random()
     var welcome: Welcome?
     var allocation: Allocation?
+    /// The session the current allocation came in.
+    var allocationSession: SessionID?
     var lastHostFrame = 0.0
     var lastHello = -100.0
     var lastReport = 0.0
@@ -247,11 +249,13 @@ public actor Agent {
     }
 
     func applyAllocation(_ a: Allocation) async {
-        if let cur = allocation, a.epoch < cur.epoch { return }
+        // Epochs only order allocations within one welcome: a restarted host counts anew.
+        if let cur = allocation, allocationSession == session, a.epoch < cur.epoch { return }
         let tree = ShapingTree.desired(limit: a.softLimit, reservations: slotted(a.reservations))
         do {
             let ops = try await shaper.apply(tree)
             allocation = a
+            allocationSession = session
             send(.applied(Applied(epoch: a.epoch)))
             if !ops.isEmpty { log.debug("allocation applied", metadata: ["epoch": "\(a.epoch)", "soft": "\(a.softLimit)", "ops": "\(ops.count)"]) }
         } catch {

@@ -17,6 +17,13 @@ public protocol HardLimitBackend: Sendable {
     func counters() async throws -> (sentBytes: UInt64, drops: UInt64?)
     /// Removes what `prepare` made.
     func teardown() async throws
+    /// Whether what `prepare` made is still there (an interface re-created by a VM restart
+    /// loses its ingress redirect).
+    func isIntact() async -> Bool
+}
+
+extension HardLimitBackend {
+    public func isIntact() async -> Bool { true }
 }
 
 /// The `tc` backend: a tap/veth VM's egress arrives as the host interface's ingress; it is
@@ -93,6 +100,13 @@ public struct TCBackend: HardLimitBackend {
             throw NetlinkError(operation: "RTM_GETTCLASS", object: "dev \(ifb) class 1:10", errno: 2, detail: "the VM's class is gone")
         }
         return (c.stats.bytes, c.stats.drops)
+    }
+
+    public func isIntact() async -> Bool {
+        guard let vmIndex = try? await netlink.index(of: interface), let ifbIndex = try? await netlink.index(of: ifb),
+              let filters = try? await netlink.filters(ifindex: vmIndex, parent: .ingress) else { return false }
+        _ = ifbIndex
+        return filters.contains { $0.priority == 1 && $0.kind == "u32" }
     }
 
     public func teardown() async throws {

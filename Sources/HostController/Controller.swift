@@ -46,6 +46,12 @@ public actor Controller {
         var resets: UInt64 = 0
         var lastError: String?
         var lastVerify = -1e9
+        /// The backend is set up (an interface that did not exist at start, or was
+        /// re-created, is set up again when it appears).
+        var prepared = false
+        /// Reservations the guest has not re-confirmed since it (re)connected, with the time
+        /// they are dropped: an agent that restarted no longer holds them.
+        var unconfirmed: [String: Double] = [:]
     }
 
     public let config: HostConfig
@@ -57,8 +63,12 @@ public actor Controller {
     var persisted = PersistedState()
     let metrics: ControllerMetrics?
 
-    /// Guest messages allowed per second (burst: 50), beyond which they are dropped.
+    /// Guest messages allowed per second (burst: 50), beyond which they are dropped: 20, or
+    /// more where the report interval is short (three per interval).
     public static let guestMessagesPerSecond = 20.0
+    var guestRate: Double { max(Self.guestMessagesPerSecond, 3 / config.controller.interval) }
+    /// How long a reconnected guest has to re-send the reservations it still holds.
+    public static let reconfirmSeconds = 10.0
     /// Violations within 10 s that cut a guest off, and for how long.
     public static let violationLimit = 50
     public static let cutOffSeconds = 10.0
@@ -96,17 +106,30 @@ public actor Controller {
         for name in order {
             guard var vm = vms[name] else { continue }
             let fair = fairShare(name)
-            do {
-                try await vm.backend.prepare(initialLimit: fair)
-                let current = try await vm.backend.currentLimit()
-                vm.applied = current
-                vm.limit = current ?? fair
-                log.info("backend ready", metadata: ["vm": "\(name)", "backend": "\(vm.backend.describe)", "limit": "\(vm.limit)", "found": "\(current.map(\.description) ?? "none")"])
-            } catch {
-                vm.lastError = "\(error)"
-                log.error("backend not ready", metadata: ["vm": "\(name)", "backend": "\(vm.backend.describe)", "error": "\(error)"])
-            }
+            vm.limit = fair
+            await prepareBackend(&vm, initialLimit: fair)
             vms[name] = vm
+        }
+    }
+
+    /// Sets up a VM's backend, keeping a limit the kernel already has. Errors (the VM's
+    /// interface does not exist yet) are recorded and retried every round.
+    func prepareBackend(_ vm: inout VM, initialLimit: BitRate) async {
+        let name = vm.config.name
+        do {
+            try await vm.backend.prepare(initialLimit: initialLimit)
+            let current = try await vm.backend.currentLimit()
+            vm.applied = current
+            if let current { vm.limit = current }
+            vm.prepared = true
+            vm.lastError = nil
+            log.info("backend ready", metadata: ["vm": "\(name)", "backend": "\(vm.backend.describe)", "limit": "\(vm.limit)", "found": "\(current.map(\.description) ?? "none")"])
+        } catch {
+            if vm.lastError != "\(error)" {
+                log.error("backend not ready; retrying", metadata: ["vm": "\(name)", "backend": "\(vm.backend.describe)", "error": "\(error)"])
+            }
+            vm.lastError = "\(error)"
+            vm.prepared = false
         }
     }
 
@@ -131,6 +154,17 @@ public actor Controller {
     func measure(_ name: String, now: Double) async {
         guard var vm = vms[name] else { return }
         defer { vms[name] = vm }
+        if !vm.prepared {
+            await prepareBackend(&vm, initialLimit: vm.limit > .zero ? vm.limit : fairShare(name))
+            if !vm.prepared { return }
+        }
+        // Reservations not re-sent after a reconnect: the guest no longer holds them.
+        let lapsed = vm.unconfirmed.filter { $0.value <= now }.map(\.key)
+        if !lapsed.isEmpty {
+            for id in lapsed { vm.reservations[id] = nil; vm.unconfirmed[id] = nil }
+            persistReservations(vm)
+            log.info("reservations not re-confirmed by the guest dropped", metadata: ["vm": "\(name)", "ids": "\(lapsed.sorted())"])
+        }
         do {
             let (bytes, drops) = try await vm.backend.counters()
             switch vm.meter.sample(bytes: bytes, at: now) {
@@ -142,10 +176,10 @@ public actor Controller {
                 log.warning("counters went back: reset; limits will be re-applied", metadata: ["vm": "\(name)"])
             }
             if let d = drops { vm.dropsDelta = d >= (vm.lastDrops ?? d) ? d - (vm.lastDrops ?? d) : 0; vm.lastDrops = d }
-            if vm.lastError != nil { vm.lastError = nil }
+            if vm.lastError?.hasPrefix("counters: ") == true { vm.lastError = nil }
         } catch {
-            if vm.lastError != "\(error)" { log.error("counters unreadable", metadata: ["vm": "\(name)", "error": "\(error)"]) }
-            vm.lastError = "\(error)"
+            if vm.lastError != "counters: \(error)" { log.error("counters unreadable", metadata: ["vm": "\(name)", "error": "\(error)"]) }
+            vm.lastError = "counters: \(error)"
             vm.applied = nil
         }
         if vm.agent == .connected && now - vm.lastGuestFrame > Self.silentAfter {
@@ -199,6 +233,12 @@ public actor Controller {
         // Found changed behind our back (or reset)? Check every 5 s.
         if now - vm.lastVerify > 5, vm.applied != nil {
             vm.lastVerify = now
+            if !(await vm.backend.isIntact()) {
+                log.warning("backend no longer set up (interface re-created?); setting it up again", metadata: ["vm": "\(name)"])
+                vm.prepared = false
+                vm.applied = nil
+                return
+            }
             if let k = try? await vm.backend.currentLimit(), let a = vm.applied, (k.bitsPerSecond / 1_000_000) != (a.bitsPerSecond / 1_000_000) && k.bitsPerSecond / 8 != a.bitsPerSecond / 8 {
                 log.warning("limit changed behind the controller; re-applying", metadata: ["vm": "\(name)", "kernel": "\(k)", "expected": "\(a)"])
                 vm.applied = nil
@@ -228,6 +268,8 @@ public actor Controller {
 
     func heartbeat(_ name: String, now: Double) {
         guard var vm = vms[name], vm.channel != nil else { return }
+        // Nobody to ping: a channel that is down or cut off.
+        if vm.agent == .absent || vm.agent == .disconnected { return }
         if now - vm.lastPing >= 1 {
             vm.lastPing = now
             send(&vm, .ping(Ping(nonce: UInt64(now * 1000))))
@@ -268,7 +310,7 @@ public actor Controller {
             if vm.agent == .disconnected { return }
             vm.messages += 1
             // Rate limit: a token bucket per channel.
-            vm.tokens = min(50, vm.tokens + (now - vm.lastRefill) * Self.guestMessagesPerSecond)
+            vm.tokens = min(50, vm.tokens + (now - vm.lastRefill) * guestRate)
             vm.lastRefill = now
             guard vm.tokens >= 1 else { violation(&vm, "rate-limited", now: now); return }
             vm.tokens -= 1
@@ -285,6 +327,10 @@ public actor Controller {
                     return
                 }
                 vm.lastGuestFrame = now
+                if vm.agent == .silent {
+                    vm.agent = .connected
+                    log.info("agent heard again", metadata: ["vm": "\(name)"])
+                }
                 handle(&vm, m, now: now)
             }
         }
@@ -311,9 +357,12 @@ public actor Controller {
         case .hello(let h):
             guard let version = ProtocolVersion.negotiate(h.protocolVersions) else {
                 send(&vm, .error(ErrorMessage(code: .unsupportedVersion, message: "no common protocol version: host speaks \(ProtocolVersion.supported.map(\.description).joined(separator: ", "))")))
+                vm.handshake.reset()   // no session without a version to speak
                 return
             }
             vm.agent = .connected
+            // The guest re-sends what it still holds; the rest lapses.
+            for id in vm.reservations.keys { vm.unconfirmed[id] = now + Self.reconfirmSeconds }
             vm.sentSoft = nil
             vm.sentReservations = nil
             var policy = vm.policy
@@ -328,6 +377,7 @@ public actor Controller {
             let reply = admit(&vm, r)
             send(&vm, .reservation(reply))
         case .release(let r):
+            vm.unconfirmed[r.id] = nil
             if vm.reservations.removeValue(forKey: r.id) != nil {
                 persistReservations(vm)
                 log.info("reservation released", metadata: ["vm": "\(vm.config.name)", "id": "\(r.id)"])
@@ -345,7 +395,10 @@ public actor Controller {
     /// within the link's unreserved capacity.
     func admit(_ vm: inout VM, _ r: ReserveRequest) -> ReservationReply {
         if let existing = vm.reservations[r.id] {
-            if existing.rate == r.rate && existing.selector == r.selector { return ReservationReply(id: r.id, granted: true) }
+            if existing.rate == r.rate && existing.selector == r.selector {
+                vm.unconfirmed[r.id] = nil
+                return ReservationReply(id: r.id, granted: true)
+            }
             return ReservationReply(id: r.id, granted: false, reason: "id \(r.id) is already a reservation of \(existing.rate) for \(existing.selector)")
         }
         guard vm.reservations.count < Self.maxReservationsPerVM else {
@@ -403,6 +456,10 @@ public actor Controller {
             throw CocoaStyleError("min \(p.guarantee) is below the \(reserved) the VM has reserved; release reservations first")
         }
         vm.policy = p
+        // The guest learns its policy in a welcome: send it again (same session).
+        if vm.agent == .connected {
+            send(&vm, .welcome(Welcome(version: .current, vm: name, policy: p, reportIntervalMilliseconds: UInt32(Swift.max(10, Swift.min(60_000, config.controller.interval * 1000))))))
+        }
         vms[name] = vm
         persisted.policies[name] = p
         save()

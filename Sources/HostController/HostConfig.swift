@@ -134,7 +134,9 @@ extension HostConfig {
             at += " (\(name))"
             if cfg.vms.contains(where: { $0.name == name }) { throw r.error(at, "name", "'\(name)' is named twice", header: "[[vm]]", index: i) }
             let linkName = try r.string(t, "link", at) ?? (cfg.links.count == 1 ? cfg.links[0].name : nil)
-            guard let linkName else { throw r.error(at, "link", "missing (there is more than one [[link]]: name one)", header: "[[vm]]", index: i) }
+            guard let linkName else {
+                throw r.error(at, "link", cfg.links.isEmpty ? "missing, and there is no [[link]]: add one with its name and capacity" : "missing (there is more than one [[link]]: name one)", header: "[[vm]]", index: i)
+            }
             guard cfg.links.contains(where: { $0.name == linkName }) else {
                 throw r.error(at, "link", "'\(linkName)' is not a [[link]] (there are: \(cfg.links.map(\.name).joined(separator: ", ")))", header: "[[vm]]", index: i)
             }
@@ -187,7 +189,7 @@ extension HostConfig {
             }
             if let other = seen[key] { throw ConfigError(file: file, location: "[[vm]] (\(vm.name))", line: nil, problem: "\(key) is also \(other)'s") }
             seen[key] = vm.name
-            if let ch = vm.channel, let other = cfg.vms.first(where: { $0.name != vm.name && $0.channel == ch }) {
+            if let ch = vm.channel, let other = cfg.vms.prefix(while: { $0.name != vm.name }).first(where: { $0.channel == ch }) {
                 throw ConfigError(file: file, location: "[[vm]] (\(vm.name))", line: nil, problem: "channel \(ch) is also \(other.name)'s")
             }
         }
@@ -198,7 +200,8 @@ extension HostConfig {
     public static func parseListen(_ s: String) -> (String, UInt16)? {
         guard let c = s.lastIndex(of: ":"), let port = UInt16(s[s.index(after: c)...]), port > 0 else { return nil }
         let host = String(s[..<c])
-        guard IPAddress(host) != nil || host == "localhost" else { return nil }
+        // The metrics listener binds IPv4.
+        guard IPAddress(host)?.isIPv4 == true || host == "localhost" else { return nil }
         return (host, port)
     }
 }
@@ -238,8 +241,10 @@ struct Reader {
         return nil
     }
 
-    func error(_ at: String, _ key: String?, _ problem: String, header: String? = nil, index: Int = 0) -> ConfigError {
-        ConfigError(file: file, location: key.map { "\(at): key '\($0)'" } ?? at, line: line(of: key, header: header ?? (at.hasPrefix("[[") ? String(at.prefix(while: { $0 != " " })) : nil), index: index), problem: problem)
+    func error(_ at: String, _ key: String?, _ problem: String, header: String? = nil, index: Int? = nil) -> ConfigError {
+        // "[[vm]] #3 (name)" says which entry: its line is looked up in that one.
+        let index = index ?? at.split(separator: "#").dropFirst().first.flatMap { Int($0.prefix(while: \.isNumber)) }.map { $0 - 1 } ?? 0
+        return ConfigError(file: file, location: key.map { "\(at): key '\($0)'" } ?? at, line: line(of: key, header: header ?? (at.hasPrefix("[[") ? String(at.prefix(while: { $0 != " " })) : nil), index: index), problem: problem)
     }
 
     func unknownKeys(_ t: TOMLTable, known: Set<String>, at: String, header: String?, index: Int = 0) throws(ConfigError) {
@@ -285,7 +290,7 @@ struct Reader {
         return b
     }
 
-    func rate(_ s: String, _ at: String, _ key: String, header: String? = nil, index: Int = 0) throws(ConfigError) -> BitRate {
+    func rate(_ s: String, _ at: String, _ key: String, header: String? = nil, index: Int? = nil) throws(ConfigError) -> BitRate {
         do {
             let r = try BitRate(parsing: s)
             guard r <= .protocolMaximum else { throw error(at, key, "'\(s)' is above 10tbit", header: header, index: index) }

@@ -52,7 +52,8 @@ public enum FlowProtocol: String, Codable, Sendable, CaseIterable {
     case tcp, udp, any
 }
 
-/// Which packets a reservation covers. Absent fields match anything.
+/// Which packets a reservation covers. Absent fields match anything; ports with proto `any`
+/// match TCP and UDP (and any protocol with ports at the same place) alike.
 public struct FlowSelector: Hashable, Codable, Sendable, CustomStringConvertible {
     public var proto: FlowProtocol
     public var source: IPPrefix?

@@ -31,8 +31,8 @@ enum Check {
 
     static func reasons(_ r: [WantReason], _ field: String) throws(ValidationError) {
         try count(r.count, max: 8, field)
-        for x in r where x.rawValue.isEmpty || x.rawValue.utf8.count > 32 {
-            throw ValidationError(field: field, problem: "reason '\(x.rawValue.prefix(40))' is not 1 to 32 bytes")
+        for x in r where x.rawValue.isEmpty || x.rawValue.utf8.count > 32 || x.rawValue.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value >= 0x7f }) {
+            throw ValidationError(field: field, problem: "reason '\(x.rawValue.prefix(40))' is not 1 to 32 printable ASCII bytes")
         }
     }
 
@@ -49,7 +49,7 @@ enum Check {
 
     static func mac(_ m: String, _ field: String) throws(ValidationError) {
         let parts = m.split(separator: ":", omittingEmptySubsequences: false)
-        guard parts.count == 6, parts.allSatisfy({ $0.count == 2 && $0.allSatisfy(\.isHexDigit) }) else {
+        guard parts.count == 6, parts.allSatisfy({ $0.count == 2 && $0.utf8.allSatisfy { (48...57).contains($0) || (65...70).contains($0) || (97...102).contains($0) } }) else {
             throw ValidationError(field: field, problem: "'\(m.prefix(80))' is not a MAC address like 52:54:00:12:34:56")
         }
     }
@@ -62,9 +62,6 @@ extension FlowSelector: Validatable {
         }
         if sourcePort == 0 { throw ValidationError(field: "selector.sport", problem: "port 0 is not a port") }
         if destinationPort == 0 { throw ValidationError(field: "selector.dport", problem: "port 0 is not a port") }
-        if proto == .any && (sourcePort != nil || destinationPort != nil) {
-            throw ValidationError(field: "selector.proto", problem: "ports need proto tcp or udp")
-        }
     }
 }
 
@@ -182,7 +179,11 @@ extension ReservationReply: Validatable {
 }
 
 extension ErrorMessage: Validatable {
-    public func validate() throws(ValidationError) { try Check.string(message, "error.message") }
+    public func validate() throws(ValidationError) {
+        try Check.string(message, "error.message")
+        try Check.string(code.rawValue, "error.code", allowEmpty: false)
+        if code.rawValue.utf8.count > 64 { throw ValidationError(field: "error.code", problem: "longer than 64 bytes") }
+    }
 }
 
 extension Ping: Validatable {

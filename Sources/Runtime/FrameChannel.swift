@@ -202,8 +202,9 @@ public final class FrameChannel: @unchecked Sendable {
                     if n == 0 { break }
                     partial = partial.dropFirst(n)
                 }
-            } else if endpoint == .absentOnEnd {
-                // Nobody to write to: what was queued for an absent host is dropped.
+            } else {
+                // Nobody to write to: what was queued for an absent peer is dropped, never
+                // delivered late (stale heartbeats would flood a peer that comes back).
                 let n = lock.withLock { () -> Int in let c = queue.count; queue.removeAll(); queuedBytes = 0; return c }
                 lock.withLock { dropped += n }
             }

@@ -34,7 +34,7 @@ extension TandemAgent {
     struct Reserve: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Reserve bandwidth for some flows, admitted by the host.",
-            discussion: "Prints the reservation's id. The reservation lives while this command holds it (--hold), or for --ttl after it exits.")
+            discussion: "Prints the reservation's id. The reservation lives while this command holds it (the default, or --hold: until Ctrl-C or SIGTERM), or for --ttl after it exits.")
 
         @Argument(help: "The rate, as tc writes it: 200mbit, 1gbit, 500kbit.")
         var rate: String
@@ -54,7 +54,7 @@ extension TandemAgent {
         @Option(name: .long, help: "Source port alone.")
         var sport: UInt16?
 
-        @Flag(name: .long, help: "Hold the reservation until interrupted (Ctrl-C, SIGTERM).")
+        @Flag(name: .long, help: "Hold the reservation until interrupted (Ctrl-C, SIGTERM); the default without --ttl.")
         var hold = false
 
         @Option(name: .long, help: "Keep the reservation this long after the command exits (e.g. 60s, 10m).")
@@ -67,7 +67,7 @@ extension TandemAgent {
 
         func validate() throws {
             do { _ = try BitRate(parsing: rate) } catch { throw ValidationError("\(error)") }
-            if hold == (ttl != nil) { throw ValidationError("choose --hold (the reservation lives while this command runs) or --ttl DURATION (it lives that long)") }
+            if hold && ttl != nil { throw ValidationError("choose --hold (the reservation lives while this command runs) or --ttl DURATION (it lives that long), not both") }
             if let ttl { do { _ = try DurationText.seconds(ttl) } catch { throw ValidationError("--ttl: \(error)") } }
         }
 
@@ -89,7 +89,7 @@ extension TandemAgent {
             if json { print(String(decoding: try JSONEncoder().encode(r), as: UTF8.self)) }
             guard r.ok, let id = r.id else { throw CommandFailure(r.error ?? "refused") }
             if !json { print(id) }
-            if hold {
+            if ttl == nil {
                 FileHandle.standardError.write(Data("holding \(id) (\(rate)); Ctrl-C releases it\n".utf8))
                 signal(SIGINT, SIG_IGN); signal(SIGTERM, SIG_IGN)
                 let done = DispatchSemaphore(value: 0)

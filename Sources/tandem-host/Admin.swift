@@ -9,7 +9,7 @@ struct AdminOptions: ParsableArguments {
     @Option(name: .long, help: "The controller's admin socket.")
     var adminSocket: String?
 
-    @Option(name: .long, help: "Read the admin socket's path from this configuration.")
+    @Option(name: .long, help: "Read the admin socket's path from this configuration (default: /etc/tandem/host.toml if present, else /run/tandem/host.sock).")
     var config: String?
 
     func socketPath() throws -> String {
@@ -17,6 +17,8 @@ struct AdminOptions: ParsableArguments {
         if let config {
             do { return try HostConfig.load(path: config).controller.adminSocket } catch { throw CommandFailure("\(error)") }
         }
+        // As `run` does: the default configuration, if there is one, names the socket.
+        if let c = try? HostConfig.load(path: "/etc/tandem/host.toml") { return c.controller.adminSocket }
         return HostConfig.Controller().adminSocket
     }
 

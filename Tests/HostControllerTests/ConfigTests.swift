@@ -61,7 +61,7 @@ import TandemProtocol
         (#"weight = 1"#, "weight = 1\nspeed = \"max\"", ["host.toml:18", "key 'speed'", "unknown key"]),
         (#"name = "vm2""#, #"name = "vm1""#, ["'vm1' is named twice"]),
         (#"[[link]]                 # a shared physical link"#, #"[[link"#, ["host.toml:7", "not valid TOML"]),
-        (#"channel = "/var/lib/libvirt/qemu/channel/target/domain-2-vm2/org.tandem.agent.0""#, #"channel = "/run/tandem/channels/vm1.sock""#, ["also vm2's"]),
+        (#"channel = "/var/lib/libvirt/qemu/channel/target/domain-2-vm2/org.tandem.agent.0""#, #"channel = "/run/tandem/channels/vm1.sock""#, ["(vm2): channel", "also vm1's"]),
     ])
     func badValuesAreNamed(from: String, to: String, fragments: [String]) {
         let text = Self.good.replacingOccurrences(of: from, with: to)

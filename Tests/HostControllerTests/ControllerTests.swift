@@ -12,9 +12,19 @@ final class FakeBackend: HardLimitBackend, @unchecked Sendable {
     var kernelLimit: BitRate?
     var applies: [BitRate] = []
     var failApply = false
+    var intact = true
+    var prepares = 0
+    var failPrepare = false
     var describe: String { "fake" }
 
-    func prepare(initialLimit: BitRate) async throws {}
+    func prepare(initialLimit: BitRate) async throws {
+        try lock.withLock {
+            if failPrepare { throw CocoaStyleError("RTM_GETLINK dev v1: No such device") }
+            prepares += 1; intact = true
+            if kernelLimit == nil { kernelLimit = initialLimit }
+        }
+    }
+    func isIntact() async -> Bool { lock.withLock { intact } }
     func apply(limit: BitRate, guarantee: BitRate) async throws {
         try lock.withLock {
             if failApply { throw CocoaStyleError("RTM_NEWTCLASS: Invalid argument") }
@@ -280,12 +290,58 @@ final class Rig: @unchecked Sendable {
         let rig = try Rig()
         await rig.controller.prepare()
         rig.backends["vm1"]!.lock.withLock { rig.backends["vm1"]!.failApply = true }
-        for _ in 0..<10 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        // vm1 idle, vm2 greedy: vm1's limit must come down, and the kernel refuses.
+        for _ in 0..<10 { await rig.round(["vm2": .mbit(400)]) }
         let s = await rig.controller.status(now: rig.now)
         #expect(s.vms[0].lastError?.contains("Invalid argument") == true)
         #expect(rig.backends["vm2"]!.limit != nil)
+        #expect(rig.backends["vm2"]!.limit! >= .mbit(140), "the other VM's allocation went ahead")
         rig.backends["vm1"]!.lock.withLock { rig.backends["vm1"]!.failApply = false }
-        await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)])
-        #expect(rig.backends["vm1"]!.limit != nil, "retried on the next round")
+        await rig.round(["vm2": .mbit(400)])
+        #expect(rig.backends["vm1"]!.limit! <= .mbit(60), "retried on the next round")
+    }
+
+    @Test func silentAgentIsHeardAgainWithoutANewHandshake() async throws {
+        let rig = try Rig()
+        await rig.controller.prepare()
+        await rig.connect("vm1")
+        for _ in 0..<40 { await rig.round([:]) }
+        #expect(await rig.controller.snapshot("vm1")?.agent == .silent)
+        // The VM was paused; it answers the host's ping with its old session.
+        await rig.guest("vm1", .pong(Ping(nonce: 1)))
+        #expect(await rig.controller.snapshot("vm1")?.agent == .connected)
+    }
+
+    @Test func reservationsNotReconfirmedAfterAReconnectLapse() async throws {
+        let rig = try Rig()
+        await rig.controller.prepare()
+        await rig.connect("vm1")
+        let sel = FlowSelector(proto: .tcp, destinationPort: 22)
+        await rig.guest("vm1", .reserve(ReserveRequest(id: "keep", rate: .mbit(10), selector: sel)))
+        await rig.guest("vm1", .reserve(ReserveRequest(id: "gone", rate: .mbit(10), selector: sel)))
+        // The agent restarts: a new hello; it re-sends only what it still holds.
+        await rig.controller.receive("vm1", .connected, now: rig.now)
+        await rig.guest("vm1", .hello(Hello(agentVersion: "t", interface: "eth0", mac: "52:54:00:00:00:01")), session: SessionID(0xdef))
+        await rig.guest("vm1", .reserve(ReserveRequest(id: "keep", rate: .mbit(10), selector: sel)), session: SessionID(0xdef))
+        for _ in 0..<(Int(Controller.reconfirmSeconds * 10) + 5) { await rig.round([:]) }
+        #expect(await rig.controller.snapshot("vm1")?.reservations.map(\.id) == ["keep"])
+    }
+
+    @Test func aBackendThatWasNotThereOrWasRecreatedIsSetUpAgain() async throws {
+        let rig = try Rig()
+        rig.backends["vm1"]!.lock.withLock { rig.backends["vm1"]!.failPrepare = true }
+        await rig.controller.prepare()
+        for _ in 0..<3 { await rig.round([:]) }
+        #expect(await rig.controller.status(now: rig.now).vms[0].lastError?.contains("No such device") == true)
+        // The VM's interface appears.
+        rig.backends["vm1"]!.lock.withLock { rig.backends["vm1"]!.failPrepare = false }
+        await rig.round([:])
+        #expect(rig.backends["vm1"]!.prepares == 1)
+        #expect(rig.backends["vm1"]!.limit != nil)
+        // It is re-created (a VM restart): found within 5 s and set up again.
+        rig.backends["vm1"]!.lock.withLock { rig.backends["vm1"]!.intact = false }
+        for _ in 0..<60 { await rig.round([:]) }
+        #expect(rig.backends["vm1"]!.prepares == 2)
+        #expect(await rig.controller.status(now: rig.now).vms[0].lastError == nil)
     }
 }
