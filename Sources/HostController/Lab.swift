@@ -82,6 +82,7 @@ public struct Lab: Sendable {
             }
             _ = try? Shell.run(["ip", "netns", "delete", name])
             removed.append(name)
+            try? FileManager.default.removeItem(atPath: "/tmp/\(prefix)-\(pid)")
         }
         return removed
     }
@@ -238,12 +239,7 @@ public struct Lab: Sendable {
             let server = try BackgroundProcess(["ip", "netns", "exec", t.recv.name, "iperf3", "-s", "-p", "\(5200 + i)"])
             t.processes.append(server)
         }
-        for i in 1...o.vms {
-            for _ in 0..<100 {
-                if let out = try? t.recv.exec(["ss", "-ltnH", "sport = :\(5200 + i)"]), !out.isEmpty { break }
-                usleep(20_000)
-            }
-        }
+        for i in 1...o.vms { t.recv.waitForListener(port: 5200 + i) }
     }
 
     var labConfig: String {

@@ -23,10 +23,7 @@ public enum Iperf {
         p.standardError = FileHandle.nullDevice
         try p.run()
         let server = Server(process: p, port: port)
-        for _ in 0..<100 {
-            if let out = try? netns.exec(["ss", "-ltnH", "sport = :\(port)"]), !out.isEmpty { return server }
-            usleep(20_000)
-        }
+        if netns.waitForListener(port: port) { return server }
         server.stop()
         throw Shell.Failure(command: p.arguments ?? [], result: Shell.Result(status: -1, stdout: "", stderr: "iperf3 server did not listen on port \(port)"))
     }

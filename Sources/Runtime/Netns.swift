@@ -33,6 +33,17 @@ public final class Netns: Sendable {
         try Shell.check(["tc", "-n", name] + args.split(separator: " ").map(String.init))
     }
 
+    /// Waits until something listens on TCP `port` in the namespace; false after `timeout`.
+    @discardableResult
+    public func waitForListener(port: Int, timeout: Double = 2) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let out = try? exec(["ss", "-ltnH", "sport = :\(port)"]), !out.isEmpty { return true }
+            usleep(20_000)
+        }
+        return false
+    }
+
     /// Kills what runs inside (it is all ours) and removes the namespace.
     public func delete() {
         if let pids = try? Shell.run(["ip", "netns", "pids", name]).stdout {

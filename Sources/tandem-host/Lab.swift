@@ -61,7 +61,13 @@ extension TandemHost {
                 }
             }
             let box = ReportBox()
-            try await runUntilSignalled { box.report = try await lab.run() }
+            do {
+                try await runUntilSignalled { box.report = try await lab.run() }
+            } catch is CancellationError {
+                if !quiet && tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+                FileHandle.standardError.write(Data("interrupted; everything the lab made is removed\n".utf8))
+                throw ExitCode(130)
+            }
             if !quiet && tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
             guard let report = box.report else { throw CommandFailure("the lab was interrupted; everything it made is removed") }
             if json {
