@@ -80,6 +80,7 @@ let package = Package(
         .executableTarget(name: "tandem-bench", dependencies: ["Netlink", "TandemRuntime", "TandemProtocol"]),
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TandemRuntime", "TandemTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "VMTests", dependencies: ["HostController", "TandemRuntime", "TandemTestSupport"]),
         .testTarget(name: "HostControllerTests", dependencies: ["HostController", "TandemRuntime", "TandemTestSupport"]),
         .testTarget(name: "GuestAgentTests", dependencies: ["GuestAgent", "TandemRuntime", "TandemTestSupport"]),
     ],

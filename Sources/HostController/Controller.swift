@@ -239,9 +239,17 @@ public actor Controller {
                 vm.applied = nil
                 return
             }
-            if let k = try? await vm.backend.currentLimit(), let a = vm.applied, (k.bitsPerSecond / 1_000_000) != (a.bitsPerSecond / 1_000_000) && k.bitsPerSecond / 8 != a.bitsPerSecond / 8 {
-                log.warning("limit changed behind the controller; re-applying", metadata: ["vm": "\(name)", "kernel": "\(k)", "expected": "\(a)"])
-                vm.applied = nil
+            // nil: could not be read (left for the next check); .some(nil): no limit set.
+            var found: BitRate?? = nil
+            do { found = .some(try await vm.backend.currentLimit()) } catch {}
+            if let a = vm.applied, let k = found {
+                // Nothing in the kernel (a VF re-created by a driver reset reads 0, unlimited),
+                // or a different limit (someone else set it): apply ours again.
+                let same = k.map { $0.bitsPerSecond / 1_000_000 == a.bitsPerSecond / 1_000_000 || $0.bitsPerSecond / 8 == a.bitsPerSecond / 8 } ?? false
+                if !same {
+                    log.warning("limit changed behind the controller; re-applying", metadata: ["vm": "\(name)", "kernel": "\(k.map(\.description) ?? "none")", "expected": "\(a)"])
+                    vm.applied = nil
+                }
             }
         }
         let moved = vm.applied.map { a in (a > vm.limit ? a - vm.limit : vm.limit - a) > step } ?? true
