@@ -9,15 +9,16 @@ Usage: deploy/install.sh [--prefix DIR] [--destdir DIR] [--guest] [--no-build]
                          [--bindir-from DIR] [--uninstall]
 
 Host (default):  builds release binaries and installs
-                   PREFIX/bin/tandem-host, PREFIX/bin/tandem-agent,
+                   PREFIX/bin/tandem-host, PREFIX/bin/tandem-agent (to copy into guests),
                    /etc/systemd/system/tandem-host.service,
                    /etc/tandem/host.toml.example (never touches /etc/tandem/host.toml),
                    PREFIX/share/tandem/examples/host-sriov.toml, host-tap.toml,
-                   PREFIX/share/tandem/libvirt/channel.xml, PREFIX/share/doc/tandem/README.md.
+                   PREFIX/share/tandem/libvirt/channel.xml.
 --guest:         installs PREFIX/bin/tandem-agent,
                    /etc/systemd/system/tandem-agent.service,
-                   /etc/udev/rules.d/99-tandem-agent.rules,
-                   PREFIX/share/doc/tandem/README.md.
+                   /etc/udev/rules.d/99-tandem-agent.rules.
+Both:            PREFIX/share/doc/tandem/README.md, and this script as
+                   PREFIX/share/tandem/install.sh (for --uninstall).
 
   --prefix DIR       installation prefix (default /usr/local); the units' ExecStart follows it
   --destdir DIR      stage everything under DIR (a package root or a test); no systemctl/udevadm
@@ -151,7 +152,7 @@ else
   bindir=$repo/.build/release
 fi
 for b in "${bins[@]}"; do
-  [ -f "$bindir/$b" ] && [ -x "$bindir/$b" ] || die "no executable $bindir/$b (build it with: swift build -c release --static-swift-stdlib, or drop --no-build)"
+  { [ -f "$bindir/$b" ] && [ -x "$bindir/$b" ]; } || die "no executable $bindir/$b (build it with: swift build -c release --static-swift-stdlib, or drop --no-build)"
 done
 # A guest has no Swift runtime: say so if the agent was not linked with it.
 if command -v ldd >/dev/null 2>&1 && ldd "$bindir/tandem-agent" 2>/dev/null | grep -q 'libswiftCore'; then
@@ -165,8 +166,8 @@ done
 
 # ---------------------------------------------------------------------------------------
 # Install. Every file goes into the manifest as "f PATH", every directory this run creates
-# as "d PATH" (in $manifest.dirs), paths without DESTDIR. An existing manifest (an earlier
-# install, e.g. of the other role) is kept and added to.
+# as "d PATH", paths without DESTDIR. An existing manifest (an earlier install, e.g. of
+# the other role, or of an older version) is kept and added to.
 # ---------------------------------------------------------------------------------------
 files=()
 newdirs=()
@@ -188,7 +189,10 @@ put() { # MODE SRC DEST (without DESTDIR) [sed expression]
     local tmp
     tmp=$(mktemp "$destdir$(dirname -- "$dst")/.tandem-install.XXXXXX") || die "cannot write in $destdir$(dirname -- "$dst")"
     sed -e "$4" -- "$src" > "$tmp" || { rm -f -- "$tmp"; die "cannot write $tmp"; }
-    chmod "$mode" -- "$tmp" && mv -f -- "$tmp" "$destdir$dst" || { rm -f -- "$tmp"; die "cannot install $destdir$dst"; }
+    if ! { chmod "$mode" -- "$tmp" && mv -f -- "$tmp" "$destdir$dst"; }; then
+      rm -f -- "$tmp"
+      die "cannot install $destdir$dst"
+    fi
   else
     install -m "$mode" -- "$src" "$destdir$dst" || die "cannot install $destdir$dst"
   fi
@@ -201,6 +205,8 @@ relocate="s#/usr/local/#$p/#g"
 
 for b in "${bins[@]}"; do put 0755 "$bindir/$b" "$p/bin/$b"; done
 put 0644 "$here/README.md" "$p/share/doc/tandem/README.md"
+# This script, for the uninstall (which needs nothing else from deploy/).
+put 0755 "$here/install.sh" "$p/share/tandem/install.sh"
 if [ "$guest" -eq 1 ]; then
   put 0644 "$here/systemd/tandem-agent.service" /etc/systemd/system/tandem-agent.service "$relocate"
   put 0644 "$here/udev/99-tandem-agent.rules" /etc/udev/rules.d/99-tandem-agent.rules
@@ -223,16 +229,29 @@ mkdirs "$(dirname -- "$manifest_rel")"
   for f in "${files[@]}"; do echo "f $f"; done
 } | awk '!seen[$0]++' > "$manifest.tmp" || die "cannot write $manifest.tmp"
 mv -f -- "$manifest.tmp" "$manifest" || die "cannot write $manifest"
-uninstall_cmd="$here/install.sh --uninstall${destdir:+ --destdir $destdir}"
+uninstall_cmd="$p/share/tandem/install.sh --uninstall${destdir:+ --destdir $destdir}"
 [ "$prefix" = /usr/local ] || uninstall_cmd+=" --prefix $prefix"
 say "recorded what it installed in $manifest (to remove it: $uninstall_cmd)"
 
 if [ "$live" -eq 1 ]; then
   systemctl daemon-reload
   say "ran systemctl daemon-reload"
+  for unit in tandem-host.service tandem-agent.service; do
+    if systemctl is-active --quiet "$unit"; then say "$unit is running the old binary: systemctl restart $unit"; fi
+  done
   if [ "$guest" -eq 1 ] && command -v udevadm >/dev/null 2>&1; then
-    udevadm control --reload && udevadm trigger --subsystem-match=virtio-ports --action=add || true
-    say "reloaded udev rules; tandem-agent starts when /dev/virtio-ports/org.tandem.agent.0 is there"
+    # Re-run the rules on present ports, so that the port's device unit exists now.
+    udevadm control --reload || true
+    udevadm trigger --subsystem-match=virtio-ports --action=change || true
+    udevadm settle --timeout=10 || true
+    say "reloaded udev rules; tandem-agent starts whenever /dev/virtio-ports/org.tandem.agent.0 appears"
+  fi
+  if [ "$guest" -eq 1 ] && [ -e /dev/virtio-ports/org.tandem.agent.0 ]; then
+    if systemctl start tandem-agent.service; then
+      say "started tandem-agent.service (the port is there)"
+    else
+      say "warning: tandem-agent.service did not start: see systemctl status tandem-agent"
+    fi
   fi
 fi
 

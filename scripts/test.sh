@@ -5,5 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# The VM tests' kernel, modules (netdevsim built out of tree) and initramfs; cached.
+./deploy/qemu/prepare.sh >/dev/null
 swift build --build-tests
 swift test --skip-build --no-parallel
