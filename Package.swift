@@ -9,6 +9,8 @@ let package = Package(
         .executable(name: "tandem-agent", targets: ["tandem-agent"]),
         .executable(name: "tandem-bench", targets: ["tandem-bench"]),
         .library(name: "TandemProtocol", targets: ["TandemProtocol"]),
+        .library(name: "HostController", targets: ["HostController"]),
+        .library(name: "GuestAgent", targets: ["GuestAgent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -77,9 +79,16 @@ let package = Package(
         ),
         // Shared by the test targets: privilege gating, tc's text output, traffic runs.
         .target(name: "TandemTestSupport", dependencies: ["TandemRuntime", "TandemProtocol"], path: "Tests/Support"),
+        // Fuzz targets (scripts/fuzz.sh builds them with -DFUZZING -sanitize=fuzzer,address);
+        // in a normal build they replay the corpus files they are given.
+        .executableTarget(name: "fuzz-frames", dependencies: ["TandemProtocol"], path: "Fuzz/fuzz-frames"),
+        .executableTarget(name: "fuzz-bitrate", dependencies: ["TandemProtocol"], path: "Fuzz/fuzz-bitrate"),
+        .executableTarget(name: "fuzz-agent-api", dependencies: ["GuestAgent", "TandemProtocol", "TandemRuntime"], path: "Fuzz/fuzz-agent-api"),
+        .executableTarget(name: "fuzz-config", dependencies: ["HostController"], path: "Fuzz/fuzz-config"),
         .executableTarget(name: "tandem-bench", dependencies: ["Netlink", "TandemRuntime", "TandemProtocol"]),
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TandemRuntime", "TandemTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DeployTests", dependencies: ["HostController", "TandemRuntime", "TandemTestSupport"]),
         .testTarget(name: "VMTests", dependencies: ["HostController", "TandemRuntime", "TandemTestSupport"]),
         .testTarget(name: "HostControllerTests", dependencies: ["HostController", "TandemRuntime", "TandemTestSupport"]),
         .testTarget(name: "GuestAgentTests", dependencies: ["GuestAgent", "TandemRuntime", "TandemTestSupport"]),

@@ -8,6 +8,7 @@ packages=(
   iproute2                                     # ip and tc: namespaces, veth, the tests' oracle
   iperf3                                       # traffic in the tests and the lab
   iputils-ping                                 # counters move in the link tests
+  systemd libxml2-utils                        # deploy tests: systemd-analyze verify, xmllint
 )
 
 if [ "$(id -u)" -ne 0 ]; then

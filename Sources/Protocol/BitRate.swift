@@ -64,44 +64,58 @@ public struct BitRateParseError: Error, Equatable, CustomStringConvertible, Send
 extension BitRate {
     /// tc's units (`tc/tc_util.c`, `get_rate64`), matched without regard to case like tc does.
     /// Values are the multiplier to bits per second.
-    static let units: [(String, Double)] = [
-        ("bit", 1), ("kibit", 1024), ("kbit", 1e3), ("mibit", 1_048_576), ("mbit", 1e6),
-        ("gibit", 1_073_741_824), ("gbit", 1e9), ("tibit", 1_099_511_627_776), ("tbit", 1e12),
-        ("bps", 8), ("kibps", 8 * 1024), ("kbps", 8e3), ("mibps", 8 * 1_048_576), ("mbps", 8e6),
-        ("gibps", 8 * 1_073_741_824), ("gbps", 8e9), ("tibps", 8 * 1_099_511_627_776), ("tbps", 8e12),
+    static let units: [(String, UInt64)] = [
+        ("bit", 1), ("kibit", 1024), ("kbit", 1_000), ("mibit", 1_048_576), ("mbit", 1_000_000),
+        ("gibit", 1_073_741_824), ("gbit", 1_000_000_000), ("tibit", 1_099_511_627_776), ("tbit", 1_000_000_000_000),
+        ("bps", 8), ("kibps", 8 * 1024), ("kbps", 8_000), ("mibps", 8 * 1_048_576), ("mbps", 8_000_000),
+        ("gibps", 8 * 1_073_741_824), ("gbps", 8_000_000_000), ("tibps", 8 * 1_099_511_627_776), ("tbps", 8_000_000_000_000),
     ]
 
     /// Parses tc's notation. A bare number is bits per second, as in tc.
+    ///
+    /// The arithmetic is exact (decimal digits times an integer unit, in 128 bits), so every
+    /// rate ``description`` prints parses back to itself; a result with a fraction of a bit
+    /// rounds half up.
     public init(parsing text: String) throws(BitRateParseError) {
         let s = text.trimmingWhitespace()
         guard !s.isEmpty else { throw BitRateParseError(input: text, reason: .empty) }
-        // Split at the first character that cannot be part of a plain decimal number.
-        var numberEnd = s.startIndex
-        var sawDigit = false, sawDot = false
-        if s.first == "-" { throw BitRateParseError(input: text, reason: .negative) }
-        if s.first == "+" { numberEnd = s.index(after: numberEnd) }
-        while numberEnd < s.endIndex {
-            let c = s[numberEnd]
-            if c.isASCII && c.isNumber { sawDigit = true }
-            else if c == "." && !sawDot { sawDot = true }
-            else { break }
-            numberEnd = s.index(after: numberEnd)
+        var rest = Substring(s)
+        if rest.first == "-" { throw BitRateParseError(input: text, reason: .negative) }
+        if rest.first == "+" { rest = rest.dropFirst() }
+        let wholeDigits = rest.prefix(while: { $0.isASCII && $0.isNumber })
+        rest = rest.dropFirst(wholeDigits.count)
+        var fracDigits: Substring = ""
+        if rest.first == "." {
+            rest = rest.dropFirst()
+            fracDigits = rest.prefix(while: { $0.isASCII && $0.isNumber })
+            rest = rest.dropFirst(fracDigits.count)
         }
-        guard sawDigit else { throw BitRateParseError(input: text, reason: .notANumber) }
-        let numberText = String(s[s.startIndex..<numberEnd])
-        let unitText = String(s[numberEnd...]).lowercased()
-        guard let value = Double(numberText), value.isFinite else { throw BitRateParseError(input: text, reason: .notANumber) }
-        var multiplier: Double = 1
+        guard !wholeDigits.isEmpty || !fracDigits.isEmpty else { throw BitRateParseError(input: text, reason: .notANumber) }
+        let unitText = String(rest).lowercased()
+        var multiplier: UInt64 = 1
         if !unitText.isEmpty {
             guard let unit = Self.units.first(where: { $0.0 == unitText }) else {
                 throw BitRateParseError(input: text, reason: .unknownUnit(unitText))
             }
             multiplier = unit.1
         }
-        let bps = value * multiplier
-        guard bps.isFinite, bps < 18_446_744_073_709_551_615.0 else { throw BitRateParseError(input: text, reason: .overflow) }
-        if bps > 0 && bps < 1 { throw BitRateParseError(input: text, reason: .fractionalBits) }
-        self.bitsPerSecond = UInt64(bps.rounded())
+        // Leading zeros do not count towards the size; more than 20 significant digits overflow.
+        let whole = wholeDigits.drop(while: { $0 == "0" })
+        guard whole.count <= 20, let w = whole.isEmpty ? 0 : UInt128(whole) else { throw BitRateParseError(input: text, reason: .overflow) }
+        // Beyond 19 fractional digits nothing can change the result.
+        let frac = fracDigits.prefix(19)
+        let f = frac.isEmpty ? 0 : UInt128(frac) ?? 0
+        var scale: UInt128 = 1
+        for _ in 0..<frac.count { scale *= 10 }
+        let (wm, o1) = w.multipliedReportingOverflow(by: UInt128(multiplier))
+        guard !o1 else { throw BitRateParseError(input: text, reason: .overflow) }
+        let fracBits = f * UInt128(multiplier)     // < 10^19 * 8.8e12: fits
+        let (q, r) = fracBits.quotientAndRemainder(dividingBy: scale)
+        let total = wm + q + (r * 2 >= scale && scale > 1 ? 1 : 0)
+        guard total <= UInt128(UInt64.max) else { throw BitRateParseError(input: text, reason: .overflow) }
+        if total == 0 && (f > 0) { throw BitRateParseError(input: text, reason: .fractionalBits) }
+        if wm == 0 && q == 0 && f > 0 { throw BitRateParseError(input: text, reason: .fractionalBits) }
+        self.bitsPerSecond = UInt64(total)
     }
 }
 

@@ -8,6 +8,9 @@ import Testing
         ("1Gbit", 1_000_000_000), ("  20MBIT ", 20_000_000), ("1kibit", 1024), ("1mibit", 1_048_576),
         ("2.25mbit", 2_250_000), ("10tbit", 10_000_000_000_000), ("0", 0), ("0mbit", 0), ("1bps", 8),
         ("+5kbit", 5000), ("1kbps", 8000), ("1.000001mbit", 1_000_001),
+        // Found by fuzzing: exact decimal arithmetic, so printed rates parse back exactly.
+        ("8999998099980.009kbit", 8_999_998_099_980_009), ("18446744073709551.615kbit", .max), ("0.0000000001tbit", 100),
+        ("1.5bit", 2), ("000000000000000000000000001mbit", 1_000_000),
     ] as [(String, UInt64)])
     func parsesTcNotation(text: String, bits: UInt64) throws {
         #expect(try BitRate(parsing: text).bitsPerSecond == bits)

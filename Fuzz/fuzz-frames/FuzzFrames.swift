@@ -1,0 +1,63 @@
+// Fuzz target: the frame decoder and message validation, both directions, in every split.
+// Built with -DFUZZING -sanitize=fuzzer,address by scripts/fuzz.sh; otherwise a replayer that
+// runs the files it is given (the regression corpus) through the same code.
+import TandemProtocol
+
+func fuzzOne(_ bytes: [UInt8]) {
+    var whole = FrameDecoder(maxFrameBytes: 4096)
+    whole.feed(bytes)
+    var split = FrameDecoder(maxFrameBytes: 4096)
+    var i = 0
+    var step = 1
+    while i < bytes.count {
+        let n = min(step, bytes.count - i)
+        split.feed(bytes[i..<(i + n)])
+        i += n
+        step = step % 7 + 1
+    }
+    var a: [FrameDecoder.Event] = [], b: [FrameDecoder.Event] = []
+    while let e = whole.next() { a.append(e) }
+    while let e = split.next() { b.append(e) }
+    // However the bytes are split, the same frames come out.
+    precondition(a == b, "split-dependent framing")
+    precondition(whole.bufferedBytes < 4096)
+    for case .frame(let f) in a {
+        if case .message(let m, let s, _) = MessageCodec.decodeGuest(f) {
+            // What decodes re-encodes and decodes to the same message.
+            let again = MessageCodec.encode(m, session: s ?? SessionID(0))
+            guard case .message(let m2, _, _) = MessageCodec.decodeGuest(Array(again.dropLast())) else { preconditionFailure("re-encoded guest message does not decode") }
+            precondition(m == m2, "guest round trip changed the message")
+        }
+        if case .message(let m, let s, _) = MessageCodec.decodeHost(f) {
+            let again = MessageCodec.encode(m, session: s)
+            guard case .message(let m2, _, _) = MessageCodec.decodeHost(Array(again.dropLast())) else { preconditionFailure("re-encoded host message does not decode") }
+            precondition(m == m2, "host round trip changed the message")
+        }
+    }
+}
+
+#if FUZZING
+@_cdecl("LLVMFuzzerTestOneInput")
+public func LLVMFuzzerTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    fuzzOne(Array(UnsafeBufferPointer(start: data, count: size)))
+    return 0
+}
+
+// SwiftPM links an executable's entry point as MODULE_main; hand it to libFuzzer's driver.
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+                         _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt) -> CInt
+
+@_cdecl("fuzz_frames_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    var c = argc, v = argv
+    return LLVMFuzzerRunDriver(&c, &v, LLVMFuzzerTestOneInput)
+}
+#else
+import Foundation
+@main struct Replay {
+    static func main() throws {
+        for path in CommandLine.arguments.dropFirst() { fuzzOne(Array(try Data(contentsOf: URL(fileURLWithPath: path)))) }
+    }
+}
+#endif
