@@ -85,7 +85,7 @@ let package = Package(
         .executableTarget(name: "fuzz-bitrate", dependencies: ["TandemProtocol"], path: "Fuzz/fuzz-bitrate"),
         .executableTarget(name: "fuzz-agent-api", dependencies: ["GuestAgent", "TandemProtocol", "TandemRuntime"], path: "Fuzz/fuzz-agent-api"),
         .executableTarget(name: "fuzz-config", dependencies: ["HostController"], path: "Fuzz/fuzz-config"),
-        .executableTarget(name: "tandem-bench", dependencies: ["Netlink", "TandemRuntime", "TandemProtocol"]),
+        .executableTarget(name: "tandem-bench", dependencies: ["Netlink", "TandemRuntime", "TandemProtocol", "GuestAgent", "HostController"]),
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TandemRuntime", "TandemTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DeployTests", dependencies: ["HostController", "TandemRuntime", "TandemTestSupport"]),

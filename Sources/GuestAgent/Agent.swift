@@ -302,7 +302,15 @@ public actor Agent {
     }
 
     func report(_ now: Double) async {
-        guard let stats = try? await shaper.classStats() else { return }
+        let stats: [HTBClassState]
+        do { stats = try await shaper.classStats() } catch {
+            // The interface re-created (a new index) or its tree gone: put it back.
+            if (try? await shaper.recover()) == true {
+                log.warning("interface came back; shaping restored", metadata: ["interface": "\(options.interface)"])
+                estimator.reset()
+            }
+            return
+        }
         let classes = stats.map { DemandEstimator.ClassSample(handle: $0.spec.handle, bytes: $0.stats.bytes, drops: $0.stats.drops, backlog: $0.stats.backlog) }
         var flows: [DemandEstimator.FlowSample] = []
         if let diag, let (socks, _) = try? await diag.sockets(.tcp) {

@@ -69,6 +69,17 @@ public actor Shaper {
         try await netlink.classes(ifindex: ifindex)
     }
 
+    /// After the interface went away and came back (a new index): finds it again and puts
+    /// the last tree back. Returns whether it did anything.
+    @discardableResult
+    public func recover() async throws -> Bool {
+        let index = try await netlink.index(of: interface)
+        if index == ifindex, let have = try? await installed(), have.root != .none { return false }
+        ifindex = index
+        if let tree = applied { try await apply(tree) }
+        return true
+    }
+
     /// Removes the tree (the root qdisc) if it is Tandem's.
     public func remove() async throws {
         if case .ours = try await installed().root {

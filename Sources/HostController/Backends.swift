@@ -50,7 +50,7 @@ public struct TCBackend: HardLimitBackend {
         self.netlink = netlink
     }
 
-    static func hash8(_ s: String) -> String {
+    public static func hash8(_ s: String) -> String {
         var h: UInt32 = 2_166_136_261
         for b in s.utf8 { h = (h ^ UInt32(b)) &* 16_777_619 }
         let hex = String(h, radix: 16)

@@ -102,24 +102,23 @@ public struct Lab: Sendable {
         _ = try? Shell.run(["ip", "netns", "delete", probe])
     }
 
-    final class Topology: @unchecked Sendable {
-        let dir: URL
-        var namespaces: [Netns] = []
-        var processes: [BackgroundProcess] = []
-        var relays: [LabRelay] = []
-        var host: Netns!
-        var recv: Netns!
-        var vmNS: [Netns] = []
-        var agents: [BackgroundProcess?] = []
-        var controller: BackgroundProcess?
+    public final class Topology: @unchecked Sendable {
+        public let dir: URL
+        public var namespaces: [Netns] = []
+        public var processes: [BackgroundProcess] = []
+        public var relays: [LabRelay] = []
+        public var host: Netns!
+        public var recv: Netns!
+        public var vmNS: [Netns] = []
+        public var controller: BackgroundProcess?
 
-        init() throws {
+        public init() throws {
             dir = URL(fileURLWithPath: "/tmp/\(Lab.prefix)-\(getpid())")
             try? FileManager.default.removeItem(at: dir)
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         }
 
-        func teardown(keepLogs: Bool) {
+        public func teardown(keepLogs: Bool) {
             for p in processes { p.stop(signal: SIGTERM, grace: 2) }
             for r in relays { r.stop() }
             for n in namespaces { n.delete() }
@@ -216,7 +215,7 @@ public struct Lab: Sendable {
 
     // MARK: topology
 
-    func build(_ t: Topology) throws {
+    public func build(_ t: Topology) throws {
         let o = options
         t.recv = try Netns(prefix: "\(Self.prefix)-\(getpid())-recv"); t.namespaces.append(t.recv)
         t.host = try Netns(prefix: "\(Self.prefix)-\(getpid())-host"); t.namespaces.append(t.host)
@@ -274,7 +273,7 @@ public struct Lab: Sendable {
         return s
     }
 
-    func startTandem(_ t: Topology) throws {
+    public func startTandem(_ t: Topology) throws {
         let o = options
         var cfg = labConfig
             .replacingOccurrences(of: "ADMIN", with: t.dir.appendingPathComponent("host.sock").path)
@@ -309,7 +308,7 @@ public struct Lab: Sendable {
         throw CommandFailure("the agents were not all welcomed within 15s; controller log:\n\(log.suffix(3000))")
     }
 
-    func fairness(_ t: Topology) throws -> [LinkFairness.Row] {
+    public func fairness(_ t: Topology) throws -> [LinkFairness.Row] {
         let c = try LineClient(path: t.dir.appendingPathComponent("host.sock").path, what: "the lab's tandem-host")
         let r = try c.call(AdminRequest(op: "fairness"), as: AdminResponse.self, timeout: 2)
         return r.fairness?.first?.vms ?? []

@@ -36,6 +36,11 @@ public final class LabRelay: @unchecked Sendable {
 
     public func stop() { lock.withLock { stopped = true } }
 
+    /// Drops the connected client, as QEMU does when its socket peer goes; the next client
+    /// is accepted as usual.
+    public func dropClient() { lock.withLock { dropRequested = true } }
+    private var dropRequested = false
+
     private func loop() {
         var client: Int32 = -1
         var toClient: [UInt8] = [], toGuest: [UInt8] = []
@@ -49,6 +54,9 @@ public final class LabRelay: @unchecked Sendable {
             let r = POSIX.poll(fds, timeoutMilliseconds: 200)
             if r[0] & Int16(POLLIN) != 0, let c = UnixSocket.accept(listener) {
                 if client >= 0 { close(c) } else { client = c; toClient = []; toGuest = [] }
+            }
+            if lock.withLock({ let d = dropRequested; dropRequested = false; return d }), client >= 0 {
+                close(client); client = -1; continue
             }
             guard client >= 0, r.count == 3 else { continue }
             if r[1] & Int16(POLLIN) != 0, case .data(let b)? = try? POSIX.read(master) { toClient += b }

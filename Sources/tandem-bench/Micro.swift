@@ -1,0 +1,67 @@
+import Foundation
+import HostController
+import TandemProtocol
+
+/// In-process benchmarks: the allocator and the protocol codec.
+enum Micro {
+    static func time(_ n: Int, _ body: () -> Void) -> Double {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<n { body() }
+        return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 / Double(n)
+    }
+
+    /// One allocation round (fair shares, then the allocation) for N VMs with mixed demands.
+    static func allocator() -> [Result] {
+        [8, 64, 256].map { n in
+            var rng = SystemRandomNumberGenerator()
+            var vms: [Allocator.Input] = []
+            for i in 0..<n {
+                let guarantee: BitRate = i % 5 == 0 ? .mbit(10) : .zero
+                let cap: BitRate? = i % 7 == 0 ? .mbit(500) : nil
+                let demand = BitRate.mbit(UInt64.random(in: 0...400, using: &rng))
+                vms.append(Allocator.Input(name: "vm\(i)", weight: Double(1 + i % 4), guarantee: guarantee, cap: cap, demand: demand))
+            }
+            let capacity = BitRate.gbit(25)
+            var sink = 0
+            let per = time(2000) {
+                sink &+= Allocator.fairShares(capacity: capacity, vms).count
+                sink &+= Allocator.allocate(capacity: capacity, vms).count
+            }
+            precondition(sink > 0)
+            return Result(name: "allocator round, \(n) VMs", value: per * 1e6, unit: "us", target: n == 256 ? 100 : nil, lowerIsBetter: true)
+        }
+    }
+
+    static func codec() -> [Result] {
+        let session = SessionID(42)
+        let flow = FlowKey(proto: .tcp, source: IPAddress("10.0.0.2")!, sourcePort: 40000, destination: IPAddress("10.0.0.5")!, destinationPort: 5201)
+        let report = DemandReport(sequence: 1, intervalMilliseconds: 100, epoch: 3, rate: .mbit(95), wantsMore: true,
+                                  classes: ["total", "tcp", "udp", "other"].map { ClassDemand(name: $0, bytes: 123_456_789, rate: .mbit(40), drops: 2, backlog: 3000, wantsMore: [.drops]) },
+                                  flows: Array(repeating: FlowDemand(flow: flow, bytes: 99_999, rate: .mbit(40), wantsMore: [.notAppLimited]), count: 32))
+        let frame = MessageCodec.encode(.demand(report), session: session)
+        let ping = MessageCodec.encode(.ping(Ping(nonce: 7)), session: session)
+        var ok = 0
+        let enc = time(2000) { ok &+= MessageCodec.encode(.demand(report), session: session).count }
+        let dec = time(2000) { if case .message = MessageCodec.decodeGuest(Array(frame.dropLast())) { ok &+= 1 } }
+        let pingDec = time(20000) { if case .message = MessageCodec.decodeGuest(Array(ping.dropLast())) { ok &+= 1 } }
+        var d = FrameDecoder()
+        let stream = Array(repeating: frame, count: 100).flatMap { $0 }
+        let framing = time(50) { d.feed(stream); while let _ = d.next() { ok &+= 1 } }
+        precondition(ok > 0)
+        return [
+            Result(name: "encode demand report (32 flows, \(frame.count) B)", value: 1 / enc, unit: "msg/s", target: nil, lowerIsBetter: false),
+            Result(name: "decode+validate demand report (32 flows)", value: 1 / dec, unit: "msg/s", target: nil, lowerIsBetter: false),
+            Result(name: "decode+validate ping", value: 1 / pingDec, unit: "msg/s", target: nil, lowerIsBetter: false),
+            Result(name: "frame splitting", value: Double(stream.count) / framing / 1e6, unit: "MB/s", target: nil, lowerIsBetter: false),
+        ]
+    }
+}
+
+/// One figure: its value, unit, the target if the issue names one, and which way is better.
+struct Result: Codable {
+    var name: String
+    var value: Double
+    var unit: String
+    var target: Double?
+    var lowerIsBetter: Bool
+}

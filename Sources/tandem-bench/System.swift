@@ -1,0 +1,123 @@
+import Foundation
+import GuestAgent
+import HostController
+import Netlink
+import TandemProtocol
+import TandemRuntime
+
+/// Benchmarks with the real binaries and the kernel: overhead, accuracy, reaction.
+enum SystemBench {
+    static var binaries: String { URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path }
+
+    /// utime+stime in seconds and peak RSS in KB of a process.
+    static func cpuAndPeak(_ pid: Int32) -> (Double, Int) {
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let cpu = fields.count > 13 ? ((Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)) / ticks : 0
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let hwm = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }.flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? -1
+        return (cpu, hwm)
+    }
+
+    /// The controller with 64 VMs on veths (tc backends, real netlink), 10 Hz, for `seconds`.
+    static func controllerOverhead(vms: Int = 64, seconds: Double = 30) throws -> [Result] {
+        let ns = try Netns(prefix: "tdm-bench-ovh")
+        defer { ns.delete() }
+        var cfg = "[controller]\ninterval = \"100ms\"\nadmin_socket = \"/tmp/tdm-bench-\(getpid()).sock\"\nstate_dir = \"/tmp/tdm-bench-\(getpid())\"\nmetrics = \"off\"\n[[link]]\nname = \"wire\"\ncapacity = \"10gbit\"\n"
+        for i in 0..<vms {
+            try ns.ip("link add b\(i) type veth peer name b\(i)p")
+            try ns.ip("link set b\(i) up"); try ns.ip("link set b\(i)p up")
+            cfg += "[[vm]]\nname = \"vm\(i)\"\ninterface = \"b\(i)\"\n"
+        }
+        let path = "/tmp/tdm-bench-\(getpid()).toml"
+        try cfg.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { unlink(path) }
+        let p = try BackgroundProcess(["ip", "netns", "exec", ns.name, binaries + "/tandem-host", "run", "--config", path])
+        defer { p.stop() }
+        Thread.sleep(forTimeInterval: 3)   // start-up (64 IFBs) is not the steady state
+        let (c0, _) = cpuAndPeak(p.pid)
+        Thread.sleep(forTimeInterval: seconds)
+        let (c1, peak) = cpuAndPeak(p.pid)
+        let perMinute = (c1 - c0) / seconds * 60
+        return [
+            Result(name: "controller CPU, \(vms) VMs at 10 Hz", value: perMinute / 60 * 100, unit: "% of a core", target: 1, lowerIsBetter: true),
+            Result(name: "controller peak RSS, \(vms) VMs", value: Double(peak) / 1024, unit: "MiB", target: nil, lowerIsBetter: true),
+        ]
+    }
+
+    /// The agent with `flows` established TCP flows in its namespace, reporting at 10 Hz to a
+    /// real controller through a pty relay.
+    static func agentOverhead(flows: Int = 1000, seconds: Double = 30) throws -> [Result] {
+        let ns = try Netns(prefix: "tdm-bench-agt")
+        defer { ns.delete() }
+        try ns.ip("link add eth0 type veth peer name h0")
+        try ns.ip("link set eth0 up"); try ns.ip("link set h0 up")
+        let dir = "/tmp/tdm-bench-agent-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let relay = try LabRelay(socketPath: dir + "/chan")
+        relay.start()
+        defer { relay.stop() }
+        try "[controller]\ninterval = \"100ms\"\nadmin_socket = \"\(dir)/host.sock\"\nstate_dir = \"\(dir)/state\"\nmetrics = \"off\"\n[[link]]\nname = \"w\"\ncapacity = \"10gbit\"\n[[vm]]\nname = \"vm\"\ninterface = \"h0\"\nchannel = \"\(dir)/chan\"\n"
+            .write(toFile: dir + "/host.toml", atomically: true, encoding: .utf8)
+        // The flows: a local listener and `flows` connections to it, held open, trickling.
+        let holder = try BackgroundProcess(["ip", "netns", "exec", ns.name, "python3", "-c", """
+            import socket, time
+            srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(('127.0.0.1', 7000)); srv.listen(2048)
+            cs = []
+            for i in range(\(flows)):
+                c = socket.create_connection(('127.0.0.1', 7000)); cs.append(c); srv.accept()
+            while True:
+                for c in cs: c.send(b'x')
+                time.sleep(0.5)
+            """])
+        defer { holder.stop() }
+        let host = try BackgroundProcess(["ip", "netns", "exec", ns.name, binaries + "/tandem-host", "run", "--config", dir + "/host.toml"])
+        defer { host.stop() }
+        let agent = try BackgroundProcess(["ip", "netns", "exec", ns.name, binaries + "/tandem-agent", "run", "--interface", "eth0",
+                                           "--channel", relay.slavePath, "--socket", dir + "/agent.sock", "--interval", "100ms"])
+        defer { agent.stop() }
+        Thread.sleep(forTimeInterval: 5)
+        let established = (try? ns.exec(["ss", "-tnH", "state", "established"]))?.split(separator: "\n").count ?? 0
+        let (c0, _) = cpuAndPeak(agent.pid)
+        Thread.sleep(forTimeInterval: seconds)
+        let (c1, peak) = cpuAndPeak(agent.pid)
+        return [
+            Result(name: "agent CPU, \(established / 2) TCP flows, reports at 10 Hz", value: (c1 - c0) / seconds * 100, unit: "% of a core", target: 1, lowerIsBetter: true),
+            Result(name: "agent peak RSS", value: Double(peak) / 1024, unit: "MiB", target: nil, lowerIsBetter: true),
+        ]
+    }
+
+    /// Throughput against the limit through the tc backend (host side) and through the
+    /// agent's tree, at several rates; goodput is counted as 95% of the line rate.
+    static func accuracy(rates: [UInt64] = [10, 50, 100, 200, 500, 1000], seconds: Double = 4) async throws -> [Result] {
+        var out: [Result] = []
+        let a = try Netns(prefix: "tdm-bench-acc"), b = try Netns(prefix: "tdm-bench-acc")
+        defer { a.delete(); b.delete() }
+        try a.addVeth("t0", peer: b, "t1")
+        try a.ip("addr add 10.98.0.1/24 dev t0"); try b.ip("addr add 10.98.0.2/24 dev t1")
+        let server = try Iperf.server(in: a, port: 5501)
+        defer { server.stop() }
+        // tc backend: b is the VM; its egress is a's t0 ingress, shaped on an IFB.
+        let nlA = try RouteSocket(namespace: a.name)
+        let backend = TCBackend(vm: "bench", interface: "t0", netlink: nlA)
+        try await backend.prepare(initialLimit: .mbit(10))
+        for r in rates {
+            try await backend.apply(limit: .mbit(r), guarantee: .zero)
+            let got = try Iperf.client(in: b, host: "10.98.0.1", port: 5501, seconds: seconds, extra: ["-O", "1"]).receivedBitsPerSecond
+            out.append(Result(name: "tc backend at \(r)mbit: goodput / (95% of limit)", value: got / (Double(r) * 1e6 * 0.95) * 100, unit: "%", target: nil, lowerIsBetter: false))
+        }
+        try await backend.teardown()
+        // The agent's own tree (GuestAgent's Shaper) on b's t1, no host limit.
+        let shaper = try await Shaper(interface: "t1", namespace: b.name)
+        for r in rates {
+            try await shaper.apply(ShapingTree.desired(limit: .mbit(r), reservations: []), force: true)
+            let got = try Iperf.client(in: b, host: "10.98.0.1", port: 5501, seconds: seconds, extra: ["-O", "1"]).receivedBitsPerSecond
+            out.append(Result(name: "agent tree at \(r)mbit: goodput / (95% of limit)", value: got / (Double(r) * 1e6 * 0.95) * 100, unit: "%", target: nil, lowerIsBetter: false))
+        }
+        try await shaper.remove()
+        return out
+    }
+}
+

@@ -1,0 +1,154 @@
+import Foundation
+import Testing
+import TandemProtocol
+import TandemRuntime
+import TandemTestSupport
+@testable import HostController
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A guest that attacks its channel: random bytes, cut and oversize frames, absurd values,
+/// messages out of order, thousands of reservations, as fast as it can. The real controller
+/// must stay up and responsive with bounded memory, and the other VM keep what policy gives it.
+@Suite(.serialized, Privileged.enabled)
+struct HostileGuestTests {
+    /// Serves the hostile VM's channel socket (the controller connects to it, as to QEMU's)
+    /// and attacks every connection it gets until `deadline`.
+    final class Attacker: @unchecked Sendable {
+        let listener: Int32
+        let lock = NSLock()
+        var connections = 0
+        var framesSent = 0
+        var stop = false
+
+        init(path: String) throws { listener = try UnixSocket.listen(path, mode: 0o600) }
+
+        func run(until deadline: Double) {
+            var rng = SystemRandomNumberGenerator()
+            let session = SessionID(0xbad)
+            func frame(_ m: GuestMessage) -> [UInt8] { MessageCodec.encode(m, session: session) }
+            let absurd: [[UInt8]] = [
+                frame(.demand(DemandReport(sequence: 1, intervalMilliseconds: 100, epoch: 0, rate: .protocolMaximum, wantsMore: true, unmetReservations: .protocolMaximum))),
+                Array(#"{"kind":"demand","session":"0000000000000bad","body":{"sequence":-1,"rate":"NaN"}}"#.utf8) + [10],
+                Array(#"{"kind":"reserve","session":"0000000000000bad","body":{"id":"x","rate":99999999999999999999,"selector":{"proto":"tcp"}}}"#.utf8) + [10],
+                frame(.reserve(ReserveRequest(id: "huge", rate: .protocolMaximum, selector: FlowSelector(proto: .udp)))),
+                frame(.demand(DemandReport(sequence: 2, intervalMilliseconds: 100, epoch: 0, rate: .protocolMaximum, wantsMore: true,
+                                           flows: Array(repeating: FlowDemand(flow: FlowKey(proto: .tcp, source: IPAddress("10.0.0.1")!, sourcePort: 1, destination: IPAddress("10.0.0.2")!, destinationPort: 2), bytes: .max, rate: .protocolMaximum, wantsMore: [.notAppLimited]), count: 300)))),
+            ]
+            while POSIX.now() < deadline {
+                let r = POSIX.poll([(listener, Int16(POLLIN))], timeoutMilliseconds: 100)
+                guard r[0] != 0, let fd = UnixSocket.accept(listener) else { continue }
+                lock.withLock { connections += 1 }
+                var i = 0
+                attack: while POSIX.now() < deadline {
+                    var out: [UInt8]
+                    switch i % 7 {
+                    case 0: out = (0..<Int.random(in: 1...2000, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+                    case 1: out = Array(frame(.ping(Ping(nonce: UInt64(i)))).prefix(Int.random(in: 1...20, using: &rng)))   // cut
+                    case 2: out = Array(repeating: UInt8(ascii: "{"), count: 70_000) + [10]                                 // oversize
+                    case 3: out = absurd[i / 7 % absurd.count]
+                    case 4: out = frame(.reserve(ReserveRequest(id: "r-\(i)", rate: .kbit(1), selector: FlowSelector(proto: .tcp, destinationPort: UInt16(1 + i % 60000)))))
+                    case 5: out = frame(.hello(Hello(agentVersion: String(repeating: "v", count: 200), interface: "eth0", mac: "52:54:00:00:00:0b")))
+                    default: out = frame(.applied(Applied(epoch: UInt64(i), error: String(repeating: "e", count: 250))))
+                    }
+                    i += 1
+                    var sent = 0
+                    while sent < out.count {
+                        guard let n = try? POSIX.writeSome(fd, out[sent...]) else { break attack }
+                        if n == 0 {
+                            if POSIX.now() > deadline { break attack }
+                            _ = POSIX.poll([(fd, Int16(POLLOUT))], timeoutMilliseconds: 50)
+                            // Closed by the controller (cut off)?
+                            let hup = POSIX.poll([(fd, Int16(POLLIN))], timeoutMilliseconds: 0)
+                            if hup[0] & (Int16(POLLHUP) | Int16(POLLERR)) != 0 { break attack }
+                            if case .end? = try? POSIX.read(fd) { break attack }
+                            continue
+                        }
+                        sent += n
+                    }
+                    lock.withLock { framesSent += 1 }
+                    if case .end? = try? POSIX.read(fd) { break }
+                }
+                close(fd)
+            }
+            close(listener)
+        }
+    }
+
+    static func rssKB(_ pid: Int32) -> Int {
+        guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return -1 }
+        for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
+        }
+        return -1
+    }
+
+    @Test func hostileChannelCannotHurtTheControllerOrTheOtherVM() async throws {
+        let ns = try Netns(prefix: "tdm-hostile")
+        defer { ns.delete() }
+        for (a, b) in [("v1", "v1p"), ("v2", "v2p")] { try ns.ip("link add \(a) type veth peer name \(b)"); try ns.ip("link set \(a) up"); try ns.ip("link set \(b) up") }
+        let dir = NSTemporaryDirectory() + "tandem-hostile-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = Int.random(in: 30000..<40000)
+        try """
+        [controller]
+        interval = "100ms"
+        admin_socket = "\(dir)/host.sock"
+        state_dir = "\(dir)/state"
+        metrics = "127.0.0.1:\(port)"
+        [[link]]
+        name = "wire"
+        capacity = "200mbit"
+        [[vm]]
+        name = "hostile"
+        interface = "v1"
+        channel = "\(dir)/hostile.sock"
+        min = "20mbit"
+        [[vm]]
+        name = "victim"
+        interface = "v2"
+        """.write(toFile: dir + "/host.toml", atomically: true, encoding: .utf8)
+        let attacker = try Attacker(path: dir + "/hostile.sock")
+        let host = try BackgroundProcess(["ip", "netns", "exec", ns.name, Binaries.path("tandem-host"), "run", "--config", dir + "/host.toml"], log: URL(fileURLWithPath: dir + "/host.log"))
+        defer { host.stop() }
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: dir + "/host.sock") { usleep(50_000) }
+        try await Task.sleep(for: .seconds(1))
+        func admin(_ op: String) throws -> (AdminResponse, Double) {
+            let t0 = POSIX.now()
+            let r = try LineClient(path: dir + "/host.sock", what: "tandem-host").call(AdminRequest(op: op), as: AdminResponse.self, timeout: 5)
+            return (r, POSIX.now() - t0)
+        }
+        let rssBefore = Self.rssKB(host.pid)
+        let victimBefore = try admin("fairness").0.fairness![0].vms[1].allocation
+
+        let seconds = 12.0
+        let deadline = POSIX.now() + seconds
+        let attack = Thread { attacker.run(until: deadline) }
+        attack.start()
+        var worst = 0.0, victimMin = UInt64.max, hostileMax: UInt64 = 0
+        while POSIX.now() < deadline {
+            let (r, dt) = try admin("fairness")
+            worst = max(worst, dt)
+            victimMin = min(victimMin, r.fairness![0].vms[1].allocation)
+            hostileMax = max(hostileMax, r.fairness![0].vms[0].allocation)
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let rssAfter = Self.rssKB(host.pid)
+        let status = try admin("status").0.status!.vms[0]
+        let metrics = try ns.exec(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/\(port); printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"])
+        print("hostile guest: \(attacker.framesSent) frames over \(attacker.connections) connections in \(Int(seconds))s; fairness answered in at most \(String(format: "%.0f", worst * 1000)) ms; controller RSS \(rssBefore) -> \(rssAfter) KB; victim allocation \(victimBefore) -> min \(victimMin); hostile max \(hostileMax); violations \(status.violations); disconnects \(status.disconnects); reservations held \(status.reservations)")
+        #expect(host.isRunning, "the controller stayed up")
+        #expect(worst < 1.0, "fairness answered within 1 s throughout")
+        #expect(rssAfter - rssBefore < 30_000, "memory stayed bounded")
+        #expect(victimMin >= 99_000_000, "the other VM kept its fair share (100mbit of 200)")
+        #expect(hostileMax <= 101_000_000, "the hostile VM got nothing beyond its fair share")
+        #expect(status.disconnects >= 1, "the hostile channel was cut off")
+        #expect((status.violations["garbage"] ?? 0) + (status.violations["invalid"] ?? 0) + (status.violations["oversize"] ?? 0) > 0)
+        #expect(status.reservations <= Controller.maxReservationsPerVM)
+        #expect(metrics.contains("tandem_channel_errors_total"), "errors show in metrics")
+        attack.cancel()
+    }
+}
