@@ -86,9 +86,12 @@ static inline int tandem_err_cb(struct sockaddr_nl *nla, struct nlmsgerr *err, v
 /// Installs the extended-ack error callback on a socket and asks the kernel for
 /// extended acks. Returns 0 or a negative libnl error.
 static inline int tandem_install_ack(struct nl_sock *sk, struct tandem_ack *ack) {
+    // The callback first: errnos are captured even where extended acks are not available.
+    int rc = nl_socket_modify_err_cb(sk, NL_CB_CUSTOM, tandem_err_cb, ack);
+    if (rc < 0) return rc;
     int one = 1;
-    if (setsockopt(nl_socket_get_fd(sk), SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one)) < 0) return -NLE_FAILURE;
-    return nl_socket_modify_err_cb(sk, NL_CB_CUSTOM, tandem_err_cb, ack);
+    if (setsockopt(nl_socket_get_fd(sk), SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one)) < 0) return -NLE_OPNOTSUPP;
+    return 0;
 }
 
 /// A valid-message callback that hands each raw message to Swift.

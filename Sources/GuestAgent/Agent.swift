@@ -72,7 +72,10 @@ public actor Agent {
         self.options = options
         self.log = logger
         self.reportInterval = options.interval
-        self.diag = try? SocketDiagnostics()
+        do { self.diag = try SocketDiagnostics() } catch {
+            logger.warning("per-flow demand unavailable: no sock_diag socket", metadata: ["error": "\(error)"])
+            self.diag = nil
+        }
     }
 
     enum Event: Sendable {
@@ -164,6 +167,7 @@ public actor Agent {
         if hostState == .absent { hostState = .handshaking }
     }
     var cachedMAC: String?
+    var diagFailed = false
 
     func handleChannel(_ e: FrameChannel.Event) async {
         switch e {
@@ -223,6 +227,8 @@ public actor Agent {
         switch m {
         case .welcome(let w):
             welcome = w
+            // A new welcome (possibly from a restarted host) starts its own epoch count.
+            allocationSession = nil
             hostState = .connected
             reportInterval = Double(w.reportIntervalMilliseconds) / 1000
             log.info("welcomed", metadata: ["vm": "\(w.vm)", "version": "\(w.version)", "weight": "\(w.policy.weight)", "min": "\(w.policy.guarantee)"])
@@ -292,6 +298,7 @@ public actor Agent {
                 reply(h.client.id, .failure("the host did not answer within \(Int(options.admissionTimeout))s; try again"))
                 reservations[id] = nil
                 send(.release(ReleaseRequest(id: id)))
+                changed = true
             }
         }
         if changed { await reshape() }
@@ -302,24 +309,41 @@ public actor Agent {
     }
 
     func report(_ now: Double) async {
-        let stats: [HTBClassState]
-        do { stats = try await shaper.classStats() } catch {
-            // The interface re-created (a new index) or its tree gone: put it back.
-            if (try? await shaper.recover()) == true {
-                log.warning("interface came back; shaping restored", metadata: ["interface": "\(options.interface)"])
-                estimator.reset()
+        var stats: [HTBClassState] = []
+        var trouble: String? = nil
+        do { stats = try await shaper.classStats() } catch { trouble = "\(error)" }
+        // The interface re-created (a dump of a gone index is empty, not an error) or its tree
+        // removed: put it back.
+        if trouble != nil || !stats.contains(where: { $0.spec.handle == ShapingTree.top }) {
+            do {
+                if try await shaper.recover() {
+                    log.warning("interface or tree came back; shaping restored", metadata: ["interface": "\(options.interface)"])
+                    estimator.reset()
+                }
+            } catch {
+                log.error("cannot shape the interface", metadata: ["interface": "\(options.interface)", "error": "\(trouble ?? "")", "recover": "\(error)"])
             }
             return
         }
         let classes = stats.map { DemandEstimator.ClassSample(handle: $0.spec.handle, bytes: $0.stats.bytes, drops: $0.stats.drops, backlog: $0.stats.backlog) }
         var flows: [DemandEstimator.FlowSample] = []
-        if let diag, let (socks, _) = try? await diag.sockets(.tcp) {
-            flows = socks.compactMap { s in s.tcp.map { DemandEstimator.FlowSample(flow: s.flow, inode: s.inode, bytesSent: $0.bytesSent, appLimited: $0.appLimited) } }
+        if let diag {
+            do {
+                let (socks, _) = try await diag.sockets(.tcp)
+                flows = socks.compactMap { s in s.tcp.map { DemandEstimator.FlowSample(flow: s.flow, inode: s.inode, bytesSent: $0.bytesSent, appLimited: $0.appLimited) } }
+            } catch {
+                if !diagFailed { log.warning("per-flow demand unavailable (sock_diag)", metadata: ["error": "\(error)"]) }
+                diagFailed = true
+            }
         }
         let unmet = shaperUnmet()
         guard var r = estimator.report(at: now, classes: classes, flows: flows, epoch: allocation?.epoch ?? 0, unmetReservations: unmet) else { return }
         // Keep the frame within the limit whatever the number of flows.
         while !MessageCodec.fits(MessageCodec.encode(.demand(r), session: session)) && !r.flows.isEmpty { r.flows.removeLast(max(1, r.flows.count / 4)) }
+        // Many reservations: their classes too, keeping the fixed ones (named first in order).
+        while (r.classes.count > Limits.maxClassesPerReport || !MessageCodec.fits(MessageCodec.encode(.demand(r), session: session))) && r.classes.count > 4 {
+            r.classes.removeLast(max(1, (r.classes.count - 4) / 4))
+        }
         send(.demand(r))
     }
 
@@ -407,9 +431,16 @@ public actor Agent {
         }
     }
 
+    /// Slots go round-robin, so a slot (its class and filter priorities) is reused only long
+    /// after its last holder, never while a stale filter of it might still be installed.
+    var nextSlot = 0
     func freeSlot() -> Int? {
         let used = Set(reservations.values.map(\.slot))
-        return (0..<ShapingTree.maxReservations).first { !used.contains($0) }
+        for k in 0..<ShapingTree.maxReservations {
+            let s = (nextSlot + k) % ShapingTree.maxReservations
+            if !used.contains(s) { nextSlot = (s + 1) % ShapingTree.maxReservations; return s }
+        }
+        return nil
     }
 
     func release(_ id: String, reason: String) {

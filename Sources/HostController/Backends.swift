@@ -20,10 +20,13 @@ public protocol HardLimitBackend: Sendable {
     /// Whether what `prepare` made is still there (an interface re-created by a VM restart
     /// loses its ingress redirect).
     func isIntact() async -> Bool
+    func sameLimit(_ a: BitRate, _ b: BitRate) -> Bool
 }
 
 extension HardLimitBackend {
     public func isIntact() async -> Bool { true }
+    /// Whether two limits are the same once the kernel has them (HTB keeps bytes per second).
+    public func sameLimit(_ a: BitRate, _ b: BitRate) -> Bool { a.bytesPerSecond == b.bytesPerSecond }
 }
 
 /// The `tc` backend: a tap/veth VM's egress arrives as the host interface's ingress; it is
@@ -131,6 +134,11 @@ public struct SRIOVBackend: HardLimitBackend {
     }
 
     public var describe: String { "sriov \(pf) vf \(vf)" }
+
+    /// VF rates are whole Mbit/s, rounded as ``VFRate`` rounds (at least 1).
+    public func sameLimit(_ a: BitRate, _ b: BitRate) -> Bool {
+        VFRate.megabits(Swift.max(a, .mbit(1))) == VFRate.megabits(Swift.max(b, .mbit(1)))
+    }
 
     func info(stats: Bool) async throws -> VirtualFunction {
         guard let v = try await netlink.virtualFunctions(of: pf, withStats: stats).first(where: { $0.index == vf }) else {

@@ -52,6 +52,8 @@ public actor Controller {
         /// Reservations the guest has not re-confirmed since it (re)connected, with the time
         /// they are dropped: an agent that restarted no longer holds them.
         var unconfirmed: [String: Double] = [:]
+        /// Since when the guest reports an epoch older than the last allocation sent.
+        var staleSince: Double?
     }
 
     public let config: HostConfig
@@ -91,6 +93,9 @@ public actor Controller {
             var state = VM(config: vm, policy: persisted.policies[vm.name] ?? vm.policy, backend: backend, channel: channels[vm.name],
                            meter: RateMeter(ceiling: capacity + capacity), agent: channels[vm.name] == nil ? .none : .absent)
             for r in persisted.reservations[vm.name] ?? [] { state.reservations[r.id] = r }
+            if let p = persisted.policies[vm.name], p != vm.policy {
+                logger.notice("policy set at runtime overrides the configuration", metadata: ["vm": "\(vm.name)", "weight": "\(p.weight)", "min": "\(p.guarantee)", "max": "\(p.cap.map(\.description) ?? "none")", "state": "\(store?.path ?? "")"])
+            }
             vms[vm.name] = state
         }
     }
@@ -144,6 +149,7 @@ public actor Controller {
 
     /// One allocation round at time `now`.
     public func tick(now: Double) async {
+        if dirty && now - lastSave >= 1 { lastSave = now; saveNow() }
         for name in order { await measure(name, now: now) }
         for link in config.links { allocate(link, now: now) }
         for name in order { await enforce(name, now: now) }
@@ -193,8 +199,11 @@ public actor Controller {
     /// that, but never beyond the VM's fair share.
     static func estimateDemand(measured: BitRate, limit: BitRate, drops: UInt64, report: DemandReport?, fairShare: BitRate,
                                capacity: BitRate, reserved: BitRate) -> BitRate {
+        // The margin (1.1) and the at-limit threshold (0.95) must not meet: a VM given exactly
+        // 1.1 x what it sends sends at 0.91 of its limit, which must not read as "at limit",
+        // or the estimate would swing between the probe and the margin every round.
         var d = measured.scaled(by: 1.1)
-        let atLimit = limit > .zero && (measured >= limit.scaled(by: 0.9) || drops > 0)
+        let atLimit = limit > .zero && (measured >= limit.scaled(by: 0.95) || drops > 0)
         if atLimit { d = max(d, max(limit.scaled(by: 2), limit + capacity.scaled(by: 0.05))) }
         if let r = report {
             var claim = r.rate
@@ -245,7 +254,7 @@ public actor Controller {
             if let a = vm.applied, let k = found {
                 // Nothing in the kernel (a VF re-created by a driver reset reads 0, unlimited),
                 // or a different limit (someone else set it): apply ours again.
-                let same = k.map { $0.bitsPerSecond / 1_000_000 == a.bitsPerSecond / 1_000_000 || $0.bitsPerSecond / 8 == a.bitsPerSecond / 8 } ?? false
+                let same = k.map { vm.backend.sameLimit($0, a) } ?? false
                 if !same {
                     log.warning("limit changed behind the controller; re-applying", metadata: ["vm": "\(name)", "kernel": "\(k.map(\.description) ?? "none")", "expected": "\(a)"])
                     vm.applied = nil
@@ -381,6 +390,14 @@ public actor Controller {
         case .demand(let d):
             vm.report = d
             vm.reportTime = now
+            // The guest still enforces an older allocation: ours was lost on the way. Send it
+            // again (after a second, to let one in flight arrive).
+            if d.epoch < vm.epoch {
+                if vm.staleSince == nil { vm.staleSince = now }
+                if let s = vm.staleSince, now - s > 1 { vm.sentSoft = nil; vm.staleSince = nil }
+            } else {
+                vm.staleSince = nil
+            }
         case .reserve(let r):
             let reply = admit(&vm, r)
             send(&vm, .reservation(reply))
@@ -436,8 +453,18 @@ public actor Controller {
         save()
     }
 
-    func save() {
+    /// Reservations change at a guest's pace: they are written at most once a second, from
+    /// the round (a crash loses at most a second of them; agents re-send what they hold).
+    var dirty = false
+    var lastSave = -1e9
+    func save() { dirty = true }
+
+    /// Writes what changed now (on a clean stop).
+    public func flush() { if dirty { saveNow() } }
+
+    func saveNow() {
         guard let store else { return }
+        dirty = false
         do { try store.save(persisted) } catch { log.error("state not saved", metadata: ["error": "\(error)"]) }
     }
 
@@ -470,7 +497,7 @@ public actor Controller {
         }
         vms[name] = vm
         persisted.policies[name] = p
-        save()
+        saveNow()
         log.info("policy set", metadata: ["vm": "\(name)", "weight": "\(p.weight)", "min": "\(p.guarantee)", "max": "\(p.cap.map(\.description) ?? "none")"])
         return p
     }

@@ -29,7 +29,9 @@ public struct HostDaemon: Sendable {
             case .sriov(let pf, let vf, let setMin): backends[vm.name] = SRIOVBackend(pf: pf, vf: vf, setMin: setMin, netlink: netlink)
             }
             if let path = vm.channel {
-                channels[vm.name] = FrameChannel(name: vm.name, endpoint: .closedOnEnd, minBackoff: 0.1, maxBackoff: 5) { try UnixSocket.connect(path) }
+                // A guest may send a few frames per report interval; 200 a second is far above
+                // that and bounds what a flooding guest costs before the controller's own limits.
+                channels[vm.name] = FrameChannel(name: vm.name, endpoint: .closedOnEnd, minBackoff: 0.1, maxBackoff: 5, maxFramesPerSecond: 200) { try UnixSocket.connect(path) }
             }
         }
         let registry = PrometheusCollectorRegistry()
@@ -79,6 +81,7 @@ public struct HostDaemon: Sendable {
             sink.finish()
         }
         for c in channels.values { c.stop() }
+        await controller.flush()
         admin.stop()
         metricsServer?.stop()
         // Limits stay in the kernel: a stopped controller leaves no VM unlimited.
@@ -86,6 +89,10 @@ public struct HostDaemon: Sendable {
     }
 
     static func handleAdmin(_ e: LineServer.Event, controller: Controller, server: LineServer, now: Double) async {
+        if case .line(let client, _) = e, client.uid != 0 && client.uid != geteuid() {
+            reply(server, client.id, AdminResponse(ok: false, error: "uid \(client.uid) may not use the admin socket"))
+            return
+        }
         guard case .line(let client, let bytes) = e else {
             if case .oversize(let c) = e { reply(server, c.id, AdminResponse(ok: false, error: "request too long")) }
             if case .rateLimited(let c) = e { reply(server, c.id, AdminResponse(ok: false, error: "too many requests")) }

@@ -15,6 +15,7 @@ public final class LabRelay: @unchecked Sendable {
     public let slavePath: String
     let master: Int32
     let listener: Int32
+    let keep: Int32
     private let lock = NSLock()
     private var stopped = false
 
@@ -23,9 +24,12 @@ public final class LabRelay: @unchecked Sendable {
         (master, slavePath) = try PseudoTerminal.open()
         // Keep a slave descriptor open ourselves, so the master never sees a hang-up while
         // the agent restarts (a virtio port does not vanish with the agent either).
-        let keep = open(slavePath, O_RDWR | O_NOCTTY | O_CLOEXEC)
+        keep = open(slavePath, O_RDWR | O_NOCTTY | O_CLOEXEC)
         if keep >= 0 { PseudoTerminal.makeRaw(keep) }
-        listener = try UnixSocket.listen(socketPath, mode: 0o600)
+        do { listener = try UnixSocket.listen(socketPath, mode: 0o600) } catch {
+            close(master); if keep >= 0 { close(keep) }
+            throw error
+        }
     }
 
     public func start() {
@@ -44,7 +48,7 @@ public final class LabRelay: @unchecked Sendable {
     private func loop() {
         var client: Int32 = -1
         var toClient: [UInt8] = [], toGuest: [UInt8] = []
-        defer { if client >= 0 { close(client) }; close(listener); close(master); unlink(socketPath) }
+        defer { if client >= 0 { close(client) }; close(listener); close(master); if keep >= 0 { close(keep) }; unlink(socketPath) }
         while !lock.withLock({ stopped }) {
             var fds: [(Int32, Int16)] = [(listener, Int16(POLLIN))]
             if client >= 0 {

@@ -47,8 +47,10 @@ final class MetricsHTTPServer: @unchecked Sendable {
     func stop() { lock.withLock { stopped = true } }
 
     func serve(_ c: Int32) {
+        // A client that stalls (not sending, or not reading a large body) gets 2 s, not forever.
         var tv = timeval(tv_sec: 2, tv_usec: 0)
         setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var buf = [UInt8](repeating: 0, count: 4096)
         let n = buf.withUnsafeMutableBytes { read(c, $0.baseAddress, 4096) }
         guard n > 0 else { return }

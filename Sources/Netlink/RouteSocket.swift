@@ -45,7 +45,13 @@ public actor RouteSocket {
         _ = nl_socket_set_buffer_size(s, 4 << 20, 1 << 20)
         let a = UnsafeMutablePointer<tandem_ack>.allocate(capacity: 1)
         a.initialize(to: tandem_ack())
-        _ = tandem_install_ack(s, a)
+        // Failing here would misread every kernel errno as 0; without extended acks
+        // (-NLE_OPNOTSUPP) errors just lack the kernel's message.
+        let ackRC = tandem_install_ack(s, a)
+        if ackRC < 0 && ackRC != -NLE_OPNOTSUPP {
+            nl_socket_free(s); a.deallocate()
+            throw NetlinkError(operation: "nl_socket_modify_err_cb", object: "NETLINK_ROUTE", errno: 0, detail: String(cString: nl_geterror(ackRC)))
+        }
         self.sock = s
         self.ack = a
         self.namespace = namespace

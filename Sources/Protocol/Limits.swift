@@ -6,7 +6,7 @@ public enum Limits {
     public static let maxFrameBytes = 64 * 1024
     public static let maxStringBytes = 255
     public static let maxFlowsPerReport = 1024
-    public static let maxClassesPerReport = 256
+    public static let maxClassesPerReport = 1024
     public static let maxReservationsPerAllocation = 1024
     public static let maxCapabilities = 32
     public static let maxOfferedVersions = 16

@@ -1,3 +1,4 @@
+import Foundation
 import TandemProtocol
 #if canImport(Glibc)
 import Glibc
@@ -36,21 +37,27 @@ public final class FrameChannel: @unchecked Sendable {
     private let opener: Opener
     private let endpoint: Endpoint
     private let wake = WakePipe()
-    private let lock = NSLockish()
+    private let lock = NSLock()
     private var queue: [[UInt8]] = []
     private var queuedBytes = 0
     private var stopped = false
     private var fdForTests: Int32 = -1
     /// Frames dropped because nobody was there or the queue was full.
-    public private(set) var dropped = 0
+    private var droppedCount = 0
+    public var dropped: Int { lock.withLock { droppedCount } }
+    /// Most frames read per second: beyond it the thread stops reading for the rest of the
+    /// second, so a flooding peer fills its own socket buffer, not this process's memory.
+    public let maxFramesPerSecond: Int
 
     /// Most bytes waiting to be written; older frames are dropped beyond it.
     public let maxQueuedBytes: Int
     let minBackoff: Double
     let maxBackoff: Double
 
-    public init(name: String, endpoint: Endpoint, maxQueuedBytes: Int = 1 << 20, minBackoff: Double = 0.05, maxBackoff: Double = 2, opener: @escaping Opener) {
+    public init(name: String, endpoint: Endpoint, maxQueuedBytes: Int = 1 << 20, minBackoff: Double = 0.05, maxBackoff: Double = 2,
+                maxFramesPerSecond: Int = 1000, opener: @escaping Opener) {
         self.name = name
+        self.maxFramesPerSecond = maxFramesPerSecond
         self.endpoint = endpoint
         self.opener = opener
         self.maxQueuedBytes = maxQueuedBytes
@@ -69,7 +76,7 @@ public final class FrameChannel: @unchecked Sendable {
             queue.append(frame)
             queuedBytes += frame.count
             while queuedBytes > maxQueuedBytes, let first = queue.first {
-                queue.removeFirst(); queuedBytes -= first.count; dropped += 1
+                queue.removeFirst(); queuedBytes -= first.count; droppedCount += 1
             }
         }
         wake.wake()
@@ -95,6 +102,7 @@ public final class FrameChannel: @unchecked Sendable {
         var decoder = FrameDecoder()
         var present = false          // a peer is attached (absentOnEnd) / connected (closedOnEnd)
         var partial: ArraySlice<UInt8> = []
+        var second = 0.0, framesThisSecond = 0
         defer {
             if fd >= 0 { close(fd) }
             continuation.finish()
@@ -159,7 +167,11 @@ public final class FrameChannel: @unchecked Sendable {
                         case .frame(let f): continuation.yield(.frame(f))
                         case .oversize(let n): continuation.yield(.oversize(n))
                         }
+                        framesThisSecond += 1
                     }
+                    let now = POSIX.now()
+                    if now - second >= 1 { second = now; framesThisSecond = 0 }
+                    else if framesThisSecond >= maxFramesPerSecond { sleep(second + 1 - now) }
                     backoff = minBackoff
                 case .wouldBlock:
                     if r & Int16(POLLHUP) != 0 && endpoint == .absentOnEnd { fallthrough }
@@ -206,20 +218,16 @@ public final class FrameChannel: @unchecked Sendable {
                 // Nobody to write to: what was queued for an absent peer is dropped, never
                 // delivered late (stale heartbeats would flood a peer that comes back).
                 let n = lock.withLock { () -> Int in let c = queue.count; queue.removeAll(); queuedBytes = 0; return c }
-                lock.withLock { dropped += n }
+                lock.withLock { droppedCount += n }
             }
         }
     }
 }
 
-/// A small mutex usable from any thread.
-final class NSLockish: @unchecked Sendable {
-    private var m = pthread_mutex_t()
-    init() { pthread_mutex_init(&m, nil) }
-    deinit { pthread_mutex_destroy(&m) }
+extension NSLock {
+    /// Runs `body` holding the lock.
     func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(&m)
-        defer { pthread_mutex_unlock(&m) }
+        lock(); defer { unlock() }
         return try body()
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,7 +32,7 @@ public final class LineServer: @unchecked Sendable {
     private let continuation: AsyncStream<Event>.Continuation
     private let listener: Int32
     private let wake = WakePipe()
-    private let lock = NSLockish()
+    private let lock = NSLock()
     private var outgoing: [Int: [UInt8]] = [:]
     private var closing: Set<Int> = []
     private var stopped = false
@@ -50,10 +51,16 @@ public final class LineServer: @unchecked Sendable {
 
     public func start() { startThread("tandem-lines") { [self] in loop() } }
 
+    /// Queues a reply; a client that has gone is ignored (nothing is kept for it).
     public func send(_ client: Int, _ line: [UInt8]) {
-        lock.withLock { outgoing[client, default: []] += line }
-        wake.wake()
+        let live = lock.withLock { () -> Bool in
+            guard liveClients.contains(client) else { return false }
+            outgoing[client, default: []] += line
+            return true
+        }
+        if live { wake.wake() }
     }
+    private var liveClients: Set<Int> = []
 
     /// Closes a client after what is queued for it is written.
     public func close(_ client: Int) {
@@ -61,8 +68,11 @@ public final class LineServer: @unchecked Sendable {
         wake.wake()
     }
 
+    /// Stops serving; the socket file goes at once (not when the thread notices), so a
+    /// process that starts next finds no stale one.
     public func stop() {
-        lock.withLock { stopped = true }
+        let first = lock.withLock { () -> Bool in let f = !stopped; stopped = true; return f }
+        if first { unlink(path) }
         wake.wake()
     }
 
@@ -73,6 +83,7 @@ public final class LineServer: @unchecked Sendable {
         var skipping = false
         var tokens: Double
         var lastRefill: Double
+        var lastNotice = -1e9
     }
 
     private func loop() {
@@ -81,13 +92,12 @@ public final class LineServer: @unchecked Sendable {
         defer {
             for c in conns.values { Glibc.close(c.fd) }
             Glibc.close(listener)
-            unlink(path)
             continuation.finish()
         }
         func drop(_ id: Int) {
             guard let c = conns.removeValue(forKey: id) else { return }
             Glibc.close(c.fd)
-            lock.withLock { outgoing[id] = nil; closing.remove(id) }
+            lock.withLock { outgoing[id] = nil; closing.remove(id); liveClients.remove(id) }
             continuation.yield(.closed(c.client))
         }
         while !lock.withLock({ stopped }) {
@@ -106,6 +116,7 @@ public final class LineServer: @unchecked Sendable {
                     let cred = UnixSocket.peerCredentials(fd) ?? (-1, UInt32.max, UInt32.max)
                     let client = Client(id: nextID, pid: cred.pid, uid: cred.uid, gid: cred.gid)
                     conns[nextID] = Conn(client: client, fd: fd, tokens: linesPerSecond, lastRefill: POSIX.now())
+                    lock.withLock { _ = liveClients.insert(nextID) }
                     nextID += 1
                     continuation.yield(.opened(client))
                 }
@@ -115,7 +126,10 @@ public final class LineServer: @unchecked Sendable {
                 guard var c = conns[id] else { continue }
                 if r & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0 {
                     var closed = false
-                    while true {
+                    // At most 64 KiB per client per round: one fast client cannot starve the others.
+                    var budget = 4
+                    while budget > 0 {
+                        budget -= 1
                         guard let res = try? POSIX.read(c.fd, max: 16384) else { closed = true; break }
                         switch res {
                         case .end: closed = true
@@ -129,7 +143,11 @@ public final class LineServer: @unchecked Sendable {
                                         c.tokens = min(linesPerSecond, c.tokens + (now - c.lastRefill) * linesPerSecond)
                                         c.lastRefill = now
                                         if c.tokens >= 1 { c.tokens -= 1; continuation.yield(.line(c.client, c.buffer)) }
-                                        else { continuation.yield(.rateLimited(c.client)) }
+                                        else if now - c.lastNotice >= 1 {
+                                            // Over the limit: dropped, with one notice a second at most.
+                                            c.lastNotice = now
+                                            continuation.yield(.rateLimited(c.client))
+                                        }
                                     }
                                     c.buffer.removeAll(keepingCapacity: true)
                                 } else if !c.skipping {

@@ -98,9 +98,19 @@ public enum UnixSocket {
         var addr = try address(path)
         let fd = try POSIX.retrying("socket", path) { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         var st = stat()
-        if lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(path) }
+        if lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK {
+            // A socket file left by a process that is gone is replaced; one that answers is
+            // another instance's, and is not taken over.
+            if let live = try? connect(path) { close(live); close(fd); throw SystemError("bind", "\(path) (in use by another process)", errno: EADDRINUSE) }
+            unlink(path)
+        }
+        // Bound under a umask that lets nobody else in, then opened to `mode`: no window in
+        // which any local user could connect.
+        let old = umask(0o077)
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
-        if rc < 0 { let e = errno; close(fd); throw SystemError("bind", path, errno: e) }
+        let bindErrno = errno
+        umask(old)
+        if rc < 0 { close(fd); throw SystemError("bind", path, errno: bindErrno) }
         chmod(path, mode)
         if Glibc.listen(fd, 64) < 0 { let e = errno; close(fd); throw SystemError("listen", path, errno: e) }
         POSIX.setNonBlocking(fd)

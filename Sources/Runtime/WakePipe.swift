@@ -10,7 +10,8 @@ final class WakePipe: @unchecked Sendable {
 
     init() {
         var fds: [Int32] = [0, 0]
-        _ = pipe(&fds)
+        // Without a pipe (EMFILE) nothing can wake the loop: better to stop here, saying why.
+        guard pipe(&fds) == 0 else { fatalError("pipe(): \(String(cString: strerror(errno)))") }
         for fd in fds {
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)

@@ -102,7 +102,11 @@ struct HostDaemonTests {
 
         func start() throws -> BackgroundProcess {
             let p = try BackgroundProcess(["ip", "netns", "exec", ns.name, Binaries.path("tandem-host"), "run", "--config", dir + "/host.toml"], log: URL(fileURLWithPath: dir + "/host.log"))
-            for _ in 0..<100 where !FileManager.default.fileExists(atPath: dir + "/host.sock") { usleep(50_000) }
+            // Ready when the admin socket answers.
+            for _ in 0..<100 {
+                if (try? LineClient(path: dir + "/host.sock", what: "host").call(AdminRequest(op: "status"), as: AdminResponse.self, timeout: 1)) != nil { break }
+                usleep(50_000)
+            }
             return p
         }
         var host = try start()
