@@ -72,6 +72,7 @@ extension HostConfig {
     }
 
     public static func parse(_ text: String, file: String = "config") throws(ConfigError) -> HostConfig {
+        try precheck(text, file: file)
         let root: TOMLTable
         do { root = try TOMLTable(string: text) } catch let e as TOMLParseError {
             throw ConfigError(file: file, location: "", line: e.source.begin.line, problem: "not valid TOML: \(e.description)")
@@ -194,6 +195,37 @@ extension HostConfig {
             }
         }
         return cfg
+    }
+
+    /// Checks table headers and keys before TOMLKit sees them: toml++ 3 aborts the process
+    /// (an assertion in parse_key) on some malformed keys, e.g. `[[,link]]`, found by fuzzing.
+    /// Tandem's configuration needs only bare keys, so anything else is refused here, clearly.
+    static func precheck(_ text: String, file: String) throws(ConfigError) {
+        func bareKey(_ s: Substring) -> Bool {
+            let parts = s.split(separator: ".", omittingEmptySubsequences: false)
+            return !parts.isEmpty && parts.allSatisfy { p in
+                let t = p.trimmingCharacters(in: .whitespaces)
+                return !t.isEmpty && t.unicodeScalars.allSatisfy { ($0.value < 128) && (CharacterSet.alphanumerics.contains($0) || $0 == "_" || $0 == "-") }
+            }
+        }
+        var inMultiline = false
+        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            // Inside a multi-line string nothing is a key.
+            if line.components(separatedBy: "\"\"\"").count % 2 == 0 || line.components(separatedBy: "'''").count % 2 == 0 { inMultiline.toggle(); continue }
+            if inMultiline || line.isEmpty || line.hasPrefix("#") { continue }
+            let bad = { (what: String) -> ConfigError in ConfigError(file: file, location: "", line: i + 1, problem: "\(what): '\(line.prefix(60))'") }
+            if line.hasPrefix("[") {
+                var body = Substring(line.split(separator: "#", maxSplits: 1).first ?? "").trimmingCharacters(in: .whitespaces)[...]
+                let double = body.hasPrefix("[[")
+                let open = double ? 2 : 1
+                guard body.hasSuffix(double ? "]]" : "]"), body.count > 2 * open else { throw bad("not a table header like [controller] or [[vm]]") }
+                body = body.dropFirst(open).dropLast(open)
+                guard bareKey(body) else { throw bad("not a table header like [controller] or [[vm]]") }
+            } else if let eq = line.firstIndex(of: "=") {
+                guard bareKey(line[..<eq]) else { throw bad("not a key: keys are letters, digits, '_' and '-'") }
+            }
+        }
     }
 
     /// `HOST:PORT` → (host, port).

@@ -83,6 +83,12 @@ import TandemProtocol
         }
     }
 
+    /// toml++ aborts the process on these (found by fuzzing); the precheck refuses them first.
+    @Test(arguments: ["[[,link]]\nname = \"x\"", ",x = 1", "a.,b = 1", "[a.,b]", "[]", "[[vm]"])
+    func malformedKeysAreRefusedNotFatal(text: String) {
+        #expect(throws: ConfigError.self) { try HostConfig.parse(text, file: "bad.toml") }
+    }
+
     @Test func missingFileIsNamed() {
         #expect(throws: ConfigError.self) { try HostConfig.load(path: "/nonexistent/host.toml") }
         do { _ = try HostConfig.load(path: "/nonexistent/host.toml") } catch { #expect(error.description.hasPrefix("/nonexistent/host.toml: cannot read")) }
