@@ -209,15 +209,18 @@ struct AgentReservationRulesTests {
         }
         defer { granter.cancel() }
         let c = try await t.waitForSocket()
+        // The welcome was sent; wait until the agent has taken it.
+        for _ in 0..<100 where (try? c.call(AgentRequest(op: "status")))?.status?.host != "connected" { try await Task.sleep(for: .milliseconds(50)) }
 
         // A TTL reservation outlives its connection, then expires.
         let ttl = try c.call(AgentRequest(op: "reserve", rate: "1mbit", proto: "udp", dport: 53, ttl: "2s"))
-        #expect(ttl.ok)
+        #expect(ttl.ok, "\(ttl.error ?? "")")
+        let ttlID = try #require(ttl.id)
         c.close()
         let c2 = try AgentClient(path: t.socket)
-        #expect(try c2.call(AgentRequest(op: "list")).reservations?.map(\.id) == [ttl.id!])
+        #expect(try c2.call(AgentRequest(op: "list")).reservations?.map(\.id) == [ttlID])
         let expired: String = try await t.host.waitFor("release on expiry", timeout: 6) { m, _ in if case .release(let r) = m { return r.id }; return nil }
-        #expect(expired == ttl.id)
+        #expect(expired == ttlID)
         #expect(try c2.call(AgentRequest(op: "list")).reservations?.isEmpty == true)
 
         // The per-uid cap (16 by default).

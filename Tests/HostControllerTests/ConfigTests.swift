@@ -60,7 +60,7 @@ import TandemProtocol
         (#"metrics = "127.0.0.1:9465""#, #"metrics = "everywhere""#, ["key 'metrics'", "not HOST:PORT"]),
         (#"weight = 1"#, "weight = 1\nspeed = \"max\"", ["host.toml:18", "key 'speed'", "unknown key"]),
         (#"name = "vm2""#, #"name = "vm1""#, ["'vm1' is named twice"]),
-        (#"[[link]]                 # a shared physical link"#, #"[[link"#, ["host.toml:7", "not valid TOML"]),
+        (#"[[link]]                 # a shared physical link"#, #"[[link"#, ["host.toml:7", "not a table header"]),
         (#"channel = "/var/lib/libvirt/qemu/channel/target/domain-2-vm2/org.tandem.agent.0""#, #"channel = "/run/tandem/channels/vm1.sock""#, ["(vm2): channel", "also vm1's"]),
     ])
     func badValuesAreNamed(from: String, to: String, fragments: [String]) {
