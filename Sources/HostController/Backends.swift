@@ -1,5 +1,19 @@
+import Foundation
 import Netlink
 import TandemProtocol
+
+/// Interface indexes looked up once and kept until a request fails (the device went).
+final class IndexCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var indexes: [String: Int32] = [:]
+    func get(_ name: String, _ lookup: () async throws -> Int32) async throws -> Int32 {
+        if let i = lock.withLock({ indexes[name] }) { return i }
+        let i = try await lookup()
+        lock.withLock { indexes[name] = i }
+        return i
+    }
+    func forget() { lock.withLock { indexes.removeAll() } }
+}
 
 /// Where a VM's hard limit lives, and where its sent bytes are counted.
 public protocol HardLimitBackend: Sendable {
@@ -43,6 +57,19 @@ public struct TCBackend: HardLimitBackend {
     public let interface: String
     public let ifb: String
     let netlink: RouteSocket
+    let cache = IndexCache()
+
+    /// The IFB's index, cached: one netlink request per round instead of two.
+    func ifbIndex() async throws -> Int32 { try await cache.get(ifb) { try await netlink.index(of: ifb) } }
+
+    /// Runs `body` with the IFB's index; if the request fails, looks the index up again once
+    /// (the IFB may have been re-created).
+    func withIFB<T>(_ body: (Int32) async throws -> T) async throws -> T {
+        do { return try await body(try await ifbIndex()) } catch {
+            cache.forget()
+            return try await body(try await ifbIndex())
+        }
+    }
     static let qdisc = TCHandle(major: 1, minor: 0)
     static let leaf = TCHandle(major: 1, minor: 0x10)
 
@@ -63,6 +90,7 @@ public struct TCBackend: HardLimitBackend {
     public var describe: String { "tc \(interface) via \(ifb)" }
 
     public func prepare(initialLimit: BitRate) async throws {
+        cache.forget()
         if (try? await netlink.link(named: ifb)) == nil { try await netlink.addIFB(named: ifb) }
         try await netlink.setLink(named: ifb, up: true)
         let ifbIndex = try await netlink.index(of: ifb)
@@ -88,21 +116,20 @@ public struct TCBackend: HardLimitBackend {
     }
 
     public func apply(limit: BitRate, guarantee: BitRate) async throws {
-        let ifbIndex = try await netlink.index(of: ifb)
-        try await netlink.setHTBClass(ifindex: ifbIndex, leafClass(limit), mode: .replace)
+        try await withIFB { try await netlink.setHTBClass(ifindex: $0, leafClass(limit), mode: .replace) }
     }
 
     public func currentLimit() async throws -> BitRate? {
-        let ifbIndex = try await netlink.index(of: ifb)
-        return try await netlink.classes(ifindex: ifbIndex).first { $0.spec.handle == Self.leaf }?.spec.ceil
+        try await withIFB { try await netlink.classes(ifindex: $0).first { $0.spec.handle == Self.leaf }?.spec.ceil }
     }
 
     public func counters() async throws -> (sentBytes: UInt64, drops: UInt64?) {
-        let ifbIndex = try await netlink.index(of: ifb)
-        guard let c = try await netlink.classes(ifindex: ifbIndex).first(where: { $0.spec.handle == Self.leaf }) else {
-            throw NetlinkError(operation: "RTM_GETTCLASS", object: "dev \(ifb) class 1:10", errno: 2, detail: "the VM's class is gone")
+        try await withIFB { index in
+            guard let c = try await netlink.classes(ifindex: index).first(where: { $0.spec.handle == Self.leaf }) else {
+                throw NetlinkError(operation: "RTM_GETTCLASS", object: "dev \(ifb) class 1:10", errno: 2, detail: "the VM's class is gone")
+            }
+            return (c.stats.bytes, c.stats.drops)
         }
-        return (c.stats.bytes, c.stats.drops)
     }
 
     public func isIntact() async -> Bool {

@@ -82,26 +82,7 @@ public enum MessageCodec {
         var body: Body
     }
 
-    struct Header: Decodable {
-        var kind: String
-        var session: SessionID?
-    }
-
     struct BodyOnly<Body: Decodable>: Decodable { var body: Body }
-
-    /// The names of an object's keys, and which of them hold null.
-    struct KeyNames: Decodable {
-        var present: Set<String> = []
-        var null: Set<String> = []
-        init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: AnyKey.self)
-            for k in c.allKeys {
-                present.insert(k.stringValue)
-                if (try? c.decodeNil(forKey: k)) == true { null.insert(k.stringValue) }
-            }
-        }
-    }
-    struct BodyKeys: Decodable { var body: KeyNames }
 
     struct AnyKey: CodingKey {
         var stringValue: String
@@ -152,48 +133,72 @@ public enum MessageCodec {
         }
     }
 
+    /// One pass over the frame for what the envelope says: the kind, the session, and the
+    /// names of the top-level and body keys (for reporting unknown ones).
+    struct Probe: Decodable {
+        var kind: String
+        var session: SessionID?
+        var topKeys: [String]
+        var bodyKeys: [String]
+        var nullBodyKeys: Set<String>
+
+        enum Top: String, CodingKey { case kind, session, body }
+
+        init(from decoder: any Decoder) throws {
+            let top = try decoder.container(keyedBy: AnyKey.self)
+            topKeys = top.allKeys.map(\.stringValue)
+            kind = try top.decode(String.self, forKey: AnyKey(stringValue: "kind"))
+            session = try top.decodeIfPresent(SessionID.self, forKey: AnyKey(stringValue: "session"))
+            bodyKeys = []
+            nullBodyKeys = []
+            let bodyKey = AnyKey(stringValue: "body")
+            if top.contains(bodyKey), (try? top.decodeNil(forKey: bodyKey)) == false,
+               let body = try? top.nestedContainer(keyedBy: AnyKey.self, forKey: bodyKey) {
+                for k in body.allKeys {
+                    bodyKeys.append(k.stringValue)
+                    if (try? body.decodeNil(forKey: k)) == true { nullBodyKeys.insert(k.stringValue) }
+                }
+            }
+        }
+    }
+
+    /// The body keys each kind knows, as its Codable conformance writes them.
+    static let knownBodyKeys: [String: Set<String>] = [
+        "hello": ["agentVersion", "protocolVersions", "interface", "mac", "capabilities"],
+        "demand": ["sequence", "intervalMilliseconds", "epoch", "rate", "wantsMore", "unmetReservations", "classes", "flows"],
+        "reserve": ["id", "rate", "selector"],
+        "release": ["id"],
+        "applied": ["epoch", "error"],
+        "ping": ["nonce"], "pong": ["nonce"],
+        "welcome": ["version", "vm", "policy", "reportIntervalMilliseconds"],
+        "allocation": ["epoch", "hardLimit", "softLimit", "reservations"],
+        "reservation": ["id", "granted", "reason"],
+        "error": ["code", "message"],
+    ]
+
     static func decode<M: Sendable>(_ frame: [UInt8], _ body: (String, BodyDecoder) throws(ProtocolViolation) -> M?) -> Outcome<M> {
         // A frame is at most maxFrameBytes with its newline, as FrameDecoder enforces.
         guard frame.count < Limits.maxFrameBytes else { return .invalid(.oversize(frame.count + 1)) }
         let data = Data(frame)
-        let header: Header
+        let probe: Probe
         do {
-            header = try JSONDecoder().decode(Header.self, from: data)
+            probe = try JSONDecoder().decode(Probe.self, from: data)
         } catch {
             return .invalid(.notAFrame)
         }
-        guard header.kind.utf8.count <= 32 else { return .invalid(.notAFrame) }
+        guard probe.kind.utf8.count <= 32 else { return .invalid(.notAFrame) }
         let message: M?
         do {
-            message = try body(header.kind, BodyDecoder(data: data))
+            message = try body(probe.kind, BodyDecoder(data: data))
         } catch {
             return .invalid(error)
         }
-        guard let message else { return .unknownKind(header.kind, session: header.session) }
-        return .message(message, session: header.session, unknownFields: unknownFields(in: data, of: message))
-    }
-
-    /// Fields the peer sent that this build does not know: tolerated, but reported.
-    static func unknownFields<M>(in data: Data, of message: M) -> [String] {
-        var unknown: [String] = []
-        if let top = try? JSONDecoder().decode(KeyNames.self, from: data) {
-            unknown += top.present.subtracting(["kind", "session", "body"]).sorted()
+        guard let message else { return .unknownKind(probe.kind, session: probe.session) }
+        var unknown = probe.topKeys.filter { $0 != "kind" && $0 != "session" && $0 != "body" }.sorted()
+        if let known = knownBodyKeys[probe.kind] {
+            unknown += probe.bodyKeys.filter { !known.contains($0) && !probe.nullBodyKeys.contains($0) }.sorted().map { "body.\($0)" }
         }
-        guard let sent = try? JSONDecoder().decode(BodyKeys.self, from: data).body,
-              let known = knownKeys(of: message) else { return unknown }
-        unknown += sent.present.subtracting(known).subtracting(sent.null).map { "body.\($0)" }.sorted()
-        return unknown
-    }
-
-    /// The keys our own encoding of the message has (absent optionals aside).
-    static func knownKeys<M>(of message: M) -> Set<String>? {
-        let frame: [UInt8]
-        switch message {
-        case let m as GuestMessage: frame = encode(m, session: SessionID(0))
-        case let m as HostMessage: frame = encode(m, session: nil)
-        default: return nil
-        }
-        return (try? JSONDecoder().decode(BodyKeys.self, from: Data(frame)))?.body.present
+        return .message(message, session: probe.session, unknownFields: unknown)
     }
 }
 

@@ -67,9 +67,12 @@ enum SystemBench {
             srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(('127.0.0.1', 7000)); srv.listen(2048)
             cs = []
             for i in range(\(flows)):
-                c = socket.create_connection(('127.0.0.1', 7000)); cs.append(c); srv.accept()
+                c = socket.create_connection(('127.0.0.1', 7000)); cs.append(c); cs.append(srv.accept()[0])
             while True:
-                for c in cs: c.send(b'x')
+                for c in cs[::2]: c.send(b'x')
+                for c in cs[1::2]:
+                    try: c.recv(4096, socket.MSG_DONTWAIT)
+                    except BlockingIOError: pass
                 time.sleep(0.5)
             """])
         defer { holder.stop() }
