@@ -30,19 +30,27 @@ public struct DemandEstimator: Sendable {
     var lastTime: Double?
     var lastClasses: [TCHandle: ClassSample] = [:]
     var lastFlows: [UInt32: FlowSample] = [:]
+    var lastFlowTime: Double?
+    var lastFlowDemand: [FlowDemand] = []
     public private(set) var sequence: UInt64 = 0
 
     public init(maxFlows: Int = 32) { self.maxFlows = min(maxFlows, Limits.maxFlowsPerReport) }
 
     /// Forgets the previous sample (after the tree was rebuilt and counters restarted).
-    public mutating func reset() { lastTime = nil; lastClasses = [:]; lastFlows = [:] }
+    public mutating func reset() { lastTime = nil; lastClasses = [:]; lastFlows = [:]; lastFlowTime = nil; lastFlowDemand = [] }
 
     /// The report for the interval since the last sample, or nil for the first sample.
-    public mutating func report(at time: Double, classes: [ClassSample], flows: [FlowSample], epoch: UInt64, unmetReservations: BitRate) -> DemandReport? {
+    /// - Parameter flows: this interval's socket sample, or nil when flows were not sampled
+    ///   this time (they cost more than class counters): the last flow figures are reused.
+    public mutating func report(at time: Double, classes: [ClassSample], flows: [FlowSample]?, epoch: UInt64, unmetReservations: BitRate) -> DemandReport? {
+        let flowTime0 = lastFlowTime
         defer {
             lastTime = time
             lastClasses = Dictionary(classes.map { ($0.handle, $0) }, uniquingKeysWith: { a, _ in a })
-            lastFlows = Dictionary(flows.map { ($0.inode, $0) }, uniquingKeysWith: { a, _ in a })
+            if let flows {
+                lastFlows = Dictionary(flows.map { ($0.inode, $0) }, uniquingKeysWith: { a, _ in a })
+                lastFlowTime = time
+            }
         }
         guard let t0 = lastTime, time > t0 else { return nil }
         let dt = time - t0
@@ -65,14 +73,21 @@ public struct DemandEstimator: Sendable {
                                            drops: prev.map { c.drops >= $0.drops ? c.drops - $0.drops : 0 } ?? 0,
                                            backlog: c.backlog, wantsMore: reasons))
         }
-        var flowDemand: [FlowDemand] = []
-        for f in flows {
-            let r = rate(f.bytesSent, lastFlows[f.inode]?.bytesSent)
-            guard r > .zero else { continue }
-            flowDemand.append(FlowDemand(flow: f.flow, bytes: f.bytesSent, rate: min(r, .protocolMaximum), wantsMore: f.appLimited ? [] : [.notAppLimited]))
+        var flowDemand = lastFlowDemand
+        if let flows {
+            flowDemand = []
+            if let ft0 = flowTime0, time > ft0 {
+                let fdt = time - ft0
+                for f in flows {
+                    guard let before = lastFlows[f.inode]?.bytesSent, f.bytesSent > before else { continue }
+                    let r = BitRate(clamping: Double(f.bytesSent - before) * 8 / fdt)
+                    flowDemand.append(FlowDemand(flow: f.flow, bytes: f.bytesSent, rate: min(r, .protocolMaximum), wantsMore: f.appLimited ? [] : [.notAppLimited]))
+                }
+            }
+            flowDemand.sort { $0.rate > $1.rate }
+            if flowDemand.count > maxFlows { flowDemand.removeLast(flowDemand.count - maxFlows) }
+            lastFlowDemand = flowDemand
         }
-        flowDemand.sort { $0.rate > $1.rate }
-        if flowDemand.count > maxFlows { flowDemand.removeLast(flowDemand.count - maxFlows) }
         if flowDemand.contains(where: { !$0.wantsMore.isEmpty && $0.rate > .kbit(100) }) { wants = true }
         if unmetReservations > .zero { wants = true }
         sequence += 1
