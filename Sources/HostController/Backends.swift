@@ -2,25 +2,6 @@ import Foundation
 import Netlink
 import TandemProtocol
 
-/// One dump of every interface's counters, shared by all tc backends within a round: one
-/// netlink request for all VMs instead of one each.
-public final class LinkStatsCache: @unchecked Sendable {
-    let netlink: RouteSocket
-    let maxAge: Double
-    private let lock = NSLock()
-    private var snapshot: (time: Double, links: [String: Link])?
-
-    public init(netlink: RouteSocket, maxAge: Double = 0.05) { self.netlink = netlink; self.maxAge = maxAge }
-
-    func link(_ name: String, now: Double = Date().timeIntervalSince1970) async throws -> Link? {
-        if let s = lock.withLock({ snapshot }), now - s.time < maxAge { return s.links[name] }
-        let all = try await netlink.links()
-        let map = Dictionary(all.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        lock.withLock { snapshot = (now, map) }
-        return map[name]
-    }
-}
-
 /// Interface indexes looked up once and kept until a request fails (the device went).
 final class IndexCache: @unchecked Sendable {
     private let lock = NSLock()
@@ -77,8 +58,6 @@ public struct TCBackend: HardLimitBackend {
     public let ifb: String
     let netlink: RouteSocket
     let cache = IndexCache()
-    /// Where counters come from when shared (the daemon's); nil: this backend's class stats.
-    let stats: LinkStatsCache?
 
     /// The IFB's index, cached: one netlink request per round instead of two.
     func ifbIndex() async throws -> Int32 { try await cache.get(ifb) { try await netlink.index(of: ifb) } }
@@ -95,11 +74,10 @@ public struct TCBackend: HardLimitBackend {
     static let leaf = TCHandle(major: 1, minor: 0x10)
 
     /// The IFB's name is derived from the VM's name, so a restarted controller finds it.
-    public init(vm: String, interface: String, netlink: RouteSocket, stats: LinkStatsCache? = nil) {
+    public init(vm: String, interface: String, netlink: RouteSocket) {
         self.interface = interface
         self.ifb = "tdm-" + Self.hash8(vm)
         self.netlink = netlink
-        self.stats = stats
     }
 
     public static func hash8(_ s: String) -> String {
@@ -145,17 +123,10 @@ public struct TCBackend: HardLimitBackend {
         try await withIFB { try await netlink.classes(ifindex: $0).first { $0.spec.handle == Self.leaf }?.spec.ceil }
     }
 
-    /// With a shared cache: the IFB's transmitted bytes (what left the VM's limit), from one
-    /// dump of all interfaces per round; drops are not known that way (nil). Without one: the
-    /// class's own counters.
+    /// The class's counters: bytes that left the VM's limit, and packets it dropped. (One
+    /// dump of all links per round instead was measured slower: libnl parses every link whole.)
     public func counters() async throws -> (sentBytes: UInt64, drops: UInt64?) {
-        if let stats {
-            guard let l = try await stats.link(ifb) else {
-                throw NetlinkError(operation: "RTM_GETLINK", object: "dev \(ifb)", errno: 19, detail: "the VM's IFB is gone")
-            }
-            return (l.stats.txBytes, nil)
-        }
-        return try await withIFB { index in
+        try await withIFB { index in
             guard let c = try await netlink.classes(ifindex: index).first(where: { $0.spec.handle == Self.leaf }) else {
                 throw NetlinkError(operation: "RTM_GETTCLASS", object: "dev \(ifb) class 1:10", errno: 2, detail: "the VM's class is gone")
             }

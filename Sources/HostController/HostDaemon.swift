@@ -22,11 +22,10 @@ public struct HostDaemon: Sendable {
     public func run() async throws {
         let netlink = try RouteSocket()
         var backends: [String: any HardLimitBackend] = [:]
-        let linkStats = LinkStatsCache(netlink: netlink)
         var channels: [String: any GuestChannel] = [:]
         for vm in config.vms {
             switch vm.backend {
-            case .tc(let iface): backends[vm.name] = TCBackend(vm: vm.name, interface: iface, netlink: netlink, stats: linkStats)
+            case .tc(let iface): backends[vm.name] = TCBackend(vm: vm.name, interface: iface, netlink: netlink)
             case .sriov(let pf, let vf, let setMin): backends[vm.name] = SRIOVBackend(pf: pf, vf: vf, setMin: setMin, netlink: netlink)
             }
             if let path = vm.channel {

@@ -79,20 +79,6 @@ extension RouteSocket {
             stats: stats)
     }
 
-    /// `ip -s link show`: every interface with its counters, in one dump (RTM_GETLINK,
-    /// NLM_F_DUMP). Cheaper than one request per interface when many are needed each round.
-    public func links() throws(NetlinkError) -> [Link] {
-        let cache: OpaquePointer = try dump("RTM_GETLINK", "dump") {
-            var c: OpaquePointer?
-            let rc = rtnl_link_alloc_cache(sock, AF_UNSPEC, &c)
-            return (rc, c)
-        }
-        defer { nl_cache_free(cache) }
-        var out: [Link] = []
-        Self.forEach(cache) { out.append(Self.makeLink($0)) }
-        return out
-    }
-
     /// `ip link add NAME type ifb` (RTM_NEWLINK, NLM_F_CREATE|NLM_F_EXCL). Fails with EEXIST
     /// if the name is taken.
     public func addIFB(named name: String) throws(NetlinkError) {
