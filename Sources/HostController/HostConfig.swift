@@ -64,14 +64,19 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
 
 extension HostConfig {
     public static func load(path: String) throws(ConfigError) -> HostConfig {
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
             throw ConfigError(file: path, location: "", line: nil, problem: "cannot read the file: \((error as NSError).localizedDescription)")
+        }
+        guard let text = String(validatingUTF8Bytes: data) else {
+            throw ConfigError(file: path, location: "", line: nil, problem: "not UTF-8 text (TOML files are UTF-8)")
         }
         return try parse(text, file: path)
     }
 
     public static func parse(_ text: String, file: String = "config") throws(ConfigError) -> HostConfig {
+        // A byte-order mark is allowed before the first line (toml++ skips it; so does the check).
+        let text = text.hasPrefix("\u{FEFF}") ? String(text.dropFirst()) : text
         try precheck(text, file: file)
         let root: TOMLTable
         do { root = try TOMLTable(string: text) } catch let e as TOMLParseError {
@@ -210,10 +215,15 @@ extension HostConfig {
         }
         var inMultiline = false
         for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespaces)
-            // Inside a multi-line string nothing is a key.
-            if line.components(separatedBy: "\"\"\"").count % 2 == 0 || line.components(separatedBy: "'''").count % 2 == 0 { inMultiline.toggle(); continue }
-            if inMultiline || line.isEmpty || line.hasPrefix("#") { continue }
+            let line = raw.trimmingCharacters(in: CharacterSet.whitespaces.union(CharacterSet(charactersIn: "\u{FEFF}\0")))
+            let opensOrCloses = line.components(separatedBy: "\"\"\"").count % 2 == 0 || line.components(separatedBy: "\'\'\'").count % 2 == 0
+            // Inside a multi-line string nothing is a key; the line that ends one is not either.
+            if inMultiline {
+                if opensOrCloses { inMultiline = false }
+                continue
+            }
+            if opensOrCloses { inMultiline = true }   // this line's key is still checked below
+            if line.isEmpty || line.hasPrefix("#") { continue }
             let bad = { (what: String) -> ConfigError in ConfigError(file: file, location: "", line: i + 1, problem: "\(what): '\(line.prefix(60))'") }
             if line.hasPrefix("[") {
                 var body = Substring(line.split(separator: "#", maxSplits: 1).first ?? "").trimmingCharacters(in: .whitespaces)[...]
@@ -235,6 +245,14 @@ extension HostConfig {
         // The metrics listener binds IPv4.
         guard IPAddress(host)?.isIPv4 == true || host == "localhost" else { return nil }
         return (host, port)
+    }
+}
+
+extension String {
+    /// The bytes as UTF-8 text, or nil if they are not valid UTF-8.
+    init?(validatingUTF8Bytes data: Data) {
+        guard let s = String(bytes: data, encoding: .utf8), s.utf8.elementsEqual(data) else { return nil }
+        self = s
     }
 }
 
