@@ -9,6 +9,7 @@ packages=(
   iperf3                                       # traffic in the tests and the lab
   iputils-ping                                 # counters move in the link tests
   systemd libxml2-utils                        # deploy tests: systemd-analyze verify, xmllint
+  python3                                      # the unprivileged-user socket test, the overhead benchmark
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -214,7 +214,9 @@ extension HostConfig {
             }
         }
         var inMultiline = false
-        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // Split at every newline: in Swift "\r\n" is one Character, so splitting at "\n" alone
+        // would join a CRLF line to the next (found by fuzzing).
+        for (i, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = raw.trimmingCharacters(in: CharacterSet.whitespaces.union(CharacterSet(charactersIn: "\u{FEFF}\0")))
             let opensOrCloses = line.components(separatedBy: "\"\"\"").count % 2 == 0 || line.components(separatedBy: "\'\'\'").count % 2 == 0
             // Inside a multi-line string nothing is a key; the line that ends one is not either.
@@ -263,7 +265,7 @@ struct Reader {
 
     init(file: String, text: String) {
         self.file = file
-        self.lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        self.lines = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
     }
 
     /// The line of `key` inside the `index`-th `header` section, found in the text (TOMLKit

@@ -84,7 +84,8 @@ import TandemProtocol
     }
 
     /// toml++ aborts the process on these (found by fuzzing); the precheck refuses them first.
-    @Test(arguments: ["[[,link]]\nname = \"x\"", ",x = 1", "a.,b = 1", "[a.,b]", "[]", "[[vm]"])
+    @Test(arguments: ["[[,link]]\nname = \"x\"", ",x = 1", "a.,b = 1", "[a.,b]", "[]", "[[vm]",
+                      "max = \"1gbit\"\r\n[\u{FFFD}[vm]]", "\u{FEFF}[\u{FFFD}[limol]]", "[\u{FFFD}[link]]x\"\"\"\n\""])
     func malformedKeysAreRefusedNotFatal(text: String) {
         #expect(throws: ConfigError.self) { try HostConfig.parse(text, file: "bad.toml") }
     }
