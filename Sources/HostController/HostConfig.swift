@@ -206,36 +206,55 @@ extension HostConfig {
     /// (an assertion in parse_key) on some malformed keys, e.g. `[[,link]]`, found by fuzzing.
     /// Tandem's configuration needs only bare keys, so anything else is refused here, clearly.
     static func precheck(_ text: String, file: String) throws(ConfigError) {
-        func bareKey(_ s: Substring) -> Bool {
+        // Work on Unicode scalars, as toml++ does: Swift's Characters join a "[" with the
+        // combining marks after it, and "\r\n" into one (both found by fuzzing).
+        let all = Array(text.unicodeScalars)
+        var lines: [ArraySlice<Unicode.Scalar>] = []
+        var start = 0
+        for (k, c) in all.enumerated() where c == "\n" { lines.append(all[start..<k]); start = k + 1 }
+        lines.append(all[start...])
+
+        func isBlank(_ c: Unicode.Scalar) -> Bool { c == " " || c == "\t" || c == "\r" || c == "\u{FEFF}" || c == "\0" }
+        func trim(_ s: ArraySlice<Unicode.Scalar>) -> ArraySlice<Unicode.Scalar> {
+            var s = s
+            while let f = s.first, isBlank(f) { s = s.dropFirst() }
+            while let l = s.last, isBlank(l) { s = s.dropLast() }
+            return s
+        }
+        func bareKey(_ s: ArraySlice<Unicode.Scalar>) -> Bool {
             let parts = s.split(separator: ".", omittingEmptySubsequences: false)
             return !parts.isEmpty && parts.allSatisfy { p in
-                let t = p.trimmingCharacters(in: .whitespaces)
-                return !t.isEmpty && t.unicodeScalars.allSatisfy { ($0.value < 128) && (CharacterSet.alphanumerics.contains($0) || $0 == "_" || $0 == "-") }
+                let t = trim(p)
+                return !t.isEmpty && t.allSatisfy { c in c.isASCII && (c.properties.isAlphabetic || ("0"..."9").contains(c) || c == "_" || c == "-") }
             }
         }
+        func count(_ s: ArraySlice<Unicode.Scalar>, _ q: Unicode.Scalar) -> Int {
+            var n = 0, run = 0
+            for c in s { if c == q { run += 1; if run == 3 { n += 1; run = 0 } } else { run = 0 } }
+            return n
+        }
         var inMultiline = false
-        // Split at every newline: in Swift "\r\n" is one Character, so splitting at "\n" alone
-        // would join a CRLF line to the next (found by fuzzing).
-        for (i, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
-            let line = raw.trimmingCharacters(in: CharacterSet.whitespaces.union(CharacterSet(charactersIn: "\u{FEFF}\0")))
-            let opensOrCloses = line.components(separatedBy: "\"\"\"").count % 2 == 0 || line.components(separatedBy: "\'\'\'").count % 2 == 0
+        for (i, raw) in lines.enumerated() {
+            let line = trim(raw)
+            let opensOrCloses = count(line, "\"") % 2 == 1 || count(line, "'") % 2 == 1
             // Inside a multi-line string nothing is a key; the line that ends one is not either.
             if inMultiline {
                 if opensOrCloses { inMultiline = false }
                 continue
             }
             if opensOrCloses { inMultiline = true }   // this line's key is still checked below
-            if line.isEmpty || line.hasPrefix("#") { continue }
-            let bad = { (what: String) -> ConfigError in ConfigError(file: file, location: "", line: i + 1, problem: "\(what): '\(line.prefix(60))'") }
-            if line.hasPrefix("[") {
-                var body = Substring(line.split(separator: "#", maxSplits: 1).first ?? "").trimmingCharacters(in: .whitespaces)[...]
-                let double = body.hasPrefix("[[")
+            if line.isEmpty || line.first == "#" { continue }
+            let shown = String(String.UnicodeScalarView(line.prefix(60)))
+            let bad = { (what: String) -> ConfigError in ConfigError(file: file, location: "", line: i + 1, problem: "\(what): '\(shown)'") }
+            if line.first == "[" {
+                var body = trim(line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? [])
+                let double = body.count >= 2 && body[body.startIndex + 1] == "["
                 let open = double ? 2 : 1
-                guard body.hasSuffix(double ? "]]" : "]"), body.count > 2 * open else { throw bad("not a table header like [controller] or [[vm]]") }
+                guard body.count > 2 * open, body.suffix(open).allSatisfy({ $0 == "]" }) else { throw bad("not a table header like [controller] or [[vm]]") }
                 body = body.dropFirst(open).dropLast(open)
                 guard bareKey(body) else { throw bad("not a table header like [controller] or [[vm]]") }
             } else if let eq = line.firstIndex(of: "=") {
-                guard bareKey(line[..<eq]) else { throw bad("not a key: keys are letters, digits, '_' and '-'") }
+                guard bareKey(line[line.startIndex..<eq]) else { throw bad("not a key: keys are letters, digits, '_' and '-'") }
             }
         }
     }
