@@ -7,8 +7,10 @@ import Foundation
 public final class Netns: Sendable {
     public let name: String
 
-    /// Creates `PREFIX-PID-N`, or fails naming what `ip` said.
+    /// Creates `PREFIX-PID-N`, or fails naming what `ip` said. The first call in a process
+    /// also removes namespaces of this kind left by processes that are gone (a crashed run).
     public init(prefix: String) throws {
+        _ = Netns.staleCleaned
         let n = Netns.counter.next()
         name = "\(prefix)-\(getpid())-\(n)"
         try Shell.check(["ip", "netns", "add", name])
@@ -60,6 +62,25 @@ public final class Netns: Sendable {
     }
 
     static let counter = Counter()
+
+    /// Deletes `NAME-PID-N` namespaces whose PID no longer runs, killing what is left in them.
+    public static func cleanStale() -> [String] {
+        guard let out = try? Shell.run(["ip", "netns", "list"]).stdout else { return [] }
+        var removed: [String] = []
+        for line in out.split(separator: "\n") {
+            let name = String(line.split(separator: " ").first ?? "")
+            let parts = name.split(separator: "-")
+            guard parts.count >= 3, Int(parts[parts.count - 1]) != nil, let pid = Int32(parts[parts.count - 2]), pid != getpid() else { continue }
+            if kill(pid, 0) == 0 || errno == EPERM { continue }
+            if let pids = try? Shell.run(["ip", "netns", "pids", name]).stdout {
+                for p in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(p, SIGKILL) }
+            }
+            _ = try? Shell.run(["ip", "netns", "delete", name])
+            removed.append(name)
+        }
+        return removed
+    }
+    static let staleCleaned: [String] = cleanStale()
     final class Counter: @unchecked Sendable {
         private let lock = NSLock()
         private var value = 0
