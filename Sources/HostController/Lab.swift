@@ -77,10 +77,7 @@ public struct Lab: Sendable {
             let parts = name.split(separator: "-")
             guard parts.count >= 3, parts[0] == prefix, let pid = Int32(parts[1]) else { continue }
             if kill(pid, 0) == 0 || errno == EPERM { continue }   // its lab is still running
-            if let pids = try? Shell.run(["ip", "netns", "pids", name]).stdout {
-                for p in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(p, SIGKILL) }
-            }
-            _ = try? Shell.run(["ip", "netns", "delete", name])
+            Netns.delete(named: name)
             removed.append(name)
             try? FileManager.default.removeItem(atPath: "/tmp/\(prefix)-\(pid)")
         }

@@ -47,7 +47,10 @@ public final class Netns: Sendable {
     }
 
     /// Kills what runs inside (it is all ours) and removes the namespace.
-    public func delete() {
+    public func delete() { Netns.delete(named: name) }
+
+    /// Kills what runs in the named namespace and removes it.
+    public static func delete(named name: String) {
         if let pids = try? Shell.run(["ip", "netns", "pids", name]).stdout {
             for pid in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
         }
@@ -72,10 +75,7 @@ public final class Netns: Sendable {
             let parts = name.split(separator: "-")
             guard parts.count >= 3, Int(parts[parts.count - 1]) != nil, let pid = Int32(parts[parts.count - 2]), pid != getpid() else { continue }
             if kill(pid, 0) == 0 || errno == EPERM { continue }
-            if let pids = try? Shell.run(["ip", "netns", "pids", name]).stdout {
-                for p in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(p, SIGKILL) }
-            }
-            _ = try? Shell.run(["ip", "netns", "delete", name])
+            delete(named: name)
             removed.append(name)
         }
         return removed

@@ -200,13 +200,7 @@ struct AgentReservationRulesTests {
         defer { t.close() }
         try await t.host.handshake()
         // The host grants every reservation it is asked for.
-        let granter = Task {
-            var seen = Set<String>()
-            while !Task.isCancelled {
-                for m in t.host.messages { if case .reserve(let r) = m, !seen.contains(r.id) { seen.insert(r.id); t.host.send(.reservation(ReservationReply(id: r.id, granted: true))) } }
-                try? await Task.sleep(for: .milliseconds(20))
-            }
-        }
+        let granter = t.host.grantAll()
         defer { granter.cancel() }
         let c = try await t.waitForSocket()
         // The welcome was sent; wait until the agent has taken it.
@@ -254,13 +248,7 @@ struct AgentSocketUnprivilegedTests {
         let t = try AgentUnderTest()
         defer { t.close() }
         try await t.host.handshake()
-        let granter = Task {
-            var seen = Set<String>()
-            while !Task.isCancelled {
-                for m in t.host.messages { if case .reserve(let r) = m, !seen.contains(r.id) { seen.insert(r.id); t.host.send(.reservation(ReservationReply(id: r.id, granted: true))) } }
-                try? await Task.sleep(for: .milliseconds(20))
-            }
-        }
+        let granter = t.host.grantAll()
         defer { granter.cancel() }
         let root = try await t.waitForSocket()
         for _ in 0..<100 where (try? root.call(AgentRequest(op: "status")))?.status?.host != "connected" { try await Task.sleep(for: .milliseconds(50)) }

@@ -52,6 +52,22 @@ public final class TestHost: @unchecked Sendable {
         throw Shell.Failure("test host", "no \(what) from the agent within \(timeout)s; got: \(messages.map { "\($0)".prefix(60) })")
     }
 
+    /// Grants every reservation the agent asks for, until the returned task is cancelled.
+    public func grantAll() -> Task<Void, Never> {
+        Task { [weak self] in
+            var seen = Set<String>()
+            while !Task.isCancelled, let self {
+                for m in self.messages {
+                    if case .reserve(let r) = m, !seen.contains(r.id) {
+                        seen.insert(r.id)
+                        self.send(.reservation(ReservationReply(id: r.id, granted: true)))
+                    }
+                }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
+    }
+
     /// Clears what was received.
     public func forget() { lock.withLock { received.removeAll() } }
 
