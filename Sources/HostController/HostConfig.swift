@@ -228,21 +228,47 @@ extension HostConfig {
                 return !t.isEmpty && t.allSatisfy { c in c.isASCII && (c.properties.isAlphabetic || ("0"..."9").contains(c) || c == "_" || c == "-") }
             }
         }
-        func count(_ s: ArraySlice<Unicode.Scalar>, _ q: Unicode.Scalar) -> Int {
-            var n = 0, run = 0
-            for c in s { if c == q { run += 1; if run == 3 { n += 1; run = 0 } } else { run = 0 } }
-            return n
+        // Where a line leaves the string state: strings are scanned as TOML defines them (a
+        // `"""` inside a "..." string opens nothing), so a multi-line string is skipped whole
+        // and nothing else is (a heuristic count of quotes was fooled by the fuzzer).
+        enum Str { case none, basic, literal, multiBasic, multiLiteral }
+        func scan(_ s: ArraySlice<Unicode.Scalar>, from state: Str) -> Str {
+            var st = state
+            var k = s.startIndex
+            func next3(_ q: Unicode.Scalar) -> Bool { k + 2 < s.endIndex && s[k] == q && s[k + 1] == q && s[k + 2] == q }
+            while k < s.endIndex {
+                let c = s[k]
+                switch st {
+                case .none:
+                    if c == "#" { return .none }
+                    if next3("\"") { st = .multiBasic; k += 3; continue }
+                    if next3("'") { st = .multiLiteral; k += 3; continue }
+                    if c == "\"" { st = .basic } else if c == "'" { st = .literal }
+                case .basic:
+                    if c == "\\" { k += 2; continue }
+                    if c == "\"" { st = .none }
+                case .literal:
+                    if c == "'" { st = .none }
+                case .multiBasic:
+                    if c == "\\" { k += 2; continue }
+                    if next3("\"") { st = .none; k += 3; continue }
+                case .multiLiteral:
+                    if next3("'") { st = .none; k += 3; continue }
+                }
+                k += 1
+            }
+            // A single-line string does not carry over a newline.
+            return st == .basic || st == .literal ? .none : st
         }
-        var inMultiline = false
+        var state = Str.none
         for (i, raw) in lines.enumerated() {
             let line = trim(raw)
-            let opensOrCloses = count(line, "\"") % 2 == 1 || count(line, "'") % 2 == 1
-            // Inside a multi-line string nothing is a key; the line that ends one is not either.
-            if inMultiline {
-                if opensOrCloses { inMultiline = false }
+            // Inside a multi-line string nothing is a key.
+            if state == .multiBasic || state == .multiLiteral {
+                state = scan(raw, from: state)
                 continue
             }
-            if opensOrCloses { inMultiline = true }   // this line's key is still checked below
+            state = scan(raw, from: .none)
             if line.isEmpty || line.first == "#" { continue }
             let shown = String(String.UnicodeScalarView(line.prefix(60)))
             let bad = { (what: String) -> ConfigError in ConfigError(file: file, location: "", line: i + 1, problem: "\(what): '\(shown)'") }
