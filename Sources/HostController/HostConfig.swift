@@ -214,7 +214,7 @@ extension HostConfig {
         for (k, c) in all.enumerated() where c == "\n" { lines.append(all[start..<k]); start = k + 1 }
         lines.append(all[start...])
 
-        func isBlank(_ c: Unicode.Scalar) -> Bool { c == " " || c == "\t" || c == "\r" || c == "\u{FEFF}" || c == "\0" }
+        func isBlank(_ c: Unicode.Scalar) -> Bool { c == " " || c == "\t" }
         func trim(_ s: ArraySlice<Unicode.Scalar>) -> ArraySlice<Unicode.Scalar> {
             var s = s
             while let f = s.first, isBlank(f) { s = s.dropFirst() }
@@ -260,8 +260,17 @@ extension HostConfig {
             // A single-line string does not carry over a newline.
             return st == .basic || st == .literal ? .none : st
         }
-        var state = Str.none
+        // TOML allows no control characters but tab (and CR before LF); toml++ mishandles some
+        // (a lone CR in a table header reached its abort; a fuzzer find).
         for (i, raw) in lines.enumerated() {
+            let body = raw.last == "\r" ? raw.dropLast() : raw
+            if let c = body.first(where: { ($0.value < 0x20 && $0 != "\t") || $0.value == 0x7f }) {
+                throw ConfigError(file: file, location: "", line: i + 1, problem: "control character U+\(String(format: "%04X", c.value)) is not allowed in TOML")
+            }
+        }
+        var state = Str.none
+        for (i, raw0) in lines.enumerated() {
+            let raw = raw0.last == "\r" ? raw0.dropLast() : raw0
             let line = trim(raw)
             // Inside a multi-line string nothing is a key.
             if state == .multiBasic || state == .multiLiteral {
