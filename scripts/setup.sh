@@ -28,4 +28,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-command -v swift >/dev/null || { echo "scripts/setup.sh: no swift on PATH (Swift 6.1 or later is needed)" >&2; exit 1; }
+command -v swift >/dev/null || { echo "scripts/setup.sh: no swift on PATH (Swift 6.2 or later is needed)" >&2; exit 1; }
