@@ -232,6 +232,10 @@ extension HostConfig {
         // `"""` inside a "..." string opens nothing), so a multi-line string is skipped whole
         // and nothing else is (a heuristic count of quotes was fooled by the fuzzer).
         enum Str { case none, basic, literal, multiBasic, multiLiteral }
+        // Also notes any character outside strings and comments that is not ASCII: TOML has
+        // none there (keys here are bare), and toml++ skips some of them, a second byte-order
+        // mark for one, into its abort (a fuzzer find).
+        var foreign: Unicode.Scalar? = nil
         func scan(_ s: ArraySlice<Unicode.Scalar>, from state: Str) -> Str {
             var st = state
             var k = s.startIndex
@@ -241,6 +245,7 @@ extension HostConfig {
                 switch st {
                 case .none:
                     if c == "#" { return .none }
+                    if !c.isASCII && foreign == nil { foreign = c }
                     if next3("\"") { st = .multiBasic; k += 3; continue }
                     if next3("'") { st = .multiLiteral; k += 3; continue }
                     if c == "\"" { st = .basic } else if c == "'" { st = .literal }
@@ -277,7 +282,11 @@ extension HostConfig {
                 state = scan(raw, from: state)
                 continue
             }
+            foreign = nil
             state = scan(raw, from: .none)
+            if let f = foreign {
+                throw ConfigError(file: file, location: "", line: i + 1, problem: "character U+\(String(format: "%04X", f.value)) outside a string: keys and values other than strings are ASCII")
+            }
             if line.isEmpty || line.first == "#" { continue }
             let shown = String(String.UnicodeScalarView(line.prefix(60)))
             let bad = { (what: String) -> ConfigError in ConfigError(file: file, location: "", line: i + 1, problem: "\(what): '\(shown)'") }
