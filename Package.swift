@@ -81,10 +81,11 @@ let package = Package(
         .target(name: "TandemTestSupport", dependencies: ["TandemRuntime", "TandemProtocol"], path: "Tests/Support"),
         // Fuzz targets (scripts/fuzz.sh builds them with -DFUZZING -sanitize=fuzzer,address);
         // in a normal build they replay the corpus files they are given.
-        .executableTarget(name: "fuzz-frames", dependencies: ["TandemProtocol"], path: "Fuzz/fuzz-frames"),
-        .executableTarget(name: "fuzz-bitrate", dependencies: ["TandemProtocol"], path: "Fuzz/fuzz-bitrate"),
-        .executableTarget(name: "fuzz-agent-api", dependencies: ["GuestAgent", "TandemProtocol", "TandemRuntime"], path: "Fuzz/fuzz-agent-api"),
-        .executableTarget(name: "fuzz-config", dependencies: ["HostController"], path: "Fuzz/fuzz-config"),
+        .target(name: "FuzzSupport", path: "Fuzz/FuzzSupport"),
+        .executableTarget(name: "fuzz-frames", dependencies: ["FuzzSupport", "TandemProtocol"], path: "Fuzz/fuzz-frames"),
+        .executableTarget(name: "fuzz-bitrate", dependencies: ["FuzzSupport", "TandemProtocol"], path: "Fuzz/fuzz-bitrate"),
+        .executableTarget(name: "fuzz-agent-api", dependencies: ["FuzzSupport", "GuestAgent", "TandemProtocol", "TandemRuntime"], path: "Fuzz/fuzz-agent-api"),
+        .executableTarget(name: "fuzz-config", dependencies: ["FuzzSupport", "HostController"], path: "Fuzz/fuzz-config"),
         .executableTarget(name: "tandem-bench", dependencies: ["Netlink", "TandemRuntime", "TandemProtocol", "GuestAgent", "HostController"]),
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TandemRuntime", "TandemTestSupport"], resources: [.copy("Fixtures")]),

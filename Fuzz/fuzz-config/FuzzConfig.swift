@@ -1,5 +1,6 @@
 // Fuzz target: the host's configuration parser. Whatever the text, a config or a ConfigError.
 import Foundation
+import FuzzSupport
 import HostController
 
 func fuzzOne(_ bytes: [UInt8]) {
@@ -13,24 +14,16 @@ func fuzzOne(_ bytes: [UInt8]) {
 #if FUZZING
 @_cdecl("LLVMFuzzerTestOneInput")
 public func LLVMFuzzerTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    fuzzOne(Array(UnsafeBufferPointer(start: data, count: size)))
+    fuzzOne(Fuzz.bytes(data, size))
     return 0
 }
 
-// SwiftPM links an executable's entry point as MODULE_main; hand it to libFuzzer's driver.
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-                         _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt) -> CInt
-
 @_cdecl("fuzz_config_main")
 public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    var c = argc, v = argv
-    return LLVMFuzzerRunDriver(&c, &v, LLVMFuzzerTestOneInput)
+    Fuzz.drive(argc, argv, LLVMFuzzerTestOneInput)
 }
 #else
 @main struct Replay {
-    static func main() throws {
-        for path in CommandLine.arguments.dropFirst() { fuzzOne(Array(try Data(contentsOf: URL(fileURLWithPath: path)))) }
-    }
+    static func main() throws { try Fuzz.replay(fuzzOne) }
 }
 #endif

@@ -1,6 +1,7 @@
 // Fuzz target: the frame decoder and message validation, both directions, in every split.
 // Built with -DFUZZING -sanitize=fuzzer,address by scripts/fuzz.sh; otherwise a replayer that
 // runs the files it is given (the regression corpus) through the same code.
+import FuzzSupport
 import TandemProtocol
 
 func fuzzOne(_ bytes: [UInt8]) {
@@ -39,25 +40,16 @@ func fuzzOne(_ bytes: [UInt8]) {
 #if FUZZING
 @_cdecl("LLVMFuzzerTestOneInput")
 public func LLVMFuzzerTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    fuzzOne(Array(UnsafeBufferPointer(start: data, count: size)))
+    fuzzOne(Fuzz.bytes(data, size))
     return 0
 }
 
-// SwiftPM links an executable's entry point as MODULE_main; hand it to libFuzzer's driver.
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-                         _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt) -> CInt
-
 @_cdecl("fuzz_frames_main")
 public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    var c = argc, v = argv
-    return LLVMFuzzerRunDriver(&c, &v, LLVMFuzzerTestOneInput)
+    Fuzz.drive(argc, argv, LLVMFuzzerTestOneInput)
 }
 #else
-import Foundation
 @main struct Replay {
-    static func main() throws {
-        for path in CommandLine.arguments.dropFirst() { fuzzOne(Array(try Data(contentsOf: URL(fileURLWithPath: path)))) }
-    }
+    static func main() throws { try Fuzz.replay(fuzzOne) }
 }
 #endif
