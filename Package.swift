@@ -88,6 +88,7 @@ let package = Package(
         .executableTarget(name: "fuzz-config", dependencies: ["FuzzSupport", "HostController"], path: "Fuzz/fuzz-config"),
         .executableTarget(name: "tandem-bench", dependencies: ["Netlink", "TandemRuntime", "TandemProtocol", "GuestAgent", "HostController"]),
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["TandemRuntime"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TandemRuntime", "TandemTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DeployTests", dependencies: ["HostController", "TandemRuntime", "TandemTestSupport"]),
         .testTarget(name: "VMTests", dependencies: ["HostController", "TandemRuntime", "TandemTestSupport"]),

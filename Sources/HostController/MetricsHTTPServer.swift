@@ -69,7 +69,7 @@ final class MetricsHTTPServer: @unchecked Sendable {
         let all = Array(head.utf8) + body
         var off = 0
         while off < all.count {
-            let w = all[off...].withUnsafeBytes { write(c, $0.baseAddress, $0.count) }
+            let w = all[off...].withUnsafeBytes { send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if w <= 0 { break }
             off += w
         }

@@ -49,13 +49,19 @@ public enum POSIX {
     }
 
     /// Writes as much as the descriptor takes now; returns the count written (0 if it
-    /// would block). Never blocks on a non-blocking descriptor.
+    /// would block). Never blocks on a non-blocking descriptor. On a socket whose peer has
+    /// gone this is EPIPE, never SIGPIPE (send with MSG_NOSIGNAL), so a process using this
+    /// library is not killed by a guest or client hanging up, whatever its signal setup.
     public static func writeSome(_ fd: Int32, _ bytes: ArraySlice<UInt8>) throws(SystemError) -> Int {
         if bytes.isEmpty { return 0 }
+        var socket = true
         while true {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            let n = bytes.withUnsafeBytes {
+                socket ? Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) : Glibc.write(fd, $0.baseAddress, $0.count)
+            }
             if n >= 0 { return n }
             let e = Glibc.errno
+            if e == ENOTSOCK && socket { socket = false; continue }
             if e == EINTR { continue }
             if e == EAGAIN || e == EWOULDBLOCK { return 0 }
             throw SystemError("write", "fd \(fd)", errno: e)
