@@ -123,7 +123,7 @@ public actor Agent {
                 }
             }
             // Wait for cancellation, then wind down.
-            while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(100)) }
+            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }   // cancellation ends the sleep
             group.cancelAll()
             sink.finish()
         }

@@ -13,6 +13,19 @@ final class IndexCache: @unchecked Sendable {
         return i
     }
     func forget() { lock.withLock { indexes.removeAll() } }
+    /// The cached index, without asking the kernel.
+    func peek(_ name: String) -> Int32? { lock.withLock { indexes[name] } }
+}
+
+/// Counters that one request reads for many VMs at once, shared by a round: every root
+/// qdisc's counters on a host (one RTM_GETQDISC dump), or all of a PF's VFs (one
+/// RTM_GETLINK). One request per round instead of one per VM.
+public enum CounterBatch: Sendable {
+    /// Root qdiscs by interface index (kind, handle, bytes, drops), and the interfaces
+    /// with an ingress qdisc.
+    case qdiscs(QdiscCounters)
+    /// A PF's VFs by number: TX bytes and drops.
+    case virtualFunctions([UInt32: (bytes: UInt64, drops: UInt64)])
 }
 
 /// Where a VM's hard limit lives, and where its sent bytes are counted.
@@ -35,9 +48,24 @@ public protocol HardLimitBackend: Sendable {
     /// loses its ingress redirect).
     func isIntact() async -> Bool
     func sameLimit(_ a: BitRate, _ b: BitRate) -> Bool
+    /// Backends with the same key read their counters from one shared batch per round; nil
+    /// for a backend that reads its own (then only ``counters()`` is asked).
+    var batchKey: String? { get }
+    /// Reads the batch this backend's key names (for it and all that share the key).
+    func readBatch() async throws -> CounterBatch
+    /// This backend's counters out of a batch, nil if the batch does not have them (a
+    /// device re-created since, a tree not ours): then ``counters()`` is asked, and says why.
+    func counters(in batch: CounterBatch) -> (sentBytes: UInt64, drops: UInt64?)?
+    /// Whether what `prepare` made is still there, as far as the batch shows (nil: it
+    /// cannot tell). Checked every round for free; ``isIntact()`` looks closer, less often.
+    func isIntact(in batch: CounterBatch) -> Bool?
 }
 
 extension HardLimitBackend {
+    public var batchKey: String? { nil }
+    public func readBatch() async throws -> CounterBatch { .qdiscs(QdiscCounters()) }
+    public func isIntact(in batch: CounterBatch) -> Bool? { nil }
+    public func counters(in batch: CounterBatch) -> (sentBytes: UInt64, drops: UInt64?)? { nil }
     public func isIntact() async -> Bool { true }
     /// Whether two limits are the same once the kernel has them (HTB keeps bytes per second).
     public func sameLimit(_ a: BitRate, _ b: BitRate) -> Bool { a.bytesPerSecond == b.bytesPerSecond }
@@ -78,6 +106,7 @@ public struct TCBackend: HardLimitBackend {
         self.interface = interface
         self.ifb = "tdm-" + Self.hash8(vm)
         self.netlink = netlink
+        self.batchKey = "qdiscs@\(ObjectIdentifier(netlink).hashValue)"
     }
 
     public static func hash8(_ s: String) -> String {
@@ -93,8 +122,8 @@ public struct TCBackend: HardLimitBackend {
         cache.forget()
         if (try? await netlink.link(named: ifb)) == nil { try await netlink.addIFB(named: ifb) }
         try await netlink.setLink(named: ifb, up: true)
-        let ifbIndex = try await netlink.index(of: ifb)
-        let vmIndex = try await netlink.index(of: interface)
+        let ifbIndex = try await self.ifbIndex()
+        let vmIndex = try await cache.get(interface) { try await netlink.index(of: interface) }
         // The limit first, so that nothing is redirected into an unlimited device.
         let root = try await netlink.rootQdisc(ifindex: ifbIndex)
         if root?.kind != "htb" || root?.handle != Self.qdisc {
@@ -134,10 +163,36 @@ public struct TCBackend: HardLimitBackend {
         }
     }
 
+    /// All tc backends on one socket share one dump of every root qdisc. In Tandem's tree the
+    /// IFB's root HTB has a single class, the default one, so the root's counters are the
+    /// class's (HTB counts both at dequeue, and a drop in the leaf against both).
+    public let batchKey: String?
+
+    public func readBatch() async throws -> CounterBatch {
+        .qdiscs(try await netlink.qdiscCounters())
+    }
+
+    public func counters(in batch: CounterBatch) -> (sentBytes: UInt64, drops: UInt64?)? {
+        guard case .qdiscs(let table) = batch, let index = cache.peek(ifb), let q = table.roots[index],
+              q.kind == "htb", q.handle == Self.qdisc else { return nil }
+        return (q.bytes, q.drops)
+    }
+
+    /// The IFB's HTB root and the VM interface's ingress qdisc, at the indexes `prepare`
+    /// found: an interface re-created by a VM restart has a new index without our ingress,
+    /// so this notices within a round.
+    public func isIntact(in batch: CounterBatch) -> Bool? {
+        guard case .qdiscs(let table) = batch, let vmIndex = cache.peek(interface), let ifbIndex = cache.peek(ifb) else { return nil }
+        guard let root = table.roots[ifbIndex] else { return false }
+        return root.kind == "htb" && root.handle == Self.qdisc && table.ingress.contains(vmIndex)
+    }
+
+    /// The redirect filter on the interface's ingress (at the index `prepare` found; a gone
+    /// index fails the dump, which reads as not intact).
     public func isIntact() async -> Bool {
-        guard let vmIndex = try? await netlink.index(of: interface), let ifbIndex = try? await netlink.index(of: ifb),
-              let filters = try? await netlink.filters(ifindex: vmIndex, parent: .ingress) else { return false }
-        _ = ifbIndex
+        var vmIndex = cache.peek(interface)
+        if vmIndex == nil { vmIndex = try? await netlink.index(of: interface) }
+        guard let vmIndex, let filters = try? await netlink.filters(ifindex: vmIndex, parent: .ingress) else { return false }
         return filters.contains { $0.priority == 1 && $0.kind == "u32" }
     }
 
@@ -160,6 +215,7 @@ public struct SRIOVBackend: HardLimitBackend {
 
     public init(pf: String, vf: UInt32, setMin: Bool, netlink: RouteSocket) {
         self.pf = pf; self.vf = vf; self.setMin = setMin; self.netlink = netlink
+        self.batchKey = "vfs@\(ObjectIdentifier(netlink).hashValue):\(pf)"
     }
 
     public var describe: String { "sriov \(pf) vf \(vf)" }
@@ -196,6 +252,23 @@ public struct SRIOVBackend: HardLimitBackend {
         let v = try await info(stats: true)
         guard let s = v.stats else { return (0, nil) }
         return (s.txBytes, s.txDropped)
+    }
+
+    /// The VFs of one PF share one RTM_GETLINK per round: a PF with 64 VFs given to 64 VMs is
+    /// one request, not 64 requests that each carry all 64 VFs.
+    public let batchKey: String?
+
+    public func readBatch() async throws -> CounterBatch {
+        var out: [UInt32: (bytes: UInt64, drops: UInt64)] = [:]
+        for v in try await netlink.virtualFunctions(of: pf, withStats: true) {
+            if let s = v.stats { out[v.index] = (s.txBytes, s.txDropped) }
+        }
+        return .virtualFunctions(out)
+    }
+
+    public func counters(in batch: CounterBatch) -> (sentBytes: UInt64, drops: UInt64?)? {
+        guard case .virtualFunctions(let vfs) = batch, let c = vfs[vf] else { return nil }
+        return (c.bytes, c.drops)
     }
 
     public func teardown() async throws {

@@ -13,7 +13,12 @@ import TandemRuntime
 public actor Controller {
     public enum AgentState: String, Sendable { case none, absent, handshaking, connected, silent, disconnected }
 
-    struct VM {
+    /// One VM's state: a class, changed in place by the round and by channel events (a
+    /// struct was copied out of the dictionary and back four times per VM per round).
+    final class VM {
+        init(config: HostConfig.VMConfig, policy: VMPolicy, backend: any HardLimitBackend, channel: (any GuestChannel)?, meter: RateMeter, agent: AgentState) {
+            self.config = config; self.policy = policy; self.backend = backend; self.channel = channel; self.meter = meter; self.agent = agent
+        }
         var config: HostConfig.VMConfig
         var policy: VMPolicy
         let backend: any HardLimitBackend
@@ -60,10 +65,14 @@ public actor Controller {
     let log: Logger
     var vms: [String: VM] = [:]
     let order: [String]
+    /// The VMs in configuration order, and per link: what each round walks (no lookups by name).
+    var roster: [VM] = []
+    var members: [String: [VM]] = [:]
     let store: StateStore?
     let started: Double
     var persisted = PersistedState()
     let metrics: ControllerMetrics?
+    var lastMetrics = -1e9
 
     /// Guest messages allowed per second (burst: 50), beyond which they are dropped: 20, or
     /// more where the report interval is short (three per interval).
@@ -90,13 +99,15 @@ public actor Controller {
         for vm in config.vms {
             guard let backend = backends[vm.name] else { throw CocoaStyleError("no backend for \(vm.name)") }
             let capacity = config.links.first { $0.name == vm.link }!.capacity
-            var state = VM(config: vm, policy: persisted.policies[vm.name] ?? vm.policy, backend: backend, channel: channels[vm.name],
+            let state = VM(config: vm, policy: persisted.policies[vm.name] ?? vm.policy, backend: backend, channel: channels[vm.name],
                            meter: RateMeter(ceiling: capacity + capacity), agent: channels[vm.name] == nil ? .none : .absent)
             for r in persisted.reservations[vm.name] ?? [] { state.reservations[r.id] = r }
             if let p = persisted.policies[vm.name], p != vm.policy {
                 logger.notice("policy set at runtime overrides the configuration", metadata: ["vm": "\(vm.name)", "weight": "\(p.weight)", "min": "\(p.guarantee)", "max": "\(p.cap.map(\.description) ?? "none")", "state": "\(store?.path ?? "")"])
             }
             vms[vm.name] = state
+            roster.append(state)
+            members[vm.link, default: []].append(state)
         }
     }
 
@@ -109,17 +120,16 @@ public actor Controller {
     /// controller takes over without a gap), or else its fair share.
     public func prepare() async {
         for name in order {
-            guard var vm = vms[name] else { continue }
+            guard let vm = vms[name] else { continue }
             let fair = fairShare(name)
             vm.limit = fair
-            await prepareBackend(&vm, initialLimit: fair)
-            vms[name] = vm
+            await prepareBackend(vm, initialLimit: fair)
         }
     }
 
     /// Sets up a VM's backend, keeping a limit the kernel already has. Errors (the VM's
     /// interface does not exist yet) are recorded and retried every round.
-    func prepareBackend(_ vm: inout VM, initialLimit: BitRate) async {
+    func prepareBackend(_ vm: VM, initialLimit: BitRate) async {
         let name = vm.config.name
         do {
             try await vm.backend.prepare(initialLimit: initialLimit)
@@ -150,19 +160,43 @@ public actor Controller {
     /// One allocation round at time `now`.
     public func tick(now: Double) async {
         if dirty && now - lastSave >= 1 { lastSave = now; saveNow() }
-        for name in order { await measure(name, now: now) }
+        let batches = await readBatches()
+        for vm in roster { await measure(vm, now: now, batches: batches) }
         for link in config.links { allocate(link, now: now) }
-        for name in order { await enforce(name, now: now) }
-        for name in order { heartbeat(name, now: now) }
-        metrics?.update(self.fairnessSnapshot(), status: vms)
+        for vm in roster { await enforce(vm, now: now) }
+        for vm in roster { heartbeat(vm, now: now) }
+        // Metrics are scraped every few seconds: once a second is plenty.
+        if let metrics, now - lastMetrics >= 1 {
+            lastMetrics = now
+            metrics.update(fairnessSnapshot(), status: vms)
+        }
     }
 
-    func measure(_ name: String, now: Double) async {
-        guard var vm = vms[name] else { return }
-        defer { vms[name] = vm }
+    /// One request per batch key for the round's counters (see ``CounterBatch``). A batch
+    /// that cannot be read is left out: its VMs read their own counters, which say why.
+    func readBatches() async -> [String: CounterBatch] {
+        var out: [String: CounterBatch] = [:]
+        var failed: Set<String> = []
+        for vm in roster {
+            guard vm.prepared, let key = vm.backend.batchKey, out[key] == nil, !failed.contains(key) else { continue }
+            if let b = try? await vm.backend.readBatch() { out[key] = b } else { failed.insert(key) }
+        }
+        return out
+    }
+
+    func measure(_ vm: VM, now: Double, batches: [String: CounterBatch] = [:]) async {
+        let name = vm.config.name
+        let batch = vm.backend.batchKey.flatMap { batches[$0] }
         if !vm.prepared {
-            await prepareBackend(&vm, initialLimit: vm.limit > .zero ? vm.limit : fairShare(name))
+            await prepareBackend(vm, initialLimit: vm.limit > .zero ? vm.limit : fairShare(name))
             if !vm.prepared { return }
+        } else if let batch, vm.backend.isIntact(in: batch) == false {
+            // (Only for a backend prepared before the batch was read: one set up just now is
+            // not in it yet.)
+            log.warning("backend no longer set up (interface re-created?); setting it up again", metadata: ["vm": "\(name)"])
+            vm.prepared = false
+            vm.applied = nil
+            return
         }
         // Reservations not re-sent after a reconnect: the guest no longer holds them.
         let lapsed = vm.unconfirmed.filter { $0.value <= now }.map(\.key)
@@ -172,7 +206,8 @@ public actor Controller {
             log.info("reservations not re-confirmed by the guest dropped", metadata: ["vm": "\(name)", "ids": "\(lapsed.sorted())"])
         }
         do {
-            let (bytes, drops) = try await vm.backend.counters()
+            let batched = batch.flatMap { vm.backend.counters(in: $0) }
+            let (bytes, drops) = if let batched { batched } else { try await vm.backend.counters() }
             switch vm.meter.sample(bytes: bytes, at: now) {
             case .first: break
             case .rate(let r), .wrapped(let r): vm.measured = r
@@ -215,29 +250,28 @@ public actor Controller {
     }
 
     func allocate(_ link: HostConfig.LinkConfig, now: Double) {
-        let names = order.filter { vms[$0]?.config.link == link.name }
-        let fair = Allocator.fairShares(capacity: link.capacity, names.map { n in
-            let v = vms[n]!; return Allocator.Input(name: n, weight: v.policy.weight, guarantee: v.policy.guarantee, cap: v.policy.cap, demand: .zero)
+        let group = members[link.name] ?? []
+        let fair = Allocator.fairShares(capacity: link.capacity, group.map { v in
+            Allocator.Input(name: v.config.name, weight: v.policy.weight, guarantee: v.policy.guarantee, cap: v.policy.cap, demand: .zero)
         })
         var inputs: [Allocator.Input] = []
-        for n in names {
-            var v = vms[n]!
+        inputs.reserveCapacity(group.count)
+        for v in group {
             let fresh = v.agent == .connected && now - v.reportTime < max(3 * config.controller.interval, 1)
             let reserved = v.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }
             v.demand = Self.estimateDemand(measured: v.measured, limit: v.limit, drops: v.dropsDelta, report: fresh ? v.report : nil,
-                                           fairShare: fair[n] ?? .zero, capacity: link.capacity, reserved: reserved)
-            vms[n] = v
-            inputs.append(Allocator.Input(name: n, weight: v.policy.weight, guarantee: v.policy.guarantee, cap: v.policy.cap, demand: v.demand))
+                                           fairShare: fair[v.config.name] ?? .zero, capacity: link.capacity, reserved: reserved)
+            inputs.append(Allocator.Input(name: v.config.name, weight: v.policy.weight, guarantee: v.policy.guarantee, cap: v.policy.cap, demand: v.demand))
         }
-        for out in Allocator.allocate(capacity: link.capacity, inputs) {
-            vms[out.name]?.allocation = out.allocation
-            vms[out.name]?.limit = out.limit
+        // Outputs come in the inputs' order.
+        for (v, out) in zip(group, Allocator.allocate(capacity: link.capacity, inputs)) {
+            v.allocation = out.allocation
+            v.limit = out.limit
         }
     }
 
-    func enforce(_ name: String, now: Double) async {
-        guard var vm = vms[name] else { return }
-        defer { vms[name] = vm }
+    func enforce(_ vm: VM, now: Double) async {
+        let name = vm.config.name
         let step = capacity(of: vm).scaled(by: config.controller.step)
         // Found changed behind our back (or reset)? Check every 5 s.
         if now - vm.lastVerify > 5, vm.applied != nil {
@@ -279,22 +313,21 @@ public actor Controller {
             vm.epoch += 1
             vm.sentSoft = soft
             vm.sentReservations = grants
-            send(&vm, .allocation(Allocation(epoch: vm.epoch, hardLimit: applied, softLimit: soft, reservations: Array(grants.prefix(Limits.maxReservationsPerAllocation)))))
+            send(vm, .allocation(Allocation(epoch: vm.epoch, hardLimit: applied, softLimit: soft, reservations: Array(grants.prefix(Limits.maxReservationsPerAllocation)))))
         }
     }
 
-    func heartbeat(_ name: String, now: Double) {
-        guard var vm = vms[name], vm.channel != nil else { return }
+    func heartbeat(_ vm: VM, now: Double) {
+        guard vm.channel != nil else { return }
         // Nobody to ping: a channel that is down or cut off.
         if vm.agent == .absent || vm.agent == .disconnected { return }
         if now - vm.lastPing >= 1 {
             vm.lastPing = now
-            send(&vm, .ping(Ping(nonce: UInt64(now * 1000))))
+            send(vm, .ping(Ping(nonce: UInt64(now * 1000))))
         }
-        vms[name] = vm
     }
 
-    func send(_ vm: inout VM, _ m: HostMessage) {
+    func send(_ vm: VM, _ m: HostMessage) {
         let frame = MessageCodec.encode(m, session: vm.handshake.session)
         guard MessageCodec.fits(frame) else { log.error("frame too large", metadata: ["vm": "\(vm.config.name)"]); return }
         vm.channel?.send(frame)
@@ -304,14 +337,13 @@ public actor Controller {
 
     /// One event from a VM's channel.
     public func receive(_ name: String, _ event: FrameChannel.Event, now: Double) {
-        guard var vm = vms[name] else { return }
-        defer { vms[name] = vm }
+        guard let vm = vms[name] else { return }
         switch event {
         case .connected:
             vm.agent = .handshaking
             vm.handshake.reset()
             vm.lastPing = now
-            send(&vm, .ping(Ping(nonce: 0)))   // "who is there": the agent answers with a hello
+            send(vm, .ping(Ping(nonce: 0)))   // "who is there": the agent answers with a hello
             log.info("channel connected", metadata: ["vm": "\(name)"])
         case .disconnected(let why):
             if vm.agent != .disconnected { vm.agent = .absent }
@@ -321,7 +353,7 @@ public actor Controller {
         case .openFailed:
             if vm.agent != .disconnected { vm.agent = .absent }
         case .oversize:
-            if vm.agent != .disconnected { violation(&vm, "oversize", now: now) }
+            if vm.agent != .disconnected { violation(vm, "oversize", now: now) }
         case .frame(let f):
             // Cut off: whatever was already in flight is not looked at.
             if vm.agent == .disconnected { return }
@@ -329,11 +361,11 @@ public actor Controller {
             // Rate limit: a token bucket per channel.
             vm.tokens = min(50, vm.tokens + (now - vm.lastRefill) * guestRate)
             vm.lastRefill = now
-            guard vm.tokens >= 1 else { violation(&vm, "rate-limited", now: now); return }
+            guard vm.tokens >= 1 else { violation(vm, "rate-limited", now: now); return }
             vm.tokens -= 1
             switch MessageCodec.decodeGuest(f) {
             case .invalid(let v):
-                violation(&vm, v == .notAFrame ? "garbage" : "invalid", now: now)
+                violation(vm, v == .notAFrame ? "garbage" : "invalid", now: now)
                 log.debug("invalid guest frame", metadata: ["vm": "\(name)", "error": "\(v)"])
             case .unknownKind(let k, _):
                 vm.violations["unknown-kind", default: 0] += 1
@@ -348,12 +380,12 @@ public actor Controller {
                     vm.agent = .connected
                     log.info("agent heard again", metadata: ["vm": "\(name)"])
                 }
-                handle(&vm, m, now: now)
+                handle(vm, m, now: now)
             }
         }
     }
 
-    func violation(_ vm: inout VM, _ kind: String, now: Double) {
+    func violation(_ vm: VM, _ kind: String, now: Double) {
         vm.violations[kind, default: 0] += 1
         vm.recentViolations.append(now)
         vm.recentViolations.removeAll { now - $0 > 10 }
@@ -369,11 +401,11 @@ public actor Controller {
         }
     }
 
-    func handle(_ vm: inout VM, _ m: GuestMessage, now: Double) {
+    func handle(_ vm: VM, _ m: GuestMessage, now: Double) {
         switch m {
         case .hello(let h):
             guard let version = ProtocolVersion.negotiate(h.protocolVersions) else {
-                send(&vm, .error(ErrorMessage(code: .unsupportedVersion, message: "no common protocol version: host speaks \(ProtocolVersion.supported.map(\.description).joined(separator: ", "))")))
+                send(vm, .error(ErrorMessage(code: .unsupportedVersion, message: "no common protocol version: host speaks \(ProtocolVersion.supported.map(\.description).joined(separator: ", "))")))
                 vm.handshake.reset()   // no session without a version to speak
                 return
             }
@@ -384,7 +416,7 @@ public actor Controller {
             vm.sentReservations = nil
             var policy = vm.policy
             if !policy.weight.isFinite { policy.weight = 1 }
-            send(&vm, .welcome(Welcome(version: version, vm: vm.config.name, policy: policy,
+            send(vm, .welcome(Welcome(version: version, vm: vm.config.name, policy: policy,
                                        reportIntervalMilliseconds: UInt32(max(10, min(60_000, config.controller.interval * 1000))))))
             log.info("agent welcomed", metadata: ["vm": "\(vm.config.name)", "agent": "\(h.agentVersion)", "interface": "\(h.interface)"])
         case .demand(let d):
@@ -399,8 +431,8 @@ public actor Controller {
                 vm.staleSince = nil
             }
         case .reserve(let r):
-            let reply = admit(&vm, r)
-            send(&vm, .reservation(reply))
+            let reply = admit(vm, r)
+            send(vm, .reservation(reply))
         case .release(let r):
             vm.unconfirmed[r.id] = nil
             if vm.reservations.removeValue(forKey: r.id) != nil {
@@ -410,7 +442,7 @@ public actor Controller {
         case .applied(let a):
             if let e = a.error { vm.lastError = "guest could not apply epoch \(a.epoch): \(e)" }
         case .ping(let p):
-            send(&vm, .pong(p))
+            send(vm, .pong(p))
         case .pong:
             break
         }
@@ -418,7 +450,7 @@ public actor Controller {
 
     /// Admission: a VM's reservations stay within its guarantee, or (if its link allows)
     /// within the link's unreserved capacity.
-    func admit(_ vm: inout VM, _ r: ReserveRequest) -> ReservationReply {
+    func admit(_ vm: VM, _ r: ReserveRequest) -> ReservationReply {
         if let existing = vm.reservations[r.id] {
             if existing.rate == r.rate && existing.selector == r.selector {
                 vm.unconfirmed[r.id] = nil
@@ -471,7 +503,7 @@ public actor Controller {
     // MARK: admin
 
     public func setPolicy(vm name: String, weight: Double?, min: BitRate?, max: BitRate??) throws -> VMPolicy {
-        guard var vm = vms[name] else { throw CocoaStyleError("no VM '\(name)' (there are: \(order.joined(separator: ", ")))") }
+        guard let vm = vms[name] else { throw CocoaStyleError("no VM '\(name)' (there are: \(order.joined(separator: ", ")))") }
         var p = vm.policy
         if let weight { p.weight = weight }
         if let min { p.guarantee = min }
@@ -493,9 +525,8 @@ public actor Controller {
         vm.policy = p
         // The guest learns its policy in a welcome: send it again (same session).
         if vm.agent == .connected {
-            send(&vm, .welcome(Welcome(version: .current, vm: name, policy: p, reportIntervalMilliseconds: UInt32(Swift.max(10, Swift.min(60_000, config.controller.interval * 1000))))))
+            send(vm, .welcome(Welcome(version: .current, vm: name, policy: p, reportIntervalMilliseconds: UInt32(Swift.max(10, Swift.min(60_000, config.controller.interval * 1000))))))
         }
-        vms[name] = vm
         persisted.policies[name] = p
         saveNow()
         log.info("policy set", metadata: ["vm": "\(name)", "weight": "\(p.weight)", "min": "\(p.guarantee)", "max": "\(p.cap.map(\.description) ?? "none")"])

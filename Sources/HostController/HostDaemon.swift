@@ -43,7 +43,7 @@ public struct HostDaemon: Sendable {
             log.info("metrics", metadata: ["listen": "\(listen)"])
         }
         let controller = try Controller(config: config, backends: backends, channels: channels,
-                                        store: StateStore(directory: config.controller.stateDir), metrics: ControllerMetrics(), logger: log)
+                                        store: StateStore(directory: config.controller.stateDir), metrics: metricsServer == nil ? nil : ControllerMetrics(), logger: log)
         await controller.prepare()
 
         try FileManager.default.createDirectory(atPath: (config.controller.adminSocket as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -76,7 +76,7 @@ public struct HostDaemon: Sendable {
                     }
                 }
             }
-            while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(100)) }
+            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }   // cancellation ends the sleep
             group.cancelAll()
             sink.finish()
         }

@@ -70,7 +70,29 @@ extension RouteSocket {
 
     /// `tc -s qdisc show dev IF` (RTM_GETQDISC dump, filtered to the interface).
     public func qdiscs(ifindex: Int32) throws(NetlinkError) -> [Qdisc] {
-        let cache: OpaquePointer = try dump("RTM_GETQDISC", "dev #\(ifindex)") {
+        try allQdiscs(object: "dev #\(ifindex)") { $0 == ifindex }
+    }
+
+    /// `tc -s qdisc show`: every interface's qdiscs and their counters in one RTM_GETQDISC
+    /// dump. One request for a whole host's counters, where asking per interface costs a
+    /// round trip (and a dump of the same table, which the kernel does not filter) each.
+    public func qdiscs() throws(NetlinkError) -> [Qdisc] {
+        try allQdiscs(object: "all devices") { _ in true }
+    }
+
+    /// Every interface's root qdisc with its kind, handle and counters, and which interfaces
+    /// have an ingress qdisc, from one RTM_GETQDISC dump read in place (no libnl objects):
+    /// what a controller reads every round. Byte counts are 64-bit (TCA_STATS2's
+    /// TCA_STATS_BASIC); drops are the kernel's 32-bit counter.
+    public func qdiscCounters() throws(NetlinkError) -> QdiscCounters {
+        var out = QdiscCounters()
+        try rawDump(type: UInt16(RTM_GETQDISC), body: [UInt8](repeating: 0, count: 20), operation: "RTM_GETQDISC", object: "all devices",
+                    restart: { out = QdiscCounters() }) { m in out.add(m) }
+        return out
+    }
+
+    func allQdiscs(object: @autoclosure () -> String, _ include: (Int32) -> Bool) throws(NetlinkError) -> [Qdisc] {
+        let cache: OpaquePointer = try dump("RTM_GETQDISC", object()) {
             var c: OpaquePointer?
             let rc = rtnl_qdisc_alloc_cache(sock, &c)
             return (rc, c)
@@ -79,7 +101,8 @@ extension RouteSocket {
         var out: [Qdisc] = []
         Self.forEach(cache) { o in
             let tc = tandem_tc_cast(UnsafeMutableRawPointer(o))
-            guard rtnl_tc_get_ifindex(tc) == ifindex else { return }
+            let ifindex = rtnl_tc_get_ifindex(tc)
+            guard include(ifindex) else { return }
             let kind = rtnl_tc_get_kind(tc).map { String(cString: $0) } ?? ""
             out.append(Qdisc(
                 ifindex: ifindex,
@@ -117,5 +140,76 @@ extension RouteSocket {
             overlimits: rtnl_tc_get_stat(tc, RTNL_TC_OVERLIMITS),
             backlog: rtnl_tc_get_stat(tc, RTNL_TC_BACKLOG),
             qlen: rtnl_tc_get_stat(tc, RTNL_TC_QLEN))
+    }
+}
+
+/// What ``RouteSocket/qdiscCounters()`` reads: root qdiscs by interface index, and the
+/// interfaces with an ingress qdisc.
+public struct QdiscCounters: Sendable {
+    public var roots: [Int32: RootQdiscCounters] = [:]
+    public var ingress: Set<Int32> = []
+    public init(roots: [Int32: RootQdiscCounters] = [:], ingress: Set<Int32> = []) { self.roots = roots; self.ingress = ingress }
+
+    /// Takes in one dump message: a root qdisc, an ingress qdisc, or (ignored) anything else.
+    public mutating func add(_ m: UnsafeRawBufferPointer) {
+        if let (ifindex, c) = RootQdiscCounters.parse(m) { roots[ifindex] = c; return }
+        guard m.count >= 36, m.loadUnaligned(fromByteOffset: 4, as: UInt16.self) == UInt16(RTM_NEWQDISC),
+              m.loadUnaligned(fromByteOffset: 28, as: UInt32.self) == TCHandle.ingressParent.rawValue else { return }
+        ingress.insert(m.loadUnaligned(fromByteOffset: 20, as: Int32.self))
+    }
+}
+
+/// A root qdisc's identity and counters, as ``RouteSocket/qdiscCounters()`` reads them.
+public struct RootQdiscCounters: Hashable, Sendable {
+    public var kind: String
+    public var handle: TCHandle
+    public var bytes: UInt64
+    public var drops: UInt64
+
+    public init(kind: String, handle: TCHandle, bytes: UInt64, drops: UInt64) {
+        self.kind = kind; self.handle = handle; self.bytes = bytes; self.drops = drops
+    }
+
+    /// Parses one RTM_NEWQDISC message (netlink header, struct tcmsg, attributes); nil for
+    /// anything else, a qdisc that is not a root, or a message too short to be one.
+    public static func parse(_ m: UnsafeRawBufferPointer) -> (Int32, RootQdiscCounters)? {
+        // nlmsghdr: len u32, type u16, flags u16, seq u32, pid u32; tcmsg: family u8, pad
+        // u8 u16, ifindex i32, handle u32, parent u32, info u32.
+        guard m.count >= 36, m.loadUnaligned(fromByteOffset: 4, as: UInt16.self) == UInt16(RTM_NEWQDISC),
+              m.loadUnaligned(fromByteOffset: 28, as: UInt32.self) == TCHandle.root.rawValue else { return nil }
+        let length = min(m.count, Int(m.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
+        let ifindex = m.loadUnaligned(fromByteOffset: 20, as: Int32.self)
+        var c = RootQdiscCounters(kind: "", handle: TCHandle(rawValue: m.loadUnaligned(fromByteOffset: 24, as: UInt32.self)), bytes: 0, drops: 0)
+        var legacy: (UInt64, UInt64)?
+        var modern = false
+        forEachAttribute(m, from: 36, to: length) { type, start, len in
+            switch type {
+            case 1:   // TCA_KIND, NUL-terminated
+                c.kind = String(decoding: UnsafeRawBufferPointer(rebasing: m[start..<(start + len)]).prefix { $0 != 0 }, as: UTF8.self)
+            case 3 where len >= 20:   // TCA_STATS: struct tc_stats (bytes u64, packets u32, drops u32, ...)
+                legacy = (m.loadUnaligned(fromByteOffset: start, as: UInt64.self), UInt64(m.loadUnaligned(fromByteOffset: start + 12, as: UInt32.self)))
+            case 7:   // TCA_STATS2: nested gnet stats
+                forEachAttribute(m, from: start, to: start + len) { t, s, l in
+                    if t == 1 && l >= 8 { c.bytes = m.loadUnaligned(fromByteOffset: s, as: UInt64.self); modern = true }         // TCA_STATS_BASIC
+                    if t == 3 && l >= 12 { c.drops = UInt64(m.loadUnaligned(fromByteOffset: s + 8, as: UInt32.self)) }         // TCA_STATS_QUEUE: qlen, backlog, drops
+                }
+            default: break
+            }
+        }
+        if !modern, let (b, d) = legacy { c.bytes = b; c.drops = d }
+        return (ifindex, c)
+    }
+
+    /// Walks attributes in `m[from..<to]`: type (flags masked off), payload start, payload
+    /// length. Stops at the first malformed one.
+    static func forEachAttribute(_ m: UnsafeRawBufferPointer, from: Int, to: Int, _ body: (UInt16, Int, Int) -> Void) {
+        var i = from
+        while i + 4 <= to {
+            let len = Int(m.loadUnaligned(fromByteOffset: i, as: UInt16.self))
+            let type = m.loadUnaligned(fromByteOffset: i + 2, as: UInt16.self) & 0x3fff
+            guard len >= 4, i + len <= to else { return }
+            body(type, i + 4, len - 4)
+            i += (len + 3) & ~3
+        }
     }
 }

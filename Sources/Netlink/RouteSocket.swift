@@ -107,6 +107,35 @@ public actor RouteSocket {
         }
     }
 
+    /// Runs a dump request (`type` with NLM_F_DUMP and `body` after the header) and hands
+    /// each reply message to `each` in place, without copying or building libnl objects:
+    /// for dumps read every round. Retries an interrupted dump like ``dump(_:_:_:)``.
+    func rawDump(type: UInt16, body: [UInt8], operation: String, object: @autoclosure () -> String,
+                 restart: () -> Void, each: (UnsafeRawBufferPointer) -> Void) throws(NetlinkError) {
+        final class Box { let fn: (UnsafeRawBufferPointer) -> Void; init(_ f: @escaping (UnsafeRawBufferPointer) -> Void) { fn = f } }
+        try withoutActuallyEscaping(each) { each throws(NetlinkError) in
+            let box = Box(each)
+            var sink = tandem_raw_sink(fn: { ctx, data, length in
+                Unmanaged<Box>.fromOpaque(ctx!).takeUnretainedValue().fn(UnsafeRawBufferPointer(start: data, count: Int(length)))
+            }, ctx: Unmanaged.passUnretained(box).toOpaque())
+            _ = try dump(operation, object()) { () -> (Int32, Bool?) in
+                restart()
+                guard let msg = nlmsg_alloc_simple(Int32(type), NLM_F_DUMP) else { return (-NLE_NOMEM, nil) }
+                defer { nlmsg_free(msg) }
+                let rc = body.withUnsafeBytes { nlmsg_append(msg, UnsafeMutableRawPointer(mutating: $0.baseAddress), $0.count, Int32(NLMSG_ALIGNTO)) }
+                if rc < 0 { return (rc, nil) }
+                let got: Int32 = withUnsafeMutablePointer(to: &sink) { p in
+                    _ = tandem_set_raw_sink(sock, p)
+                    defer { _ = tandem_clear_raw_sink(sock) }
+                    let sent = nl_send_auto(sock, msg)
+                    return sent < 0 ? sent : nl_recvmsgs_default(sock)
+                }
+                return (got, got < 0 ? nil : true)
+            }
+            withExtendedLifetime(box) {}
+        }
+    }
+
     /// Sends a raw (non-dump) request built with libnl's message API and collects every
     /// reply message up to the kernel's ack (libnl adds NLM_F_ACK; leaving the ack unread
     /// would hand it to the next request).

@@ -20,11 +20,12 @@ enum SystemBench {
         return (cpu, hwm)
     }
 
-    /// The controller with 64 VMs on veths (tc backends, real netlink), 10 Hz, for `seconds`.
+    /// The controller with 64 VMs on veths (tc backends, real netlink), 10 Hz, for `seconds`,
+    /// with its Prometheus metrics on (as configured by default).
     static func controllerOverhead(vms: Int = 64, seconds: Double = 30) throws -> [Result] {
         let ns = try Netns(prefix: "tdm-bench-ovh")
         defer { ns.delete() }
-        var cfg = "[controller]\ninterval = \"100ms\"\nadmin_socket = \"/tmp/tdm-bench-\(getpid()).sock\"\nstate_dir = \"/tmp/tdm-bench-\(getpid())\"\nmetrics = \"off\"\n[[link]]\nname = \"wire\"\ncapacity = \"10gbit\"\n"
+        var cfg = "[controller]\ninterval = \"100ms\"\nadmin_socket = \"/tmp/tdm-bench-\(getpid()).sock\"\nstate_dir = \"/tmp/tdm-bench-\(getpid())\"\nmetrics = \"127.0.0.1:\(20000 + getpid() % 10000)\"\n[[link]]\nname = \"wire\"\ncapacity = \"10gbit\"\n"
         for i in 0..<vms {
             try ns.ip("link add b\(i) type veth peer name b\(i)p")
             try ns.ip("link set b\(i) up"); try ns.ip("link set b\(i)p up")
@@ -35,7 +36,10 @@ enum SystemBench {
         defer { unlink(path) }
         let p = try BackgroundProcess(["ip", "netns", "exec", ns.name, binaries + "/tandem-host", "run", "--config", path])
         defer { p.stop() }
-        Thread.sleep(forTimeInterval: 3)   // start-up (64 IFBs) is not the steady state
+        // Start-up (64 IFBs and their trees, several seconds) is not the steady state: wait
+        // until every VM has its limit in the kernel, then a little more.
+        try waitUntilAllLimited(adminSocket: "/tmp/tdm-bench-\(getpid()).sock", vms: vms, process: p)
+        Thread.sleep(forTimeInterval: 2)
         let (c0, _) = cpuAndPeak(p.pid)
         Thread.sleep(forTimeInterval: seconds)
         let (c1, peak) = cpuAndPeak(p.pid)
@@ -44,6 +48,22 @@ enum SystemBench {
             Result(name: "controller CPU, \(vms) VMs at 10 Hz", value: perMinute / 60 * 100, unit: "% of a core", target: 1, lowerIsBetter: true),
             Result(name: "controller peak RSS, \(vms) VMs", value: Double(peak) / 1024, unit: "MiB", target: nil, lowerIsBetter: true),
         ]
+    }
+
+    /// Polls the controller's status until all `vms` have a limit set.
+    static func waitUntilAllLimited(adminSocket: String, vms: Int, process: BackgroundProcess, seconds: Double = 90) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        var seen = 0
+        while Date() < deadline {
+            if let c = try? LineClient(path: adminSocket, what: "tandem-host"),
+               let r = try? c.call(AdminRequest(op: "status"), as: AdminResponse.self, timeout: 2) {
+                c.close()
+                seen = r.status?.vms.filter { $0.limit != nil }.count ?? 0
+                if seen == vms { return }
+            }
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+        throw CommandFailure("the controller set up \(seen) of \(vms) VMs within \(Int(seconds))s")
     }
 
     /// The agent with `flows` established TCP flows in its namespace, reporting at 10 Hz to a

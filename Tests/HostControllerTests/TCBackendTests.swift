@@ -31,6 +31,21 @@ struct TCBackendTests {
             #expect(abs(r20.receivedBitsPerSecond - 20e6 * 0.95) <= 20e6 * 0.95 * 0.10)
             let (sent, _) = try await backend.counters()
             #expect(sent > UInt64((r40.receivedBitsPerSecond + r20.receivedBitsPerSecond) / 8 * 3 * 0.9), "the class counted the VM's bytes")
+            // The round's shared dump of all root qdiscs gives the class's counters, plus
+            // what HTB sent directly before the class existed (the IFB's own IPv6 chatter as
+            // it came up: a packet or two). No traffic now, so nothing moves in between.
+            let batch = try await backend.readBatch()
+            let batched = try #require(backend.counters(in: batch))
+            let direct = try await backend.counters()
+            #expect(batched.sentBytes >= direct.sentBytes && batched.sentBytes - direct.sentBytes < 1500,
+                    "root \(batched.sentBytes) bytes, class \(direct.sentBytes)")
+            #expect(batched.drops == direct.drops)
+            // A batch without the IFB (re-created since, or another socket's) gives nothing,
+            // so the controller asks the backend itself.
+            #expect(backend.counters(in: .qdiscs(QdiscCounters())) == nil)
+            #expect(backend.counters(in: .virtualFunctions([0: (1, 1)])) == nil)
+            #expect(backend.isIntact(in: batch) == true)
+            #expect(backend.isIntact(in: .qdiscs(QdiscCounters())) == false)
 
             // A restarted controller prepares again: the limit in force is kept, nothing is
             // torn down (no moment without a limit).

@@ -225,6 +225,42 @@ struct TrafficControlTests {
         #expect(mine.stats.drops == theirs.drops)
         let root = try #require(try await nl.rootQdisc(ifindex: t0))
         #expect(root.stats.bytes >= mine.stats.bytes)
+
+        // The raw all-devices dump a controller reads every round agrees with libnl's parse
+        // of the same table (nothing sends in between), for every root qdisc there is.
+        try await nl.addIngress(ifindex: t0)
+        let table = try await nl.qdiscCounters()
+        let raw = table.roots
+        #expect(table.ingress == [t0])
+        let parsed = try await nl.qdiscs().filter { $0.parent == .root }
+        #expect(raw.count == parsed.count && raw.count >= 2, "t0's htb and lo's root at least: \(raw)")
+        for q in parsed {
+            let r = try #require(raw[q.ifindex], "dev #\(q.ifindex) missing from the raw dump")
+            #expect(r.kind == q.kind && r.handle == q.handle && r.bytes == q.stats.bytes && r.drops == q.stats.drops)
+        }
+        #expect(raw[t0]?.kind == "htb" && raw[t0]?.handle == TCHandle("1:")! && raw[t0]?.bytes == root.stats.bytes)
+    }
+
+    @Test func rootQdiscParserRefusesWhatIsNotARootQdisc() {
+        // RTM_NEWQDISC for dev #7, root, handle 1:, kind "htb", TCA_STATS2 { BASIC bytes=1234, QUEUE drops=5 }.
+        var m: [UInt8] = []
+        func le<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { m += $0 } }
+        le(UInt32(0)); le(UInt16(36)); le(UInt16(0)); le(UInt32(0)); le(UInt32(0))        // nlmsghdr (length patched below)
+        m += [0, 0, 0, 0]; le(Int32(7)); le(UInt32(0x10000)); le(UInt32(0xFFFF_FFFF)); le(UInt32(0))
+        le(UInt16(8)); le(UInt16(1)); m += Array("htb".utf8) + [0]                           // TCA_KIND
+        le(UInt16(4 + 20 + 24)); le(UInt16(7))                                             // TCA_STATS2
+        le(UInt16(20)); le(UInt16(1)); le(UInt64(1234)); le(UInt32(9)); m += [0, 0, 0, 0]   // BASIC (16 bytes)
+        le(UInt16(24)); le(UInt16(3)); le(UInt32(0)); le(UInt32(0)); le(UInt32(5)); le(UInt32(0)); le(UInt32(0))  // QUEUE
+        m.replaceSubrange(0..<4, with: withUnsafeBytes(of: UInt32(m.count).littleEndian, Array.init))
+        let ok = m.withUnsafeBytes { RootQdiscCounters.parse($0) }
+        #expect(ok?.0 == 7 && ok?.1 == RootQdiscCounters(kind: "htb", handle: TCHandle("1:")!, bytes: 1234, drops: 5))
+        // A child qdisc (parent 1:10), a truncated message and a lying attribute length.
+        var child = m; child.replaceSubrange(28..<32, with: [0x10, 0, 1, 0])
+        #expect(child.withUnsafeBytes { RootQdiscCounters.parse($0) } == nil)
+        #expect(Array(m.prefix(30)).withUnsafeBytes { RootQdiscCounters.parse($0) } == nil)
+        var lying = m; lying.replaceSubrange(36..<38, with: [0xff, 0x00])
+        let l = lying.withUnsafeBytes { RootQdiscCounters.parse($0) }
+        #expect(l?.1.kind == "" && l?.1.bytes == 0, "a bad attribute stops the walk; nothing read past the message")
     }
 
     @Test func tbfRoot() async throws {
