@@ -51,6 +51,8 @@ public actor Controller {
         var resets: UInt64 = 0
         var lastError: String?
         var lastVerify = -1e9
+        /// The VM's place in the roster (spreads the close looks over the period).
+        var slot = 0
         /// The backend is set up (an interface that did not exist at start, or was
         /// re-created, is set up again when it appears).
         var prepared = false
@@ -84,6 +86,9 @@ public actor Controller {
     public static let violationLimit = 50
     public static let cutOffSeconds = 10.0
     public static let maxReservationsPerVM = 256
+    /// How often each VM's backend is looked at closely (two requests per VM). A re-created
+    /// interface or a removed tree shows in every round's counters batch already.
+    public static let verifySeconds = 30.0
     /// A guest that sent nothing for this long is silent: its claims no longer count.
     public static let silentAfter = 3.0
 
@@ -106,6 +111,7 @@ public actor Controller {
                 logger.notice("policy set at runtime overrides the configuration", metadata: ["vm": "\(vm.name)", "weight": "\(p.weight)", "min": "\(p.guarantee)", "max": "\(p.cap.map(\.description) ?? "none")", "state": "\(store?.path ?? "")"])
             }
             vms[vm.name] = state
+            state.slot = roster.count
             roster.append(state)
             members[vm.link, default: []].append(state)
         }
@@ -273,8 +279,10 @@ public actor Controller {
     func enforce(_ vm: VM, now: Double) async {
         let name = vm.config.name
         let step = capacity(of: vm).scaled(by: config.controller.step)
-        // Found changed behind our back (or reset)? Check every 5 s.
-        if now - vm.lastVerify > 5, vm.applied != nil {
+        // Found changed behind our back (or reset)? A closer look than the round's batch
+        // (the redirect filter, the limit's value), every `verifySeconds`, VMs spread out.
+        if vm.lastVerify < -1e8 { vm.lastVerify = now - Self.verifySeconds * Double(vm.slot) / Double(max(1, roster.count)) }
+        if now - vm.lastVerify > Self.verifySeconds, vm.applied != nil {
             vm.lastVerify = now
             if !(await vm.backend.isIntact()) {
                 log.warning("backend no longer set up (interface re-created?); setting it up again", metadata: ["vm": "\(name)"])

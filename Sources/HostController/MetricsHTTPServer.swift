@@ -51,8 +51,17 @@ final class MetricsHTTPServer: @unchecked Sendable {
         var tv = timeval(tv_sec: 2, tv_usec: 0)
         setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        // The request line and headers, to the blank line that ends them (they may come in
+        // several segments; answering early and closing with bytes unread would reset the
+        // connection and lose the answer).
         var buf = [UInt8](repeating: 0, count: 4096)
-        let n = buf.withUnsafeMutableBytes { read(c, $0.baseAddress, 4096) }
+        var n = 0
+        while n < buf.count {
+            let got = buf.withUnsafeMutableBytes { read(c, $0.baseAddress! + n, 4096 - n) }
+            if got <= 0 { break }
+            n += got
+            if buf[0..<n].firstRange(of: [13, 10, 13, 10]) != nil || buf[0..<n].firstRange(of: [10, 10]) != nil { break }
+        }
         guard n > 0 else { return }
         let request = String(decoding: buf[0..<n], as: UTF8.self)
         let path = request.split(separator: " ").dropFirst().first.map(String.init) ?? ""
@@ -73,5 +82,11 @@ final class MetricsHTTPServer: @unchecked Sendable {
             if w <= 0 { break }
             off += w
         }
+        // Half-close and let the client finish (up to the 2 s timeout): closing with its
+        // bytes unread would send a reset, which can discard the answer before it is read.
+        shutdown(c, Int32(SHUT_WR))
+        var sink = [UInt8](repeating: 0, count: 512)
+        let until = POSIX.now() + 2
+        while POSIX.now() < until, sink.withUnsafeMutableBytes({ read(c, $0.baseAddress, 512) }) > 0 {}
     }
 }

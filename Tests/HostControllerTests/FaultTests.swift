@@ -99,7 +99,8 @@ struct FaultTests {
 
         // 4. The VM's interface deleted under the controller (the VM shut down) and re-created.
         try t.host.ip("link del vm1h")
-        // Found at the next check (every 5 s) and reported; the controller carries on.
+        // Found within a round or two (the round's qdisc dump no longer shows the
+        // interface's ingress) and reported; the controller carries on.
         let noticed = try await until("the missing interface reported", timeout: 8) {
             let st = try? LineClient(path: t.dir.appendingPathComponent("host.sock").path, what: "host").call(AdminRequest(op: "status"), as: AdminResponse.self).status
             return st?.vms[0].lastError != nil
