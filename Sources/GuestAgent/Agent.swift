@@ -110,12 +110,9 @@ public actor Agent {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { for await e in ch.events { sink.yield(.channel(e)) } }
             group.addTask { for await e in srv.events { sink.yield(.client(e)) } }
-            group.addTask {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(Int(max(interval, 0.01) * 1000 / 2)))
-                    sink.yield(.tick)
-                }
-            }
+            let ticker = Ticker(period: max(interval, 0.01) / 2) { sink.yield(.tick) }
+            ticker.start()
+            defer { ticker.stop() }
             group.addTask { [self] in
                 for await e in events {
                     if Task.isCancelled { break }

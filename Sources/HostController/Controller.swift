@@ -70,6 +70,8 @@ public actor Controller {
     /// The VMs in configuration order, and per link: what each round walks (no lookups by name).
     var roster: [VM] = []
     var members: [String: [VM]] = [:]
+    /// Each link's fair shares (by VM), until a policy changes.
+    var fairShares: [String: [String: BitRate]] = [:]
     let store: StateStore?
     let started: Double
     var persisted = PersistedState()
@@ -257,9 +259,11 @@ public actor Controller {
 
     func allocate(_ link: HostConfig.LinkConfig, now: Double) {
         let group = members[link.name] ?? []
-        let fair = Allocator.fairShares(capacity: link.capacity, group.map { v in
+        // Fair shares depend on policies only: computed again when one changes.
+        let fair = fairShares[link.name] ?? Allocator.fairShares(capacity: link.capacity, group.map { v in
             Allocator.Input(name: v.config.name, weight: v.policy.weight, guarantee: v.policy.guarantee, cap: v.policy.cap, demand: .zero)
         })
+        fairShares[link.name] = fair
         var inputs: [Allocator.Input] = []
         inputs.reserveCapacity(group.count)
         for v in group {
@@ -531,6 +535,7 @@ public actor Controller {
             throw CocoaStyleError("min \(p.guarantee) is below the \(reserved) the VM has reserved; release reservations first")
         }
         vm.policy = p
+        fairShares = [:]
         // The guest learns its policy in a welcome: send it again (same session).
         if vm.agent == .connected {
             send(vm, .welcome(Welcome(version: .current, vm: name, policy: p, reportIntervalMilliseconds: UInt32(Swift.max(10, Swift.min(60_000, config.controller.interval * 1000))))))

@@ -59,12 +59,9 @@ public struct HostDaemon: Sendable {
                 group.addTask { for await e in ch.events { sink.yield(.channel(name, e)) } }
             }
             group.addTask { for await e in admin.events { sink.yield(.admin(e)) } }
-            group.addTask {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
-                    sink.yield(.tick)
-                }
-            }
+            let ticker = Ticker(period: interval) { sink.yield(.tick) }
+            ticker.start()
+            defer { ticker.stop() }
             group.addTask {
                 for await e in events {
                     if Task.isCancelled { break }

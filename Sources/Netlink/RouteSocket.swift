@@ -14,6 +14,12 @@ import Glibc
 public actor RouteSocket {
     nonisolated(unsafe) let sock: OpaquePointer
     nonisolated(unsafe) let ack: UnsafeMutablePointer<tandem_ack>
+    /// Where ``rawDump(type:body:operation:object:restart:each:)`` receives: the kernel's dump
+    /// batches are at most 32 KiB, so they always fit.
+    nonisolated(unsafe) let dumpBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
+    /// Sequence numbers of raw dumps: the upper half, away from libnl's (which start at the
+    /// time of day in seconds).
+    var rawSequence: UInt32 = 0x8000_0000
     /// The namespace the socket was opened in, or nil for the caller's own.
     public let namespace: String?
 
@@ -60,6 +66,7 @@ public actor RouteSocket {
     deinit {
         nl_socket_free(sock)
         ack.deallocate()
+        dumpBuffer.deallocate()
     }
 
     /// Clears the captured ack before a request.
@@ -108,31 +115,69 @@ public actor RouteSocket {
     }
 
     /// Runs a dump request (`type` with NLM_F_DUMP and `body` after the header) and hands
-    /// each reply message to `each` in place, without copying or building libnl objects:
-    /// for dumps read every round. Retries an interrupted dump like ``dump(_:_:_:)``.
+    /// each reply message to `each` in place: no copies, no libnl objects, and one recv per
+    /// kernel batch (libnl peeks at each first). For dumps read every round. Retries an
+    /// interrupted dump like ``dump(_:_:_:)``; `restart` is called before each attempt.
     func rawDump(type: UInt16, body: [UInt8], operation: String, object: @autoclosure () -> String,
                  restart: () -> Void, each: (UnsafeRawBufferPointer) -> Void) throws(NetlinkError) {
-        final class Box { let fn: (UnsafeRawBufferPointer) -> Void; init(_ f: @escaping (UnsafeRawBufferPointer) -> Void) { fn = f } }
-        try withoutActuallyEscaping(each) { each throws(NetlinkError) in
-            let box = Box(each)
-            var sink = tandem_raw_sink(fn: { ctx, data, length in
-                Unmanaged<Box>.fromOpaque(ctx!).takeUnretainedValue().fn(UnsafeRawBufferPointer(start: data, count: Int(length)))
-            }, ctx: Unmanaged.passUnretained(box).toOpaque())
-            _ = try dump(operation, object()) { () -> (Int32, Bool?) in
-                restart()
-                guard let msg = nlmsg_alloc_simple(Int32(type), NLM_F_DUMP) else { return (-NLE_NOMEM, nil) }
-                defer { nlmsg_free(msg) }
-                let rc = body.withUnsafeBytes { nlmsg_append(msg, UnsafeMutableRawPointer(mutating: $0.baseAddress), $0.count, Int32(NLMSG_ALIGNTO)) }
-                if rc < 0 { return (rc, nil) }
-                let got: Int32 = withUnsafeMutablePointer(to: &sink) { p in
-                    _ = tandem_set_raw_sink(sock, p)
-                    defer { _ = tandem_clear_raw_sink(sock) }
-                    let sent = nl_send_auto(sock, msg)
-                    return sent < 0 ? sent : nl_recvmsgs_default(sock)
-                }
-                return (got, got < 0 ? nil : true)
+        _ = try dump(operation, object()) { () -> (Int32, Bool?) in
+            restart()
+            // Sent and read past libnl, with sequence numbers of its own (libnl's stay in
+            // step for its requests, and neither side takes the other's replies).
+            rawSequence = rawSequence == UInt32.max ? 0x8000_0000 : rawSequence + 1
+            let fd = nl_socket_get_fd(sock)
+            var request: [UInt8] = []
+            request.appendLE(UInt32(16 + body.count)); request.appendLE(type)
+            request.appendLE(UInt16(NLM_F_REQUEST | NLM_F_DUMP)); request.appendLE(rawSequence); request.appendLE(UInt32(0))
+            request += body
+            while true {
+                let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+                if sent >= 0 { break }
+                if errno == EINTR { continue }
+                ack.pointee.error = errno
+                return (-NLE_FAILURE, nil)
             }
-            withExtendedLifetime(box) {}
+            let got = Self.receiveDump(fd: fd, seq: rawSequence, buffer: dumpBuffer, ack: ack, each)
+            return (got, got < 0 ? nil : true)
+        }
+    }
+
+    /// Reads a dump's replies to NLMSG_DONE. Returns 0, -NLE_DUMP_INTR (the table changed
+    /// under the dump: what was handed over is incomplete, ask again), or a libnl error with
+    /// the kernel's errno left in `ack` for ``failure(_:_:_:)``. Replies to other requests
+    /// (another sequence number) are skipped.
+    static func receiveDump(fd: Int32, seq: UInt32, buffer: UnsafeMutableRawBufferPointer, ack: UnsafeMutablePointer<tandem_ack>,
+                            _ each: (UnsafeRawBufferPointer) -> Void) -> Int32 {
+        var interrupted = false
+        while true {
+            let n = recv(fd, buffer.baseAddress, buffer.count, 0)
+            if n < 0 {
+                if errno == EINTR { continue }
+                ack.pointee.error = errno
+                return -NLE_FAILURE
+            }
+            if n == 0 { ack.pointee.error = EPIPE; return -NLE_FAILURE }
+            var off = 0
+            while off + 16 <= n {
+                let len = Int(buffer.loadUnaligned(fromByteOffset: off, as: UInt32.self))
+                guard len >= 16, off + len <= n else { break }
+                let type = buffer.loadUnaligned(fromByteOffset: off + 4, as: UInt16.self)
+                let flags = buffer.loadUnaligned(fromByteOffset: off + 6, as: UInt16.self)
+                if buffer.loadUnaligned(fromByteOffset: off + 8, as: UInt32.self) == seq {
+                    if flags & UInt16(NLM_F_DUMP_INTR) != 0 { interrupted = true }
+                    switch Int32(type) {
+                    case NLMSG_DONE, NLMSG_ERROR:
+                        let code = len >= 20 ? buffer.loadUnaligned(fromByteOffset: off + 16, as: Int32.self) : 0
+                        if code < 0 { ack.pointee.error = -code; return -NLE_FAILURE }
+                        if type == UInt16(NLMSG_DONE) { return interrupted ? -NLE_DUMP_INTR : 0 }
+                    case NLMSG_NOOP, NLMSG_OVERRUN:
+                        break
+                    default:
+                        if !interrupted { each(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[off..<(off + len)])) }
+                    }
+                }
+                off += (len + 3) & ~3
+            }
         }
     }
 

@@ -23,12 +23,14 @@ enum SystemBench {
     /// The controller with 64 VMs on veths (tc backends, real netlink), 10 Hz, for `seconds`,
     /// with its Prometheus metrics on (as configured by default).
     static func controllerOverhead(vms: Int = 64, seconds: Double = 30) throws -> [Result] {
-        let ns = try Netns(prefix: "tdm-bench-ovh")
-        defer { ns.delete() }
+        // The VMs' ends of the veths live in a namespace of their own, as on a real host
+        // they are inside the guests: the host's tables hold only the host's side.
+        let ns = try Netns(prefix: "tdm-bench-ovh"), guests = try Netns(prefix: "tdm-bench-ovg")
+        defer { ns.delete(); guests.delete() }
         var cfg = "[controller]\ninterval = \"100ms\"\nadmin_socket = \"/tmp/tdm-bench-\(getpid()).sock\"\nstate_dir = \"/tmp/tdm-bench-\(getpid())\"\nmetrics = \"127.0.0.1:\(20000 + getpid() % 10000)\"\n[[link]]\nname = \"wire\"\ncapacity = \"10gbit\"\n"
         for i in 0..<vms {
-            try ns.ip("link add b\(i) type veth peer name b\(i)p")
-            try ns.ip("link set b\(i) up"); try ns.ip("link set b\(i)p up")
+            try ns.ip("link add b\(i) type veth peer name b\(i)p netns \(guests.name)")
+            try ns.ip("link set b\(i) up"); try guests.ip("link set b\(i)p up")
             cfg += "[[vm]]\nname = \"vm\(i)\"\ninterface = \"b\(i)\"\n"
         }
         let path = "/tmp/tdm-bench-\(getpid()).toml"
