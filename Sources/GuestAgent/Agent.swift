@@ -146,8 +146,9 @@ public actor Agent {
 
     // MARK: channel
 
-    func send(_ m: GuestMessage) {
-        let frame = MessageCodec.encode(m, session: session)
+    func send(_ m: GuestMessage) { send(frame: MessageCodec.encode(m, session: session)) }
+
+    func send(frame: [UInt8]) {
         guard MessageCodec.fits(frame) else {
             log.error("frame too large, not sent", metadata: ["bytes": "\(frame.count)"])
             return
@@ -339,13 +340,15 @@ public actor Agent {
         }
         let unmet = shaperUnmet()
         guard var r = estimator.report(at: now, classes: classes, flows: flows, epoch: allocation?.epoch ?? 0, unmetReservations: unmet) else { return }
-        // Keep the frame within the limit whatever the number of flows.
-        while !MessageCodec.fits(MessageCodec.encode(.demand(r), session: session)) && !r.flows.isEmpty { r.flows.removeLast(max(1, r.flows.count / 4)) }
-        // Many reservations: their classes too, keeping the fixed ones (named first in order).
-        while (r.classes.count > Limits.maxClassesPerReport || !MessageCodec.fits(MessageCodec.encode(.demand(r), session: session))) && r.classes.count > 4 {
-            r.classes.removeLast(max(1, (r.classes.count - 4) / 4))
+        // Keep the frame within the limit whatever the number of flows and classes (fixed
+        // classes are named first and kept). Encoded once when it fits, as it nearly always does.
+        if r.classes.count > Limits.maxClassesPerReport { r.classes.removeLast(r.classes.count - Limits.maxClassesPerReport) }
+        var frame = MessageCodec.encode(.demand(r), session: session)
+        while !MessageCodec.fits(frame) && (!r.flows.isEmpty || r.classes.count > 4) {
+            if !r.flows.isEmpty { r.flows.removeLast(max(1, r.flows.count / 4)) } else { r.classes.removeLast(max(1, (r.classes.count - 4) / 4)) }
+            frame = MessageCodec.encode(.demand(r), session: session)
         }
-        send(.demand(r))
+        send(frame: frame)
     }
 
     func shaperUnmet() -> BitRate {

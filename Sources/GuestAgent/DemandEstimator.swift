@@ -41,7 +41,8 @@ public struct DemandEstimator: Sendable {
 
     /// The report for the interval since the last sample, or nil for the first sample.
     /// - Parameter flows: this interval's socket sample, or nil when flows were not sampled
-    ///   this time (they cost more than class counters): the last flow figures are reused.
+    ///   this time (they cost more than class counters): the report then names no flows,
+    ///   but whether the last sampled flows wanted more still counts.
     public mutating func report(at time: Double, classes: [ClassSample], flows: [FlowSample]?, epoch: UInt64, unmetReservations: BitRate) -> DemandReport? {
         let flowTime0 = lastFlowTime
         defer {
@@ -93,7 +94,10 @@ public struct DemandEstimator: Sendable {
         sequence += 1
         return DemandReport(sequence: sequence, intervalMilliseconds: UInt32(clamping: Int((dt * 1000).rounded())).clamped(to: Limits.reportIntervalRange),
                             epoch: epoch, rate: min(total, .protocolMaximum), wantsMore: wants,
-                            unmetReservations: min(unmetReservations, .protocolMaximum), classes: classDemand, flows: flowDemand)
+                            unmetReservations: min(unmetReservations, .protocolMaximum), classes: classDemand,
+                            // Flows are named in the reports that sampled them; in between they
+                            // would repeat the same figures (their wanting still counts above).
+                            flows: flows == nil ? [] : flowDemand)
     }
 }
 

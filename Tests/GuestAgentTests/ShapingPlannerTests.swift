@@ -156,6 +156,20 @@ import TandemProtocol
         #expect(r.sequence == 1)
     }
 
+    @Test func reportsBetweenSocketSamplesNameNoFlowsButKeepTheirWanting() throws {
+        var e = DemandEstimator()
+        let top = { (b: UInt64) in [DemandEstimator.ClassSample(handle: ShapingTree.top, bytes: b, drops: 0, backlog: 0)] }
+        _ = e.report(at: 1, classes: top(0), flows: [.init(flow: Self.flow, inode: 7, bytesSent: 0, appLimited: false)], epoch: 0, unmetReservations: .zero)
+        let first = e.report(at: 1.5, classes: top(10_000), flows: [.init(flow: Self.flow, inode: 7, bytesSent: 625_000, appLimited: false)], epoch: 0, unmetReservations: .zero)
+        let sampled = try #require(first)
+        #expect(sampled.flows.count == 1 && sampled.flows[0].rate == .mbit(10))
+        #expect(sampled.wantsMore)
+        let next = e.report(at: 1.6, classes: top(20_000), flows: nil, epoch: 0, unmetReservations: .zero)
+        let between = try #require(next)
+        #expect(between.flows.isEmpty, "no repeated flow figures")
+        #expect(between.wantsMore, "the flow not limited by its application still wants more")
+    }
+
     @Test func resetCountersGiveZeroNotHuge() throws {
         var e = DemandEstimator()
         _ = e.report(at: 1, classes: [.init(handle: ShapingTree.top, bytes: 9_000_000, drops: 10, backlog: 0)], flows: [], epoch: 0, unmetReservations: .zero)
