@@ -110,7 +110,7 @@ public actor Agent {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { for await e in ch.events { sink.yield(.channel(e)) } }
             group.addTask { for await e in srv.events { sink.yield(.client(e)) } }
-            let ticker = Ticker(period: max(interval, 0.01) / 2) { sink.yield(.tick) }
+            let ticker = Ticker(period: max(interval, 0.01)) { sink.yield(.tick) }
             ticker.start()
             defer { ticker.stop() }
             group.addTask { [self] in
@@ -166,7 +166,10 @@ public actor Agent {
     }
     var cachedMAC: String?
     var diagFailed = false
-    var reportCount = 0
+    /// Sockets (sock_diag) are sampled at most this often: the kernel walks its whole TCP
+    /// hash table for each dump, which costs more than everything else in a report.
+    static let socketSampleSeconds = 1.0
+    var lastSocketSample = -1e9
 
     func handleChannel(_ e: FrameChannel.Event) async {
         switch e {
@@ -301,7 +304,8 @@ public actor Agent {
             }
         }
         if changed { await reshape() }
-        if hostState == .connected && now - lastReport >= reportInterval {
+        // (Half a tick of slack: ticks come every `interval`, a hair early or late.)
+        if hostState == .connected && now - lastReport >= reportInterval - max(options.interval, 0.01) / 2 {
             lastReport = now
             await report(now)
         }
@@ -325,11 +329,11 @@ public actor Agent {
             return
         }
         let classes = stats.map { DemandEstimator.ClassSample(handle: $0.spec.handle, bytes: $0.stats.bytes, drops: $0.stats.drops, backlog: $0.stats.backlog) }
-        // Sockets every fifth report (sock_diag over many sockets costs more than class
-        // counters); the flow figures in between are the last ones.
-        reportCount += 1
+        // Sockets once a second (see `socketSampleSeconds`); the reports in between name no
+        // flows, and the last sampled flows' wanting still counts.
         var flows: [DemandEstimator.FlowSample]? = nil
-        if let diag, reportCount % 5 == 1 {
+        if let diag, now - lastSocketSample >= Self.socketSampleSeconds {
+            lastSocketSample = now
             do {
                 let (socks, _) = try await diag.sockets(.tcp)
                 flows = socks.compactMap { s in s.tcp.map { DemandEstimator.FlowSample(flow: s.flow, inode: s.inode, bytesSent: $0.bytesSent, appLimited: $0.appLimited) } }

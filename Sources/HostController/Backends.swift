@@ -24,8 +24,9 @@ public enum CounterBatch: Sendable {
     /// Root qdiscs by interface index (kind, handle, bytes, drops), and the interfaces
     /// with an ingress qdisc.
     case qdiscs(QdiscCounters)
-    /// A PF's VFs by number: TX bytes and drops.
-    case virtualFunctions([UInt32: (bytes: UInt64, drops: UInt64)])
+    /// A PF's VFs by number: TX bytes and drops (zero where the driver keeps no VF
+    /// stats), and the max TX rate in force.
+    case virtualFunctions([UInt32: (bytes: UInt64, drops: UInt64, maxRate: BitRate)])
 }
 
 /// Where a VM's hard limit lives, and where its sent bytes are counted.
@@ -59,12 +60,16 @@ public protocol HardLimitBackend: Sendable {
     /// Whether what `prepare` made is still there, as far as the batch shows (nil: it
     /// cannot tell). Checked every round for free; ``isIntact()`` looks closer, less often.
     func isIntact(in batch: CounterBatch) -> Bool?
+    /// The limit in force as the batch shows it: nil if it does not show it, `.some(nil)`
+    /// for none. A limit changed behind the controller's back is then seen within a round.
+    func currentLimit(in batch: CounterBatch) -> BitRate??
 }
 
 extension HardLimitBackend {
     public var batchKey: String? { nil }
     public func readBatch() async throws -> CounterBatch { .qdiscs(QdiscCounters()) }
     public func isIntact(in batch: CounterBatch) -> Bool? { nil }
+    public func currentLimit(in batch: CounterBatch) -> BitRate?? { nil }
     public func counters(in batch: CounterBatch) -> (sentBytes: UInt64, drops: UInt64?)? { nil }
     public func isIntact() async -> Bool { true }
     /// Whether two limits are the same once the kernel has them (HTB keeps bytes per second).
@@ -259,9 +264,9 @@ public struct SRIOVBackend: HardLimitBackend {
     public let batchKey: String?
 
     public func readBatch() async throws -> CounterBatch {
-        var out: [UInt32: (bytes: UInt64, drops: UInt64)] = [:]
+        var out: [UInt32: (bytes: UInt64, drops: UInt64, maxRate: BitRate)] = [:]
         for v in try await netlink.virtualFunctions(of: pf, withStats: true) {
-            if let s = v.stats { out[v.index] = (s.txBytes, s.txDropped) }
+            out[v.index] = (v.stats?.txBytes ?? 0, v.stats?.txDropped ?? 0, v.maxTxRate)
         }
         return .virtualFunctions(out)
     }
@@ -269,6 +274,12 @@ public struct SRIOVBackend: HardLimitBackend {
     public func counters(in batch: CounterBatch) -> (sentBytes: UInt64, drops: UInt64?)? {
         guard case .virtualFunctions(let vfs) = batch, let c = vfs[vf] else { return nil }
         return (c.bytes, c.drops)
+    }
+
+    /// A driver reset (or `ip link set ... vf N max_tx_rate`) shows in the next round.
+    public func currentLimit(in batch: CounterBatch) -> BitRate?? {
+        guard case .virtualFunctions(let vfs) = batch, let c = vfs[vf] else { return nil }
+        return .some(c.maxRate == .zero ? nil : c.maxRate)
     }
 
     public func teardown() async throws {

@@ -198,13 +198,19 @@ public actor Controller {
         if !vm.prepared {
             await prepareBackend(vm, initialLimit: vm.limit > .zero ? vm.limit : fairShare(name))
             if !vm.prepared { return }
-        } else if let batch, vm.backend.isIntact(in: batch) == false {
+        } else if let batch {
             // (Only for a backend prepared before the batch was read: one set up just now is
             // not in it yet.)
-            log.warning("backend no longer set up (interface re-created?); setting it up again", metadata: ["vm": "\(name)"])
-            vm.prepared = false
-            vm.applied = nil
-            return
+            if vm.backend.isIntact(in: batch) == false {
+                log.warning("backend no longer set up (interface re-created?); setting it up again", metadata: ["vm": "\(name)"])
+                vm.prepared = false
+                vm.applied = nil
+                return
+            }
+            if let a = vm.applied, let k = vm.backend.currentLimit(in: batch), !(k.map { vm.backend.sameLimit($0, a) } ?? false) {
+                log.warning("limit changed behind the controller; re-applying", metadata: ["vm": "\(name)", "kernel": "\(k.map(\.description) ?? "none")", "expected": "\(a)"])
+                vm.applied = nil
+            }
         }
         // Reservations not re-sent after a reconnect: the guest no longer holds them.
         let lapsed = vm.unconfirmed.filter { $0.value <= now }.map(\.key)

@@ -32,8 +32,22 @@ final class FakeBackend: HardLimitBackend, @unchecked Sendable {
         }
     }
     func currentLimit() async throws -> BitRate? { lock.withLock { kernelLimit } }
-    func counters() async throws -> (sentBytes: UInt64, drops: UInt64?) { lock.withLock { (sentBytes, 0) } }
+    func counters() async throws -> (sentBytes: UInt64, drops: UInt64?) { lock.withLock { directReads += 1; return (sentBytes, 0) } }
     func teardown() async throws {}
+    /// Batch mode: the round's batch carries this backend's counters and limit (as a PF dump
+    /// carries its VFs'); `directReads` counts the reads that did not come from a batch.
+    var batched = false
+    var directReads = 0
+    var batchKey: String? { lock.withLock { batched } ? "fake-\(ObjectIdentifier(self).hashValue)" : nil }
+    func readBatch() async throws -> CounterBatch { lock.withLock { .virtualFunctions([0: (sentBytes, 0, kernelLimit ?? .zero)]) } }
+    func counters(in batch: CounterBatch) -> (sentBytes: UInt64, drops: UInt64?)? {
+        guard case .virtualFunctions(let v) = batch, let c = v[0] else { return nil }
+        return (c.bytes, c.drops)
+    }
+    func currentLimit(in batch: CounterBatch) -> BitRate?? {
+        guard case .virtualFunctions(let v) = batch, let c = v[0] else { return nil }
+        return .some(c.maxRate == .zero ? nil : c.maxRate)
+    }
     /// Sends at `rate` for `seconds`, but never beyond the limit in force (as a shaper would).
     func send(_ rate: BitRate, for seconds: Double) {
         lock.withLock {
@@ -286,6 +300,21 @@ final class Rig: @unchecked Sendable {
         rig.backends["vm1"]!.lock.withLock { rig.backends["vm1"]!.kernelLimit = .gbit(10) }
         for _ in 0..<Int(Controller.verifySeconds * 10) + 10 { await rig.round(["vm1": .mbit(50), "vm2": .mbit(50)]) }
         #expect(rig.backends["vm1"]!.limit! < .mbit(201))
+    }
+
+    @Test func batchedCountersAndALimitChangedBehindOurBackSeenWithinARound() async throws {
+        let rig = try Rig()
+        for b in rig.backends.values { b.lock.withLock { b.batched = true } }
+        await rig.controller.prepare()
+        for _ in 0..<20 { await rig.round(["vm1": .mbit(150), "vm2": .mbit(150)]) }
+        #expect(rig.backends["vm1"]!.lock.withLock { rig.backends["vm1"]!.directReads } <= 1, "counters came from the round's batch")
+        let fair = try #require(rig.backends["vm1"]!.limit)
+        #expect(fair >= .mbit(115) && fair <= .mbit(135), "vm1: its 50mbit guarantee and half of the other 150: \(fair)")
+        // A driver reset or a hand-set limit: seen in the next round's batch and set back.
+        rig.backends["vm1"]!.lock.withLock { rig.backends["vm1"]!.kernelLimit = nil }
+        await rig.round(["vm1": .mbit(150), "vm2": .mbit(150)])
+        #expect(rig.backends["vm1"]!.limit != nil, "set again within a round, not at the next close look")
+        #expect(rig.backends["vm1"]!.limit! <= fair.scaled(by: 1.1))
     }
 
     @Test func aLimitTheKernelRefusesIsReportedAndOthersAreUnaffected() async throws {

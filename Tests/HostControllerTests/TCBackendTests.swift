@@ -43,7 +43,7 @@ struct TCBackendTests {
             // A batch without the IFB (re-created since, or another socket's) gives nothing,
             // so the controller asks the backend itself.
             #expect(backend.counters(in: .qdiscs(QdiscCounters())) == nil)
-            #expect(backend.counters(in: .virtualFunctions([0: (1, 1)])) == nil)
+            #expect(backend.counters(in: .virtualFunctions([0: (1, 1, .mbit(1))])) == nil)
             #expect(backend.isIntact(in: batch) == true)
             #expect(backend.isIntact(in: .qdiscs(QdiscCounters())) == false)
 
