@@ -21,17 +21,36 @@ enum SystemBench {
     }
 
     /// The controller with 64 VMs on veths (tc backends, real netlink), 10 Hz, for `seconds`,
-    /// with its Prometheus metrics on (as configured by default).
-    static func controllerOverhead(vms: Int = 64, seconds: Double = 30) throws -> [Result] {
+    /// with its Prometheus metrics on (as configured by default). With `agents`, each VM has
+    /// a real `tandem-agent` on its end of the veth (all in one guests' namespace), talking to
+    /// the controller through a pty relay and reporting at 10 Hz.
+    static func controllerOverhead(vms: Int = 64, seconds: Double = 30, agents: Bool = false) throws -> [Result] {
         // The VMs' ends of the veths live in a namespace of their own, as on a real host
         // they are inside the guests: the host's tables hold only the host's side.
         let ns = try Netns(prefix: "tdm-bench-ovh"), guests = try Netns(prefix: "tdm-bench-ovg")
         defer { ns.delete(); guests.delete() }
         var cfg = "[controller]\ninterval = \"100ms\"\nadmin_socket = \"/tmp/tdm-bench-\(getpid()).sock\"\nstate_dir = \"/tmp/tdm-bench-\(getpid())\"\nmetrics = \"127.0.0.1:\(20000 + getpid() % 10000)\"\n[[link]]\nname = \"wire\"\ncapacity = \"10gbit\"\n"
+        let dir = "/tmp/tdm-bench-ovh-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var relays: [LabRelay] = []
+        defer { relays.forEach { $0.stop() } }
         for i in 0..<vms {
             try ns.ip("link add b\(i) type veth peer name b\(i)p netns \(guests.name)")
             try ns.ip("link set b\(i) up"); try guests.ip("link set b\(i)p up")
             cfg += "[[vm]]\nname = \"vm\(i)\"\ninterface = \"b\(i)\"\n"
+            if agents {
+                let relay = try LabRelay(socketPath: "\(dir)/vm\(i).chan")
+                relay.start()
+                relays.append(relay)
+                cfg += "channel = \"\(dir)/vm\(i).chan\"\n"
+            }
+        }
+        var agentProcesses: [BackgroundProcess] = []
+        defer { agentProcesses.forEach { $0.stop() } }
+        for (i, relay) in relays.enumerated() {
+            agentProcesses.append(try BackgroundProcess(["ip", "netns", "exec", guests.name, binaries + "/tandem-agent", "run", "--interface", "b\(i)p",
+                                                         "--channel", relay.slavePath, "--socket", "\(dir)/vm\(i).agent.sock", "--interval", "100ms"]))
         }
         let path = "/tmp/tdm-bench-\(getpid()).toml"
         try cfg.write(toFile: path, atomically: true, encoding: .utf8)
@@ -40,32 +59,35 @@ enum SystemBench {
         defer { p.stop() }
         // Start-up (64 IFBs and their trees, several seconds) is not the steady state: wait
         // until every VM has its limit in the kernel, then a little more.
-        try waitUntilAllLimited(adminSocket: "/tmp/tdm-bench-\(getpid()).sock", vms: vms, process: p)
+        try waitUntilAllLimited(adminSocket: "/tmp/tdm-bench-\(getpid()).sock", vms: vms, process: p, agents: agents)
         Thread.sleep(forTimeInterval: 2)
         let (c0, _) = cpuAndPeak(p.pid)
         Thread.sleep(forTimeInterval: seconds)
         let (c1, peak) = cpuAndPeak(p.pid)
         let perMinute = (c1 - c0) / seconds * 60
+        let with = agents ? ", agents reporting at 10 Hz" : ", no agents"
         return [
-            Result(name: "controller CPU, \(vms) VMs at 10 Hz", value: perMinute / 60 * 100, unit: "% of a core", target: 1, lowerIsBetter: true),
-            Result(name: "controller peak RSS, \(vms) VMs", value: Double(peak) / 1024, unit: "MiB", target: nil, lowerIsBetter: true),
+            Result(name: "controller CPU, \(vms) VMs at 10 Hz\(with)", value: perMinute / 60 * 100, unit: "% of a core", target: 1, lowerIsBetter: true),
+            Result(name: "controller peak RSS, \(vms) VMs\(with)", value: Double(peak) / 1024, unit: "MiB", target: nil, lowerIsBetter: true),
         ]
     }
 
     /// Polls the controller's status until all `vms` have a limit set.
-    static func waitUntilAllLimited(adminSocket: String, vms: Int, process: BackgroundProcess, seconds: Double = 90) throws {
+    /// Polls the controller's status until all `vms` have a limit set (and, with `agents`,
+    /// an agent connected).
+    static func waitUntilAllLimited(adminSocket: String, vms: Int, process: BackgroundProcess, agents: Bool = false, seconds: Double = 120) throws {
         let deadline = Date().addingTimeInterval(seconds)
         var seen = 0
         while Date() < deadline {
             if let c = try? LineClient(path: adminSocket, what: "tandem-host"),
                let r = try? c.call(AdminRequest(op: "status"), as: AdminResponse.self, timeout: 2) {
                 c.close()
-                seen = r.status?.vms.filter { $0.limit != nil }.count ?? 0
+                seen = r.status?.vms.filter { $0.limit != nil && (!agents || $0.agent == "connected") }.count ?? 0
                 if seen == vms { return }
             }
             Thread.sleep(forTimeInterval: 0.5)
         }
-        throw CommandFailure("the controller set up \(seen) of \(vms) VMs within \(Int(seconds))s")
+        throw CommandFailure("the controller set up \(seen) of \(vms) VMs\(agents ? " with agents" : "") within \(Int(seconds))s")
     }
 
     /// The agent with `flows` established TCP flows leaving its interface (to a server in the
