@@ -169,6 +169,7 @@ public actor Agent {
     /// Sockets (sock_diag) are sampled at most this often: the kernel walks its whole TCP
     /// hash table for each dump, which costs more than everything else in a report.
     static let socketSampleSeconds = 1.0
+    var pacer = ReportPacer()
     var lastSocketSample = -1e9
 
     func handleChannel(_ e: FrameChannel.Event) async {
@@ -229,6 +230,7 @@ public actor Agent {
         switch m {
         case .welcome(let w):
             welcome = w
+            pacer.reset()   // the host hears the demand at once
             // A new welcome (possibly from a restarted host) starts its own epoch count.
             allocationSession = nil
             hostState = .connected
@@ -346,6 +348,7 @@ public actor Agent {
         guard var r = estimator.report(at: now, classes: classes, flows: flows, epoch: allocation?.epoch ?? 0, unmetReservations: unmet) else { return }
         // Keep the frame within the limit whatever the number of flows and classes (fixed
         // classes are named first and kept). Encoded once when it fits, as it nearly always does.
+        guard pacer.shouldSend(r, at: now, slack: max(options.interval, 0.01) / 2) else { return }
         if r.classes.count > Limits.maxClassesPerReport { r.classes.removeLast(r.classes.count - Limits.maxClassesPerReport) }
         var frame = MessageCodec.encode(.demand(r), session: session)
         while !MessageCodec.fits(frame) && (!r.flows.isEmpty || r.classes.count > 4) {

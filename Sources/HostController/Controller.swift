@@ -273,7 +273,8 @@ public actor Controller {
         var inputs: [Allocator.Input] = []
         inputs.reserveCapacity(group.count)
         for v in group {
-            let fresh = v.agent == .connected && now - v.reportTime < max(3 * config.controller.interval, 1)
+            // Agents report on change and at least every keepalive: a report holds until then.
+            let fresh = v.agent == .connected && now - v.reportTime < max(3 * config.controller.interval, 2.5 * Limits.reportKeepaliveSeconds)
             let reserved = v.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }
             v.demand = Self.estimateDemand(measured: v.measured, limit: v.limit, drops: v.dropsDelta, report: fresh ? v.report : nil,
                                            fairShare: fair[v.config.name] ?? .zero, capacity: link.capacity, reserved: reserved)

@@ -10,6 +10,16 @@ public protocol GuestChannel: Sendable {
     /// Drops the connection and stays away this long (a misbehaving guest).
     func disconnect(for seconds: Double)
     func stop()
+    /// Hands events to `handler` rather than `events` (before `start`).
+    func deliver(to handler: @escaping @Sendable (FrameChannel.Event) -> Void)
+}
+
+extension GuestChannel {
+    /// Forwards `events` to the handler (a channel with no more direct way).
+    public func deliver(to handler: @escaping @Sendable (FrameChannel.Event) -> Void) {
+        let events = self.events
+        Task { for await e in events { handler(e) } }
+    }
 }
 
 extension FrameChannel: GuestChannel {}

@@ -49,14 +49,14 @@ public struct HostDaemon: Sendable {
         try FileManager.default.createDirectory(atPath: (config.controller.adminSocket as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let admin = try LineServer(path: config.controller.adminSocket, mode: 0o600, maxLine: 4096, linesPerSecond: 100)
         admin.start()
-        for c in channels.values { c.start() }
         log.info("controller started", metadata: ["vms": "\(config.vms.count)", "links": "\(config.links.count)", "admin": "\(config.controller.adminSocket)"])
 
         let (events, sink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(65536))
         let interval = config.controller.interval
         await withTaskGroup(of: Void.self) { group in
             for (name, ch) in channels {
-                group.addTask { for await e in ch.events { sink.yield(.channel(name, e)) } }
+                ch.deliver { e in sink.yield(.channel(name, e)) }
+                ch.start()
             }
             group.addTask { for await e in admin.events { sink.yield(.admin(e)) } }
             let ticker = Ticker(period: interval) { sink.yield(.tick) }

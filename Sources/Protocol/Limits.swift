@@ -13,4 +13,7 @@ public enum Limits {
     public static let maxReservationIDBytes = 64
     public static let maxWeight = 10_000.0
     public static let reportIntervalRange: ClosedRange<UInt32> = 10...60_000
+    /// An agent reports when something the host acts on changed (at most once per report
+    /// interval) and at least this often; the host holds a report good for 2.5 times this.
+    public static let reportKeepaliveSeconds = 1.0
 }

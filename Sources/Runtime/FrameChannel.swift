@@ -66,6 +66,16 @@ public final class FrameChannel: @unchecked Sendable {
         (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(4096))
     }
 
+    /// Hands events to `handler` on the channel's thread instead of `events` (set before
+    /// ``start()``): one hop less per frame for a daemon that merges many channels.
+    public func deliver(to handler: @escaping @Sendable (Event) -> Void) {
+        lock.withLock { self.handler = handler }
+    }
+    private var handler: (@Sendable (Event) -> Void)?
+    private func emit(_ e: Event) {
+        if let h = lock.withLock({ handler }) { h(e) } else { continuation.yield(e) }
+    }
+
     public func start() {
         startThread("tandem-channel-\(name)") { [self] in loop() }
     }
@@ -112,7 +122,7 @@ public final class FrameChannel: @unchecked Sendable {
         while !isStopped {
             if let pause = lock.withLock({ () -> Double? in let p = pauseFor; pauseFor = nil; return p }) {
                 if fd >= 0 { close(fd); fd = -1 }
-                if present { continuation.yield(.disconnected("cut off for \(pause)s")) }
+                if present { emit(.disconnected("cut off for \(pause)s")) }
                 present = false
                 partial = []
                 lock.withLock { queue.removeAll(); queuedBytes = 0 }
@@ -129,11 +139,11 @@ public final class FrameChannel: @unchecked Sendable {
                     backoff = minBackoff
                     if endpoint == .closedOnEnd {
                         present = true
-                        continuation.yield(.connected)
+                        emit(.connected)
                         _ = try? POSIX.writeSome(fd, [UInt8(ascii: "\n")][...])
                     }
                 } catch {
-                    continuation.yield(.openFailed(String(describing: error)))
+                    emit(.openFailed(String(describing: error)))
                     sleep(backoff)
                     backoff = min(backoff * 2, maxBackoff)
                     continue
@@ -149,7 +159,7 @@ public final class FrameChannel: @unchecked Sendable {
                 let result: POSIX.ReadResult
                 do { result = try POSIX.read(fd) } catch {
                     // EIO on a pty whose master went away, ECONNRESET on a socket: reopen.
-                    if present { continuation.yield(.disconnected(error.description)) }
+                    if present { emit(.disconnected(error.description)) }
                     present = false
                     close(fd); fd = -1
                     sleep(backoff); backoff = min(backoff * 2, maxBackoff)
@@ -159,13 +169,13 @@ public final class FrameChannel: @unchecked Sendable {
                 case .data(let bytes):
                     if !present {
                         present = true
-                        continuation.yield(.connected)
+                        emit(.connected)
                     }
                     decoder.feed(bytes)
                     while let e = decoder.next() {
                         switch e {
-                        case .frame(let f): continuation.yield(.frame(f))
-                        case .oversize(let n): continuation.yield(.oversize(n))
+                        case .frame(let f): emit(.frame(f))
+                        case .oversize(let n): emit(.oversize(n))
                         }
                         framesThisSecond += 1
                     }
@@ -179,12 +189,12 @@ public final class FrameChannel: @unchecked Sendable {
                     switch endpoint {
                     case .absentOnEnd:
                         // No host on the port: keep it open, keep enforcing, look again later.
-                        if present { continuation.yield(.disconnected("no host on the port")) }
+                        if present { emit(.disconnected("no host on the port")) }
                         present = false
                         decoder.reset()
                         sleep(backoff); backoff = min(backoff * 2, 0.5)
                     case .closedOnEnd:
-                        continuation.yield(.disconnected("peer closed the connection"))
+                        emit(.disconnected("peer closed the connection"))
                         present = false
                         close(fd); fd = -1
                         sleep(backoff); backoff = min(backoff * 2, maxBackoff)
@@ -205,7 +215,7 @@ public final class FrameChannel: @unchecked Sendable {
                     }
                     let n: Int
                     do { n = try POSIX.writeSome(fd, partial) } catch {
-                        continuation.yield(.disconnected(error.description))
+                        emit(.disconnected(error.description))
                         present = false
                         if endpoint == .closedOnEnd { close(fd); fd = -1 }
                         partial = []
