@@ -340,7 +340,10 @@ public actor Controller {
         guard vm.channel != nil else { return }
         // Nobody to ping: a channel that is down or cut off.
         if vm.agent == .absent || vm.agent == .disconnected { return }
-        if now - vm.lastPing >= 1 {
+        // A quiet guest is pinged every second, so that silence is noticed; one heard from
+        // within the second (agents report at least once a second) every 2.5 s, enough for the
+        // agent, which greets again after 5 s without a word from the host.
+        if now - vm.lastPing >= (now - vm.lastGuestFrame >= 1 ? 1 : 2.5) {
             vm.lastPing = now
             send(vm, .ping(Ping(nonce: UInt64(now * 1000))))
         }

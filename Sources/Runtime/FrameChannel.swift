@@ -150,7 +150,9 @@ public final class FrameChannel: @unchecked Sendable {
                 }
             }
             let wantWrite = present && (!partial.isEmpty || lock.withLock { !queue.isEmpty })
-            let ev = POSIX.poll([(fd, Int16(POLLIN) | (wantWrite ? Int16(POLLOUT) : 0)), (wake.readFD, Int16(POLLIN))], timeoutMilliseconds: 200)
+            // Everything that needs the loop (a frame to send, stop, a pause) writes the wake
+            // pipe: the timeout is only a safety net, long, so that idle channels cost nothing.
+            let ev = POSIX.poll([(fd, Int16(POLLIN) | (wantWrite ? Int16(POLLOUT) : 0)), (wake.readFD, Int16(POLLIN))], timeoutMilliseconds: 5000)
             if ev[1] != 0 { wake.drain() }
             let r = ev[0]
             if r & Int16(POLLNVAL) != 0 { close(fd); fd = -1; continue }
