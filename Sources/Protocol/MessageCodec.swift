@@ -45,8 +45,18 @@ public enum MessageCodec {
     /// Whether an encoded frame can be sent: peers skip longer ones as oversize.
     public static func fits(_ frame: [UInt8]) -> Bool { frame.count <= Limits.maxFrameBytes }
 
-    public static func decodeGuest(_ frame: [UInt8]) -> Outcome<GuestMessage> {
-        decode(frame) { kind, d throws(ProtocolViolation) in
+    public static func decodeGuest(_ frame: [UInt8]) -> Outcome<GuestMessage> { decode(frame, GuestKinds.self) }
+
+    public static func decodeHost(_ frame: [UInt8]) -> Outcome<HostMessage> { decode(frame, HostKinds.self) }
+
+    /// The kinds one side receives, and the body type of each.
+    protocol Kinds {
+        associatedtype Message: Sendable
+        static func body(_ kind: String, _ d: BodyDecoder) throws(ProtocolViolation) -> Message?
+    }
+
+    enum GuestKinds: Kinds {
+        static func body(_ kind: String, _ d: BodyDecoder) throws(ProtocolViolation) -> GuestMessage? {
             switch kind {
             case "hello": return .hello(try d.body(Hello.self))
             case "demand": return .demand(try d.body(DemandReport.self))
@@ -60,8 +70,8 @@ public enum MessageCodec {
         }
     }
 
-    public static func decodeHost(_ frame: [UInt8]) -> Outcome<HostMessage> {
-        decode(frame) { kind, d throws(ProtocolViolation) in
+    enum HostKinds: Kinds {
+        static func body(_ kind: String, _ d: BodyDecoder) throws(ProtocolViolation) -> HostMessage? {
             switch kind {
             case "welcome": return .welcome(try d.body(Welcome.self))
             case "allocation": return .allocation(try d.body(Allocation.self))
@@ -81,8 +91,6 @@ public enum MessageCodec {
         var session: SessionID?
         var body: Body
     }
-
-    struct BodyOnly<Body: Decodable>: Decodable { var body: Body }
 
     struct AnyKey: CodingKey {
         var stringValue: String
@@ -104,13 +112,14 @@ public enum MessageCodec {
         return Array(data)
     }
 
-    /// Decodes the body of one frame whose kind is already known.
+    /// Decodes the body of one frame whose kind is already known, from the frame's
+    /// top-level object (the same pass that read the kind).
     struct BodyDecoder {
-        let data: Data
+        let top: KeyedDecodingContainer<AnyKey>
         func body<B: Decodable & Validatable & Encodable>(_ type: B.Type) throws(ProtocolViolation) -> (B) {
             let value: B
             do {
-                value = try JSONDecoder().decode(BodyOnly<B>.self, from: data).body
+                value = try top.decode(B.self, forKey: AnyKey(stringValue: "body"))
             } catch {
                 throw ProtocolViolation.invalidBody(String(describing: B.self), Self.describe(error))
             }
@@ -133,16 +142,16 @@ public enum MessageCodec {
         }
     }
 
-    /// One pass over the frame for what the envelope says: the kind, the session, and the
-    /// names of the top-level and body keys (for reporting unknown ones).
-    struct Probe: Decodable {
+    /// One pass over the frame: what the envelope says (the kind, the session, and the
+    /// names of the top-level and body keys, for reporting unknown ones) and the body, decoded
+    /// as the kind's type. Throws only when the frame is not an envelope at all.
+    struct OnePass<K: Kinds>: Decodable {
         var kind: String
         var session: SessionID?
         var topKeys: [String]
         var bodyKeys: [String]
         var nullBodyKeys: Set<String>
-
-        enum Top: String, CodingKey { case kind, session, body }
+        var message: Result<K.Message?, ProtocolViolation>
 
         init(from decoder: any Decoder) throws {
             let top = try decoder.container(keyedBy: AnyKey.self)
@@ -159,6 +168,8 @@ public enum MessageCodec {
                     if (try? body.decodeNil(forKey: k)) == true { nullBodyKeys.insert(k.stringValue) }
                 }
             }
+            if kind.utf8.count > 32 { message = .failure(.notAFrame); return }
+            do { message = .success(try K.body(kind, BodyDecoder(top: top))) } catch { message = .failure(error) }
         }
     }
 
@@ -176,22 +187,19 @@ public enum MessageCodec {
         "error": ["code", "message"],
     ]
 
-    static func decode<M: Sendable>(_ frame: [UInt8], _ body: (String, BodyDecoder) throws(ProtocolViolation) -> M?) -> Outcome<M> {
+    static func decode<K: Kinds>(_ frame: [UInt8], _ kinds: K.Type) -> Outcome<K.Message> {
         // A frame is at most maxFrameBytes with its newline, as FrameDecoder enforces.
         guard frame.count < Limits.maxFrameBytes else { return .invalid(.oversize(frame.count + 1)) }
-        let data = Data(frame)
-        let probe: Probe
+        let probe: OnePass<K>
         do {
-            probe = try JSONDecoder().decode(Probe.self, from: data)
+            probe = try JSONDecoder().decode(OnePass<K>.self, from: Data(frame))
         } catch {
             return .invalid(.notAFrame)
         }
-        guard probe.kind.utf8.count <= 32 else { return .invalid(.notAFrame) }
-        let message: M?
-        do {
-            message = try body(probe.kind, BodyDecoder(data: data))
-        } catch {
-            return .invalid(error)
+        let message: K.Message?
+        switch probe.message {
+        case .success(let m): message = m
+        case .failure(let e): return .invalid(e)
         }
         guard let message else { return .unknownKind(probe.kind, session: probe.session) }
         var unknown = probe.topKeys.filter { $0 != "kind" && $0 != "session" && $0 != "body" }.sorted()
