@@ -89,7 +89,9 @@ public struct DemandEstimator: Sendable {
             if flowDemand.count > maxFlows { flowDemand.removeLast(flowDemand.count - maxFlows) }
             lastFlowDemand = flowDemand
         }
-        if flowDemand.contains(where: { !$0.wantsMore.isEmpty && $0.rate > .kbit(100) }) { wants = true }
+        // Flows sampled earlier (sockets are sampled once a second) count only while the VM
+        // still sends: a TCP flow that stopped must not keep claiming more until the next sample.
+        if (flows != nil || total > .kbit(100)) && flowDemand.contains(where: { !$0.wantsMore.isEmpty && $0.rate > .kbit(100) }) { wants = true }
         if unmetReservations > .zero { wants = true }
         sequence += 1
         return DemandReport(sequence: sequence, intervalMilliseconds: UInt32(clamping: Int((dt * 1000).rounded())).clamped(to: Limits.reportIntervalRange),

@@ -168,6 +168,10 @@ import TandemProtocol
         let between = try #require(next)
         #expect(between.flows.isEmpty, "no repeated flow figures")
         #expect(between.wantsMore, "the flow not limited by its application still wants more")
+        // The VM stops sending before the next socket sample: the old flows claim nothing.
+        let stopped = e.report(at: 1.7, classes: top(20_000), flows: nil, epoch: 0, unmetReservations: .zero)
+        #expect(stopped?.rate == .zero)
+        #expect(stopped?.wantsMore == false, "a stopped flow does not keep wanting until the next sample")
     }
 
     @Test func resetCountersGiveZeroNotHuge() throws {
