@@ -201,16 +201,8 @@ public actor Controller {
         } else if let batch {
             // (Only for a backend prepared before the batch was read: one set up just now is
             // not in it yet.)
-            if vm.backend.isIntact(in: batch) == false {
-                log.warning("backend no longer set up (interface re-created?); setting it up again", metadata: ["vm": "\(name)"])
-                vm.prepared = false
-                vm.applied = nil
-                return
-            }
-            if let a = vm.applied, let k = vm.backend.currentLimit(in: batch), !(k.map { vm.backend.sameLimit($0, a) } ?? false) {
-                log.warning("limit changed behind the controller; re-applying", metadata: ["vm": "\(name)", "kernel": "\(k.map(\.description) ?? "none")", "expected": "\(a)"])
-                vm.applied = nil
-            }
+            if vm.backend.isIntact(in: batch) == false { setUpAgain(vm); return }
+            if let k = vm.backend.currentLimit(in: batch) { compare(vm, kernelLimit: k) }
         }
         // Reservations not re-sent after a reconnect: the guest no longer holds them.
         let lapsed = vm.unconfirmed.filter { $0.value <= now }.map(\.key)
@@ -295,24 +287,10 @@ public actor Controller {
         if vm.lastVerify < -1e8 { vm.lastVerify = now - Self.verifySeconds * Double(vm.slot) / Double(max(1, roster.count)) }
         if now - vm.lastVerify > Self.verifySeconds, vm.applied != nil {
             vm.lastVerify = now
-            if !(await vm.backend.isIntact()) {
-                log.warning("backend no longer set up (interface re-created?); setting it up again", metadata: ["vm": "\(name)"])
-                vm.prepared = false
-                vm.applied = nil
-                return
-            }
-            // nil: could not be read (left for the next check); .some(nil): no limit set.
-            var found: BitRate?? = nil
-            do { found = .some(try await vm.backend.currentLimit()) } catch {}
-            if let a = vm.applied, let k = found {
-                // Nothing in the kernel (a VF re-created by a driver reset reads 0, unlimited),
-                // or a different limit (someone else set it): apply ours again.
-                let same = k.map { vm.backend.sameLimit($0, a) } ?? false
-                if !same {
-                    log.warning("limit changed behind the controller; re-applying", metadata: ["vm": "\(name)", "kernel": "\(k.map(\.description) ?? "none")", "expected": "\(a)"])
-                    vm.applied = nil
-                }
-            }
+            if !(await vm.backend.isIntact()) { setUpAgain(vm); return }
+            // (Not `try?`, which would fold "no limit" into "not readable"; the latter is left
+            // for the next look.)
+            do { compare(vm, kernelLimit: try await vm.backend.currentLimit()) } catch {}
         }
         let moved = vm.applied.map { a in (a > vm.limit ? a - vm.limit : vm.limit - a) > step } ?? true
         if moved {
@@ -334,6 +312,23 @@ public actor Controller {
             vm.sentReservations = grants
             send(vm, .allocation(Allocation(epoch: vm.epoch, hardLimit: applied, softLimit: soft, reservations: Array(grants.prefix(Limits.maxReservationsPerAllocation)))))
         }
+    }
+
+    /// What `prepare` made is gone (an interface re-created by a VM restart): set it up again
+    /// next round.
+    func setUpAgain(_ vm: VM) {
+        log.warning("backend no longer set up (interface re-created?); setting it up again", metadata: ["vm": "\(vm.config.name)"])
+        vm.prepared = false
+        vm.applied = nil
+    }
+
+    /// The limit the kernel has (`nil`: none) against the one applied. Nothing there (a VF
+    /// re-created by a driver reset reads 0, unlimited) or a different limit (someone else
+    /// set it): apply ours again.
+    func compare(_ vm: VM, kernelLimit k: BitRate?) {
+        guard let a = vm.applied, !(k.map { vm.backend.sameLimit($0, a) } ?? false) else { return }
+        log.warning("limit changed behind the controller; re-applying", metadata: ["vm": "\(vm.config.name)", "kernel": "\(k.map(\.description) ?? "none")", "expected": "\(a)"])
+        vm.applied = nil
     }
 
     func heartbeat(_ vm: VM, now: Double) {

@@ -79,6 +79,7 @@ enum SystemBench {
         let deadline = Date().addingTimeInterval(seconds)
         var seen = 0
         while Date() < deadline {
+            guard process.isRunning else { throw CommandFailure("the controller exited while \(seen) of \(vms) VMs were set up") }
             if let c = try? LineClient(path: adminSocket, what: "tandem-host"),
                let r = try? c.call(AdminRequest(op: "status"), as: AdminResponse.self, timeout: 2) {
                 c.close()
