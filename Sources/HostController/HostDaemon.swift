@@ -14,15 +14,19 @@ public struct HostDaemon: Sendable {
     public init(config: HostConfig, logger: Logger) { self.config = config; self.log = logger }
 
     enum Event: Sendable {
-        case channel(String, FrameChannel.Event)
         case admin(LineServer.Event)
+        /// A controller round (and a pass over the channels).
         case tick
+        /// A pass over the channels between rounds (when rounds are further apart than
+        /// ``channelPassSeconds``).
+        case channels
     }
 
     public func run() async throws {
         let netlink = try RouteSocket()
         var backends: [String: any HardLimitBackend] = [:]
         var channels: [String: any GuestChannel] = [:]
+        let hub = ChannelHub()
         for vm in config.vms {
             switch vm.backend {
             case .tc(let iface): backends[vm.name] = TCBackend(vm: vm.name, interface: iface, netlink: netlink)
@@ -31,7 +35,7 @@ public struct HostDaemon: Sendable {
             if let path = vm.channel {
                 // A guest may send a few frames per report interval; 200 a second is far above
                 // that and bounds what a flooding guest costs before the controller's own limits.
-                channels[vm.name] = FrameChannel(name: vm.name, endpoint: .closedOnEnd, minBackoff: 0.1, maxBackoff: 5, maxFramesPerSecond: 200) { try UnixSocket.connect(path) }
+                channels[vm.name] = hub.add(name: vm.name, minBackoff: 0.1, maxBackoff: 5, maxFramesPerSecond: 200) { try UnixSocket.connect(path) }
             }
         }
         let registry = PrometheusCollectorRegistry()
@@ -54,36 +58,45 @@ public struct HostDaemon: Sendable {
         let (events, sink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(65536))
         let interval = config.controller.interval
         await withTaskGroup(of: Void.self) { group in
-            for (name, ch) in channels {
-                ch.deliver { e in sink.yield(.channel(name, e)) }
-                ch.start()
-            }
             group.addTask { for await e in admin.events { sink.yield(.admin(e)) } }
             let ticker = Ticker(period: interval) { sink.yield(.tick) }
             ticker.start()
             defer { ticker.stop() }
+            // Channels are served at least every channelPassSeconds, by the rounds themselves
+            // when they are that frequent.
+            let passes = interval > Self.channelPassSeconds && !channels.isEmpty ? Ticker(period: Self.channelPassSeconds) { sink.yield(.channels) } : nil
+            passes?.start()
+            defer { passes?.stop() }
             group.addTask {
                 for await e in events {
                     if Task.isCancelled { break }
                     let now = POSIX.now()
                     switch e {
-                    case .tick: await controller.tick(now: now)
-                    case .channel(let name, let ce): await controller.receive(name, ce, now: now)
+                    case .tick:
+                        for (name, ce) in hub.service(now: now) { await controller.receive(name, ce, now: now) }
+                        await controller.tick(now: now)
+                    case .channels:
+                        for (name, ce) in hub.service(now: now) { await controller.receive(name, ce, now: now) }
                     case .admin(let ae): await Self.handleAdmin(ae, controller: controller, server: admin, now: now)
                     }
+                    // What the controller sent in answer goes out now, not a pass later.
+                    for (name, ce) in hub.flush(now: now) { await controller.receive(name, ce, now: now) }
                 }
             }
             while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }   // cancellation ends the sleep
             group.cancelAll()
             sink.finish()
         }
-        for c in channels.values { c.stop() }
+        hub.stop()
         await controller.flush()
         admin.stop()
         metricsServer?.stop()
         // Limits stay in the kernel: a stopped controller leaves no VM unlimited.
         log.info("controller stopped; limits left in force")
     }
+
+    /// Longest a guest's frame waits to be read when rounds are further apart than this.
+    static let channelPassSeconds = 0.1
 
     static func handleAdmin(_ e: LineServer.Event, controller: Controller, server: LineServer, now: Double) async {
         if case .line(let client, _) = e, client.uid != 0 && client.uid != geteuid() {

@@ -29,6 +29,9 @@ public struct FrameDecoder: Sendable {
     /// Bytes held, waiting for their newline. Never more than `maxFrameBytes`.
     public var bufferedBytes: Int { line.count }
 
+    /// Whether complete events wait to be taken with ``next()``.
+    public var hasPending: Bool { pendingIndex < pending.count }
+
     public mutating func feed<S: Sequence>(_ bytes: S) where S.Element == UInt8 {
         for b in bytes {
             if let skipped = skipping {

@@ -66,15 +66,7 @@ public final class FrameChannel: @unchecked Sendable {
         (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(4096))
     }
 
-    /// Hands events to `handler` on the channel's thread instead of `events` (set before
-    /// ``start()``): one hop less per frame for a daemon that merges many channels.
-    public func deliver(to handler: @escaping @Sendable (Event) -> Void) {
-        lock.withLock { self.handler = handler }
-    }
-    private var handler: (@Sendable (Event) -> Void)?
-    private func emit(_ e: Event) {
-        if let h = lock.withLock({ handler }) { h(e) } else { continuation.yield(e) }
-    }
+    private func emit(_ e: Event) { continuation.yield(e) }
 
     public func start() {
         startThread("tandem-channel-\(name)") { [self] in loop() }

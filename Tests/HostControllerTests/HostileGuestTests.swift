@@ -76,6 +76,44 @@ struct HostileGuestTests {
         }
     }
 
+    /// The victim's agent, honest and minimal: it says hello when the host connects and then
+    /// reports every 100 ms that it wants its fair share and more. Without
+    /// it the victim would be idle, and an idle VM's limit rightly shrinks when a neighbour
+    /// claims its share (the unused capacity is spread as headroom).
+    final class HonestGuest: @unchecked Sendable {
+        let listener: Int32
+        init(path: String) throws { listener = try UnixSocket.listen(path, mode: 0o600) }
+
+        func run(until deadline: Double) {
+            defer { close(listener) }
+            let session = SessionID(0x600d)
+            var fd: Int32 = -1
+            var sequence: UInt64 = 0
+            var epoch: UInt64 = 0
+            var decoder = FrameDecoder()
+            while POSIX.now() < deadline {
+                if fd < 0 {
+                    _ = POSIX.poll([(listener, Int16(POLLIN))], timeoutMilliseconds: 100)
+                    guard let c = UnixSocket.accept(listener) else { continue }
+                    fd = c
+                    decoder.reset()
+                    _ = try? POSIX.writeSome(fd, MessageCodec.encode(.hello(Hello(agentVersion: "honest", interface: "eth0", mac: "52:54:00:00:00:0a")), session: session)[...])
+                }
+                _ = POSIX.poll([(fd, Int16(POLLIN))], timeoutMilliseconds: 100)
+                if case .data(let d)? = try? POSIX.read(fd) { decoder.feed(d) }
+                while let e = decoder.next() {
+                    guard case .frame(let f) = e, case .message(let m, _, _) = MessageCodec.decodeHost(f) else { continue }
+                    if case .allocation(let a) = m { epoch = a.epoch }
+                    if case .ping(let p) = m { _ = try? POSIX.writeSome(fd, MessageCodec.encode(.pong(p), session: session)[...]) }
+                }
+                sequence += 1
+                let report = MessageCodec.encode(.demand(DemandReport(sequence: sequence, intervalMilliseconds: 100, epoch: epoch, rate: .mbit(100), wantsMore: true)), session: session)
+                if (try? POSIX.writeSome(fd, report[...])) == nil { close(fd); fd = -1 }
+            }
+            if fd >= 0 { close(fd) }
+        }
+    }
+
     static func rssKB(_ pid: Int32) -> Int {
         guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return -1 }
         for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
@@ -109,8 +147,13 @@ struct HostileGuestTests {
         [[vm]]
         name = "victim"
         interface = "v2"
+        channel = "\(dir)/victim.sock"
         """.write(toFile: dir + "/host.toml", atomically: true, encoding: .utf8)
         let attacker = try Attacker(path: dir + "/hostile.sock")
+        let honest = try HonestGuest(path: dir + "/victim.sock")
+        let honestUntil = POSIX.now() + 30
+        let victimThread = Thread { honest.run(until: honestUntil) }
+        victimThread.start()
         let host = try BackgroundProcess(["ip", "netns", "exec", ns.name, Binaries.path("tandem-host"), "run", "--config", dir + "/host.toml"], log: URL(fileURLWithPath: dir + "/host.log"))
         defer { host.stop() }
         for _ in 0..<100 where !FileManager.default.fileExists(atPath: dir + "/host.sock") { usleep(50_000) }
@@ -120,6 +163,12 @@ struct HostileGuestTests {
             let r = try LineClient(path: dir + "/host.sock", what: "tandem-host").call(AdminRequest(op: op), as: AdminResponse.self, timeout: 5)
             return (r, POSIX.now() - t0)
         }
+        // Each VM's fair share: guarantees first, the rest by weight (hostile 20 + 90, victim 90).
+        let fair = Allocator.fairShares(capacity: .mbit(200), [Allocator.Input(name: "hostile", weight: 1, guarantee: .mbit(20), demand: .zero),
+                                                               Allocator.Input(name: "victim", weight: 1, demand: .zero)])
+        let victimFair = fair["victim"]!.bitsPerSecond, hostileFair = fair["hostile"]!.bitsPerSecond
+        // The victim's agent is heard and its claim in force before the attack starts.
+        for _ in 0..<50 where try admin("fairness").0.fairness![0].vms[1].demand < victimFair { try await Task.sleep(for: .milliseconds(100)) }
         let rssBefore = Self.rssKB(host.pid)
         let victimBefore = try admin("fairness").0.fairness![0].vms[1].allocation
 
@@ -143,8 +192,8 @@ struct HostileGuestTests {
         #expect(host.isRunning, "the controller stayed up")
         #expect(worst < 1.0, "fairness answered within 1 s throughout")
         #expect(rssAfter - rssBefore < 30_000, "memory stayed bounded")
-        #expect(victimMin >= 99_000_000, "the other VM kept its fair share (100mbit of 200)")
-        #expect(hostileMax <= 101_000_000, "the hostile VM got nothing beyond its fair share")
+        #expect(victimMin >= victimFair * 99 / 100, "the other VM, wanting its fair share (\(victimFair)), kept it")
+        #expect(hostileMax <= hostileFair * 101 / 100, "the hostile VM got nothing beyond its fair share (\(hostileFair))")
         #expect(status.disconnects >= 1, "the hostile channel was cut off")
         #expect((status.violations["garbage"] ?? 0) + (status.violations["invalid"] ?? 0) + (status.violations["oversize"] ?? 0) > 0)
         #expect(status.reservations <= Controller.maxReservationsPerVM)

@@ -1,0 +1,220 @@
+import Foundation
+import TandemProtocol
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Frame channels to many peers (a host's VMs), served in passes by the caller's own loop:
+/// no thread per channel, and nothing wakes between passes.
+///
+/// A ``FrameChannel`` owns a thread that wakes for every frame; for a controller with 64
+/// guests that is 64 threads and a context switch or two per frame, most of what idle agents
+/// cost the host. The hub instead does everything in ``service(now:)``: one `poll(2)` over
+/// every descriptor with no timeout, reads what is waiting, writes what is queued, (re)opens
+/// what is due. The controller calls it once per round (and at least ten times a second), so
+/// a guest's frame waits at most that long, which is below what the controller acts on: it
+/// allocates once per round.
+///
+/// The channels behave as ``FrameChannel``'s ``FrameChannel/Endpoint/closedOnEnd`` ones (a
+/// unix socket that QEMU serves): read returning 0 means the peer closed, and the hub
+/// reconnects with backoff. Frames queued while nobody is connected are dropped, never
+/// delivered late.
+public final class ChannelHub: @unchecked Sendable {
+    /// One peer's channel. ``send(_:)`` and ``disconnect(for:)`` may be called from any thread.
+    public final class Channel: @unchecked Sendable {
+        public let name: String
+        let opener: FrameChannel.Opener
+        let minBackoff: Double, maxBackoff: Double
+        let maxFramesPerSecond: Int
+        let maxQueuedBytes: Int
+        unowned let hub: ChannelHub
+
+        // All below under hub.lock.
+        var fd: Int32 = -1
+        var present = false
+        var nextOpen = 0.0
+        var backoff: Double
+        var decoder = FrameDecoder()
+        var queue: [[UInt8]] = []
+        var queuedBytes = 0
+        var partial: ArraySlice<UInt8> = []
+        var pauseFor: Double?
+        var second = 0.0, framesThisSecond = 0
+        var droppedCount = 0
+
+        init(hub: ChannelHub, name: String, opener: @escaping FrameChannel.Opener, minBackoff: Double, maxBackoff: Double, maxFramesPerSecond: Int, maxQueuedBytes: Int) {
+            self.hub = hub; self.name = name; self.opener = opener
+            self.minBackoff = minBackoff; self.maxBackoff = maxBackoff; self.backoff = minBackoff
+            self.maxFramesPerSecond = maxFramesPerSecond; self.maxQueuedBytes = maxQueuedBytes
+        }
+
+        /// Queues a frame; it is written at the end of the current pass or in the next.
+        public func send(_ frame: [UInt8]) {
+            hub.lock.withLock {
+                guard present else { droppedCount += 1; return }
+                queue.append(frame)
+                queuedBytes += frame.count
+                while queuedBytes > maxQueuedBytes, let first = queue.first {
+                    queue.removeFirst(); queuedBytes -= first.count; droppedCount += 1
+                }
+            }
+        }
+
+        /// Closes the connection (in the next pass) and does not reopen it for `seconds`.
+        public func disconnect(for seconds: Double) { hub.lock.withLock { pauseFor = seconds } }
+
+        /// Frames dropped: nobody connected, or the queue full.
+        public var dropped: Int { hub.lock.withLock { droppedCount } }
+    }
+
+    let lock = NSLock()
+    private var channels: [Channel] = []
+    private var stopped = false
+    /// Most bytes read from one channel in one pass.
+    let readBudget = 65536
+
+    public init() {}
+
+    /// Adds a channel; it is opened in the next pass.
+    public func add(name: String, minBackoff: Double = 0.1, maxBackoff: Double = 5, maxFramesPerSecond: Int = 200,
+                    maxQueuedBytes: Int = 1 << 20, opener: @escaping FrameChannel.Opener) -> Channel {
+        let c = Channel(hub: self, name: name, opener: opener, minBackoff: minBackoff, maxBackoff: maxBackoff,
+                        maxFramesPerSecond: maxFramesPerSecond, maxQueuedBytes: maxQueuedBytes)
+        lock.withLock { channels.append(c) }
+        return c
+    }
+
+    /// One pass over every channel; never blocks. Returns what happened, in order per channel.
+    public func service(now: Double) -> [(String, FrameChannel.Event)] {
+        lock.withLock {
+            var events: [(String, FrameChannel.Event)] = []
+            guard !stopped else { return events }
+            var polled: [Channel] = []
+            for c in channels {
+                if let pause = c.pauseFor {
+                    c.pauseFor = nil
+                    if c.present { events.append((c.name, .disconnected("cut off for \(pause)s"))) }
+                    drop(c, retryAt: now + pause)
+                }
+                if c.fd < 0 && now >= c.nextOpen { open(c, now: now, &events) }
+                if c.fd >= 0 { polled.append(c) }
+            }
+            guard !polled.isEmpty else { return events }
+            let ready = POSIX.poll(polled.map { ($0.fd, Int16(POLLIN) | ($0.partial.isEmpty && $0.queue.isEmpty ? 0 : Int16(POLLOUT))) }, timeoutMilliseconds: 0)
+            for (c, r) in zip(polled, ready) where r != 0 || c.decoder.hasPending {
+                if r & Int16(POLLNVAL) != 0 { c.fd = -1; lost(c, "descriptor closed", now: now, &events); continue }
+                read(c, now: now, &events)
+            }
+            for c in polled where c.fd >= 0 { write(c, now: now, &events) }
+            return events
+        }
+    }
+
+    /// Writes what is queued, now (after a batch of sends), without blocking.
+    public func flush(now: Double = POSIX.now()) -> [(String, FrameChannel.Event)] {
+        lock.withLock {
+            var events: [(String, FrameChannel.Event)] = []
+            for c in channels where c.fd >= 0 && (!c.partial.isEmpty || !c.queue.isEmpty) { write(c, now: now, &events) }
+            return events
+        }
+    }
+
+    /// Closes every channel; later passes do nothing.
+    public func stop() {
+        lock.withLock {
+            stopped = true
+            for c in channels { drop(c, retryAt: .infinity) }
+        }
+    }
+
+    // MARK: per channel, under the lock
+
+    private func open(_ c: Channel, now: Double, _ events: inout [(String, FrameChannel.Event)]) {
+        do {
+            c.fd = try c.opener()
+        } catch {
+            events.append((c.name, .openFailed(String(describing: error))))
+            retryLater(c, now: now)
+            return
+        }
+        POSIX.setNonBlocking(c.fd)
+        c.decoder.reset()
+        c.present = true
+        events.append((c.name, .connected))
+        // A bare newline ends whatever cut frame the peer may hold from an earlier connection.
+        c.partial = [UInt8(ascii: "\n")][...]
+    }
+
+    private func read(_ c: Channel, now: Double, _ events: inout [(String, FrameChannel.Event)]) {
+        var budget = readBudget
+        while true {
+            if now - c.second >= 1 { c.second = now; c.framesThisSecond = 0 }
+            // Frames already read come out first, within the rate. A flooding peer's rest
+            // waits in the decoder (at most one read's worth) and then in its own socket buffer.
+            while c.framesThisSecond < c.maxFramesPerSecond, let e = c.decoder.next() {
+                switch e {
+                case .frame(let f): events.append((c.name, .frame(f)))
+                case .oversize(let n): events.append((c.name, .oversize(n)))
+                }
+                c.framesThisSecond += 1
+            }
+            if c.framesThisSecond >= c.maxFramesPerSecond || budget <= 0 { return }
+            let result: POSIX.ReadResult
+            do { result = try POSIX.read(c.fd, max: min(budget, 16384)) } catch {
+                // ECONNRESET and the like: the peer is gone.
+                lost(c, error.description, now: now, &events)
+                return
+            }
+            switch result {
+            case .data(let bytes):
+                budget -= bytes.count
+                c.backoff = c.minBackoff
+                c.decoder.feed(bytes)
+            case .wouldBlock:
+                return
+            case .end:
+                lost(c, "peer closed the connection", now: now, &events)
+                return
+            }
+        }
+    }
+
+    private func write(_ c: Channel, now: Double, _ events: inout [(String, FrameChannel.Event)]) {
+        while c.fd >= 0 {
+            if c.partial.isEmpty {
+                guard !c.queue.isEmpty else { return }
+                let f = c.queue.removeFirst()
+                c.queuedBytes -= f.count
+                c.partial = f[...]
+            }
+            let n: Int
+            do { n = try POSIX.writeSome(c.fd, c.partial) } catch {
+                lost(c, error.description, now: now, &events)
+                return
+            }
+            if n == 0 { return }   // the socket is full: the rest goes in a later pass
+            c.partial = c.partial.dropFirst(n)
+        }
+    }
+
+    private func lost(_ c: Channel, _ why: String, now: Double, _ events: inout [(String, FrameChannel.Event)]) {
+        if c.present { events.append((c.name, .disconnected(why))) }
+        drop(c, retryAt: 0)
+        retryLater(c, now: now)
+    }
+
+    private func retryLater(_ c: Channel, now: Double) {
+        c.nextOpen = now + c.backoff
+        c.backoff = min(c.backoff * 2, c.maxBackoff)
+    }
+
+    private func drop(_ c: Channel, retryAt: Double) {
+        if c.fd >= 0 { close(c.fd); c.fd = -1 }
+        c.present = false
+        c.partial = []
+        c.droppedCount += c.queue.count
+        c.queue.removeAll()
+        c.queuedBytes = 0
+        c.nextOpen = retryAt
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import Testing
+@testable import TandemRuntime
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The host's channels, served in passes, against real unix sockets standing in for QEMU's
+/// (the listener is the "VM", as QEMU serves the socket and the host connects).
+@Suite(.serialized) struct ChannelHubTests {
+    final class Peer {
+        let path: String
+        let listener: Int32
+        var conn: Int32 = -1
+        init() throws {
+            path = NSTemporaryDirectory() + "tandem-hub-\(getpid())-\(UUID().uuidString.prefix(8)).sock"
+            listener = try UnixSocket.listen(path, mode: 0o600)
+        }
+        /// Accepts the hub's connection (made in its last pass).
+        func accept() -> Bool {
+            if conn >= 0 { close(conn) }
+            conn = UnixSocket.accept(listener) ?? -1
+            return conn >= 0
+        }
+        func write(_ s: String) { _ = try? POSIX.writeSome(conn, Array(s.utf8)[...]) }
+        func readAll() -> String {
+            var out: [UInt8] = []
+            while case .data(let d)? = try? POSIX.read(conn) { out += d }
+            return String(decoding: out, as: UTF8.self)
+        }
+        func hangUp() { close(conn); conn = -1 }
+        deinit { if conn >= 0 { close(conn) }; close(listener); unlink(path) }
+    }
+
+    func frames(_ events: [(String, FrameChannel.Event)]) -> [String] {
+        events.compactMap { if case .frame(let f) = $0.1 { return String(decoding: f, as: UTF8.self) } else { return nil } }
+    }
+
+    @Test func readsWritesAndReconnects() throws {
+        let peer = try Peer()
+        let hub = ChannelHub()
+        defer { hub.stop() }
+        let ch = hub.add(name: "vm1", minBackoff: 0.5, maxBackoff: 2) { [path = peer.path] in try UnixSocket.connect(path) }
+        var now = 100.0
+
+        let first = hub.service(now: now)
+        #expect(first.count == 1 && first[0].0 == "vm1" && first[0].1 == .connected)
+        #expect(peer.accept())
+        // The hub starts the connection with a bare newline (ends a cut frame in the peer).
+        #expect(peer.readAll() == "\n")
+
+        // Two frames and half a third arrive between passes: one pass reads them all.
+        peer.write("{\"a\":1}\n{\"b\":2}\n{\"c\"")
+        #expect(frames(hub.service(now: now)) == ["{\"a\":1}", "{\"b\":2}"])
+        peer.write(":3}\n")
+        #expect(frames(hub.service(now: now)) == ["{\"c\":3}"])
+        // Nothing waiting: a pass returns nothing.
+        #expect(hub.service(now: now).isEmpty)
+
+        // Sends go out on flush, in order.
+        ch.send(Array("one\n".utf8)); ch.send(Array("two\n".utf8))
+        #expect(hub.flush(now: now).isEmpty)
+        #expect(peer.readAll() == "one\ntwo\n")
+
+        // The peer goes away: disconnected, then no reconnect before the backoff has passed.
+        peer.hangUp()
+        let lost = hub.service(now: now)
+        #expect(lost.count == 1)
+        if case .disconnected = lost.first?.1 {} else { Issue.record("expected disconnected, got \(lost)") }
+        // Frames sent while nobody is connected are dropped, not delivered late.
+        ch.send(Array("stale\n".utf8))
+        #expect(ch.dropped == 1)
+        now += 0.2
+        #expect(hub.service(now: now).isEmpty)
+        now += 0.4
+        #expect(hub.service(now: now).map(\.1) == [.connected])
+        #expect(peer.accept())
+        #expect(peer.readAll() == "\n")
+    }
+
+    @Test func openFailuresBackOffAndRecover() throws {
+        let path = NSTemporaryDirectory() + "tandem-hub-absent-\(getpid()).sock"
+        unlink(path)
+        let hub = ChannelHub()
+        defer { hub.stop() }
+        _ = hub.add(name: "vm1", minBackoff: 1, maxBackoff: 4) { try UnixSocket.connect(path) }
+        var now = 0.0
+        var attempts: [Double] = []
+        while now < 10 {
+            for (_, e) in hub.service(now: now) { if case .openFailed = e { attempts.append(now) } }
+            now += 0.25
+        }
+        // 1 s, 2 s, then 4 s (the cap) between attempts.
+        #expect(attempts == [0, 1, 3, 7])
+    }
+
+    @Test func cutOffClosesAndStaysAwayForThePause() throws {
+        let peer = try Peer()
+        let hub = ChannelHub()
+        defer { hub.stop() }
+        let ch = hub.add(name: "vm1", minBackoff: 0.1) { [path = peer.path] in try UnixSocket.connect(path) }
+        _ = hub.service(now: 0)
+        #expect(peer.accept())
+        ch.disconnect(for: 5)
+        let cut = hub.service(now: 1)
+        #expect(cut.count == 1)
+        if case .disconnected(let why) = cut.first?.1 { #expect(why.contains("cut off")) } else { Issue.record("expected disconnected, got \(cut)") }
+        // The peer sees the connection closed (after the greeting newline).
+        #expect(peer.readAll() == "\n")
+        var b: UInt8 = 0
+        #expect(Glibc.read(peer.conn, &b, 1) == 0)
+        #expect(hub.service(now: 5.9).isEmpty)
+        #expect(hub.service(now: 6).map(\.1) == [.connected])
+    }
+
+    @Test func aFloodingPeerIsReadAtMostTheFrameRateEachSecond() throws {
+        let peer = try Peer()
+        let hub = ChannelHub()
+        defer { hub.stop() }
+        _ = hub.add(name: "vm1", maxFramesPerSecond: 50) { [path = peer.path] in try UnixSocket.connect(path) }
+        _ = hub.service(now: 0)
+        #expect(peer.accept())
+        peer.write(String(repeating: "x\n", count: 500))
+        var n = 0
+        for t in stride(from: 0.0, to: 1, by: 0.1) { n += frames(hub.service(now: t)).count }
+        // 50 in the first second, whatever was read at once; the rest waits.
+        #expect(n == 50)
+        #expect(frames(hub.service(now: 1.0)).count == 50)
+        #expect(frames(hub.service(now: 1.5)).isEmpty)
+    }
+}
