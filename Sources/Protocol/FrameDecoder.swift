@@ -33,25 +33,38 @@ public struct FrameDecoder: Sendable {
     public var hasPending: Bool { pendingIndex < pending.count }
 
     public mutating func feed<S: Sequence>(_ bytes: S) where S.Element == UInt8 {
-        for b in bytes {
+        let done: Void? = bytes.withContiguousStorageIfAvailable { feed(buffer: $0) }
+        if done == nil { Array(bytes).withUnsafeBufferPointer { feed(buffer: $0) } }
+    }
+
+    /// A line at a time: up to the next newline the bytes are appended in one piece (or
+    /// counted, when the line is already too long), never byte by byte.
+    mutating func feed(buffer: UnsafeBufferPointer<UInt8>) {
+        var i = 0
+        let n = buffer.count
+        while i < n {
+            let newline = buffer[i..<n].firstIndex(of: UInt8(ascii: "\n"))
+            let end = newline ?? n
+            let chunk = end - i
             if let skipped = skipping {
-                if b == UInt8(ascii: "\n") {
-                    pending.append(.oversize(bytes: skipped + 1))
-                    skipping = nil
-                } else {
-                    skipping = skipped + 1
-                }
-            } else if b == UInt8(ascii: "\n") {
+                skipping = skipped + chunk
+            } else if line.count + chunk >= maxFrameBytes {
+                // The line cannot end within the limit (its newline would be past maxFrameBytes).
+                skipping = line.count + chunk
+                line.removeAll(keepingCapacity: false)
+            } else {
+                line.append(contentsOf: buffer[i..<end])
+            }
+            guard let newline else { return }
+            if let skipped = skipping {
+                pending.append(.oversize(bytes: skipped + 1))
+                skipping = nil
+            } else {
                 if line.last == UInt8(ascii: "\r") { line.removeLast() }
                 if !line.isEmpty { pending.append(.frame(line)) }
                 line.removeAll(keepingCapacity: true)
-            } else if line.count + 1 >= maxFrameBytes {
-                // The line cannot end within the limit (its newline would be byte maxFrameBytes + 1).
-                skipping = line.count + 1
-                line.removeAll(keepingCapacity: false)
-            } else {
-                line.append(b)
             }
+            i = newline + 1
         }
     }
 

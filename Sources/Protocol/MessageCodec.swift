@@ -45,7 +45,16 @@ public enum MessageCodec {
     /// Whether an encoded frame can be sent: peers skip longer ones as oversize.
     public static func fits(_ frame: [UInt8]) -> Bool { frame.count <= Limits.maxFrameBytes }
 
-    public static func decodeGuest(_ frame: [UInt8]) -> Outcome<GuestMessage> { decode(frame, GuestKinds.self) }
+    /// `fastPath: false` skips ``FastGuestDecoder`` (for comparing the two; the outcome is
+    /// the same either way).
+    public static func decodeGuest(_ frame: [UInt8], fastPath: Bool = true) -> Outcome<GuestMessage> {
+        if fastPath, let fast = FastGuestDecoder.decode(frame) { return fast }
+        return decode(frame, GuestKinds.self)
+    }
+
+    /// Whether ``FastGuestDecoder`` takes this frame (rather than leaving it to the general
+    /// decoder).
+    public static func fastPathTakes(_ frame: [UInt8]) -> Bool { FastGuestDecoder.decode(frame) != nil }
 
     public static func decodeHost(_ frame: [UInt8]) -> Outcome<HostMessage> { decode(frame, HostKinds.self) }
 
@@ -209,6 +218,8 @@ public enum MessageCodec {
         return .message(message, session: probe.session, unknownFields: unknown)
     }
 }
+
+extension MessageCodec.Outcome: Equatable where Message: Equatable {}
 
 /// Why a frame was refused. Counted per channel; repeated violations disconnect a guest.
 public enum ProtocolViolation: Error, Equatable, Sendable, CustomStringConvertible {

@@ -1,0 +1,289 @@
+/// A decoder for the frames a host receives most (demand reports, pings and pongs), written
+/// as they are written: one pass over the bytes, no `JSONDecoder`.
+///
+/// Every running agent sends a demand report each interval while it is busy, and at least
+/// once a second while idle; on a host with many VMs decoding them is most of what the
+/// channels cost (`JSONDecoder` takes tens of microseconds for a report, this a few).
+///
+/// It is a fast path, never a second opinion: it accepts only the plain form a peer's
+/// encoder writes (no whitespace, no escapes, no nulls, integers only, ASCII strings,
+/// known keys each at most once, in any order) and gives up (`nil`) at anything else, for
+/// ``MessageCodec``'s general decoder to decide. What it does accept decodes to exactly what
+/// the general decoder gives, validation included: the frames fuzz target checks the two
+/// against each other on every input.
+enum FastGuestDecoder {
+    struct GiveUp: Error {}
+
+    static func decode(_ frame: [UInt8]) -> MessageCodec.Outcome<GuestMessage>? {
+        guard frame.count < Limits.maxFrameBytes else { return nil }
+        return frame.withUnsafeBufferPointer { buf -> MessageCodec.Outcome<GuestMessage>? in
+            var s = Scanner(buf)
+            do {
+                // The body comes first in sorted keys, before the kind that says how to read
+                // it: note where it is, read it once the kind is known.
+                var kind: String?, session: SessionID?, sawSession = false
+                var body: Range<Int>?
+                var first = true
+                try s.take(UInt8(ascii: "{"))
+                while let key = try s.key(&first) {
+                    switch key {
+                    case "kind" where kind == nil: kind = try s.string()
+                    case "session" where !sawSession:
+                        sawSession = true
+                        guard let id = SessionID(rawValue: try s.string()) else { throw GiveUp() }
+                        session = id
+                    case "body" where body == nil:
+                        let start = s.i
+                        try s.skipObject()
+                        body = start..<s.i
+                    default: throw GiveUp()
+                    }
+                }
+                guard s.atEnd, let kind, let body else { return nil }
+                var b = Scanner(UnsafeBufferPointer(rebasing: buf[body]))
+                let message: GuestMessage
+                let value: any Validatable
+                switch kind {
+                case "demand": let r = try demand(&b); (message, value) = (.demand(r), r)
+                case "ping": let p = try ping(&b); (message, value) = (.ping(p), p)
+                case "pong": let p = try ping(&b); (message, value) = (.pong(p), p)
+                default: return nil
+                }
+                guard b.atEnd else { return nil }
+                do throws(ValidationError) { try value.validate() } catch { return .invalid(.invalidValue(error)) }
+                return .message(message, session: session, unknownFields: [])
+            } catch {
+                return nil
+            }
+        }
+    }
+
+    static func ping(_ s: inout Scanner) throws(GiveUp) -> Ping {
+        var nonce: UInt64?
+        var first = true
+        try s.take(UInt8(ascii: "{"))
+        while let key = try s.key(&first) {
+            guard key == "nonce", nonce == nil else { throw GiveUp() }
+            nonce = try s.uint(UInt64.max)
+        }
+        guard let nonce else { throw GiveUp() }
+        return Ping(nonce: nonce)
+    }
+
+    static func demand(_ s: inout Scanner) throws(GiveUp) -> DemandReport {
+        var sequence: UInt64?, interval: UInt64?, epoch: UInt64?, rate: UInt64?, wants: Bool?, unmet: UInt64?
+        var classes: [ClassDemand]?, flows: [FlowDemand]?
+        var first = true
+        try s.take(UInt8(ascii: "{"))
+        while let key = try s.key(&first) {
+            switch key {
+            case "sequence" where sequence == nil: sequence = try s.uint(UInt64.max)
+            case "intervalMilliseconds" where interval == nil: interval = try s.uint(UInt64(UInt32.max))
+            case "epoch" where epoch == nil: epoch = try s.uint(UInt64.max)
+            case "rate" where rate == nil: rate = try s.uint(UInt64.max)
+            case "wantsMore" where wants == nil: wants = try s.bool()
+            case "unmetReservations" where unmet == nil: unmet = try s.uint(UInt64.max)
+            case "classes" where classes == nil:
+                var list: [ClassDemand] = [], next = true
+                try s.take(UInt8(ascii: "["))
+                while try s.element(&next) { list.append(try classDemand(&s)) }
+                classes = list
+            case "flows" where flows == nil:
+                var list: [FlowDemand] = [], next = true
+                try s.take(UInt8(ascii: "["))
+                while try s.element(&next) { list.append(try flowDemand(&s)) }
+                flows = list
+            default: throw GiveUp()
+            }
+        }
+        guard let sequence, let interval, let epoch, let rate, let wants, let unmet, let classes, let flows else { throw GiveUp() }
+        return DemandReport(sequence: sequence, intervalMilliseconds: UInt32(interval), epoch: epoch, rate: BitRate(bitsPerSecond: rate),
+                            wantsMore: wants, unmetReservations: BitRate(bitsPerSecond: unmet), classes: classes, flows: flows)
+    }
+
+    static func reasons(_ s: inout Scanner) throws(GiveUp) -> [WantReason] {
+        var out: [WantReason] = [], first = true
+        try s.take(UInt8(ascii: "["))
+        while try s.element(&first) { out.append(WantReason(rawValue: try s.string())) }
+        return out
+    }
+
+    static func classDemand(_ s: inout Scanner) throws(GiveUp) -> ClassDemand {
+        var name: String?, bytes: UInt64?, rate: UInt64?, drops: UInt64?, backlog: UInt64?, wants: [WantReason]?
+        var first = true
+        try s.take(UInt8(ascii: "{"))
+        while let key = try s.key(&first) {
+            switch key {
+            case "name" where name == nil: name = try s.string()
+            case "bytes" where bytes == nil: bytes = try s.uint(UInt64.max)
+            case "rate" where rate == nil: rate = try s.uint(UInt64.max)
+            case "drops" where drops == nil: drops = try s.uint(UInt64.max)
+            case "backlog" where backlog == nil: backlog = try s.uint(UInt64.max)
+            case "wantsMore" where wants == nil: wants = try reasons(&s)
+            default: throw GiveUp()
+            }
+        }
+        guard let name, let bytes, let rate, let drops, let backlog, let wants else { throw GiveUp() }
+        return ClassDemand(name: name, bytes: bytes, rate: BitRate(bitsPerSecond: rate), drops: drops, backlog: backlog, wantsMore: wants)
+    }
+
+    static func flowDemand(_ s: inout Scanner) throws(GiveUp) -> FlowDemand {
+        var flow: FlowKey?, bytes: UInt64?, rate: UInt64?, wants: [WantReason]?
+        var first = true
+        try s.take(UInt8(ascii: "{"))
+        while let key = try s.key(&first) {
+            switch key {
+            case "flow" where flow == nil: flow = try flowKey(&s)
+            case "bytes" where bytes == nil: bytes = try s.uint(UInt64.max)
+            case "rate" where rate == nil: rate = try s.uint(UInt64.max)
+            case "wantsMore" where wants == nil: wants = try reasons(&s)
+            default: throw GiveUp()
+            }
+        }
+        guard let flow, let bytes, let rate, let wants else { throw GiveUp() }
+        return FlowDemand(flow: flow, bytes: bytes, rate: BitRate(bitsPerSecond: rate), wantsMore: wants)
+    }
+
+    static func flowKey(_ s: inout Scanner) throws(GiveUp) -> FlowKey {
+        var proto: FlowProtocol?, src: IPAddress?, sport: UInt64?, dst: IPAddress?, dport: UInt64?
+        func address(_ s: inout Scanner) throws(GiveUp) -> IPAddress {
+            let text = try s.string()
+            guard text.utf8.count <= 64, let a = IPAddress(text) else { throw GiveUp() }
+            return a
+        }
+        var first = true
+        try s.take(UInt8(ascii: "{"))
+        while let key = try s.key(&first) {
+            switch key {
+            case "proto" where proto == nil:
+                guard let p = FlowProtocol(rawValue: try s.string()) else { throw GiveUp() }
+                proto = p
+            case "src" where src == nil: src = try address(&s)
+            case "sport" where sport == nil: sport = try s.uint(UInt64(UInt16.max))
+            case "dst" where dst == nil: dst = try address(&s)
+            case "dport" where dport == nil: dport = try s.uint(UInt64(UInt16.max))
+            default: throw GiveUp()
+            }
+        }
+        guard let proto, let src, let sport, let dst, let dport else { throw GiveUp() }
+        return FlowKey(proto: proto, source: src, sourcePort: UInt16(sport), destination: dst, destinationPort: UInt16(dport))
+    }
+
+    /// A cursor over the plain JSON subset. Every method throws ``GiveUp`` at anything else.
+    struct Scanner {
+        let b: UnsafeBufferPointer<UInt8>
+        var i = 0
+        init(_ b: UnsafeBufferPointer<UInt8>) { self.b = b }
+
+        var atEnd: Bool { i == b.count }
+
+        mutating func take(_ c: UInt8) throws(GiveUp) {
+            guard i < b.count, b[i] == c else { throw GiveUp() }
+            i += 1
+        }
+
+        mutating func peek(_ c: UInt8) -> Bool { i < b.count && b[i] == c }
+
+        /// The next key of an object whose `{` was taken, with its `:`; nil at its `}`.
+        /// `first` starts true for each object.
+        mutating func key(_ first: inout Bool) throws(GiveUp) -> String? {
+            if first {
+                first = false
+                if peek(UInt8(ascii: "}")) { i += 1; return nil }
+            } else if peek(UInt8(ascii: ",")) {
+                i += 1
+            } else {
+                try take(UInt8(ascii: "}"))
+                return nil
+            }
+            let k = try string()
+            try take(UInt8(ascii: ":"))
+            return k
+        }
+
+        /// Whether another element of an array whose `[` was taken follows; false at its `]`.
+        mutating func element(_ first: inout Bool) throws(GiveUp) -> Bool {
+            if first {
+                first = false
+                if peek(UInt8(ascii: "]")) { i += 1; return false }
+                return true
+            }
+            if peek(UInt8(ascii: ",")) { i += 1; return true }
+            try take(UInt8(ascii: "]"))
+            return false
+        }
+
+        /// A string of printable ASCII without escapes.
+        mutating func string() throws(GiveUp) -> String {
+            try take(UInt8(ascii: "\""))
+            let start = i
+            while i < b.count {
+                let c = b[i]
+                if c == UInt8(ascii: "\"") {
+                    let s = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
+                    i += 1
+                    return s
+                }
+                guard c >= 0x20, c < 0x7f, c != UInt8(ascii: "\\") else { throw GiveUp() }
+                i += 1
+            }
+            throw GiveUp()
+        }
+
+        /// A non-negative integer in JSON's form (no leading zeros), at most `max`.
+        mutating func uint(_ max: UInt64) throws(GiveUp) -> UInt64 {
+            let start = i
+            var v: UInt64 = 0
+            while i < b.count, b[i] >= 48, b[i] <= 57 {
+                let (m, o1) = v.multipliedReportingOverflow(by: 10)
+                let (a, o2) = m.addingReportingOverflow(UInt64(b[i] - 48))
+                guard !o1, !o2 else { throw GiveUp() }
+                v = a
+                i += 1
+            }
+            // Nothing, a leading zero, or a fraction or exponent follows: not ours.
+            guard i > start, !(b[start] == 48 && i - start > 1), v <= max else { throw GiveUp() }
+            if i < b.count, b[i] == UInt8(ascii: ".") || b[i] == UInt8(ascii: "e") || b[i] == UInt8(ascii: "E") { throw GiveUp() }
+            return v
+        }
+
+        mutating func bool() throws(GiveUp) -> Bool {
+            if literal("true") { return true }
+            if literal("false") { return false }
+            throw GiveUp()
+        }
+
+        mutating func literal(_ word: StaticString) -> Bool {
+            let n = word.utf8CodeUnitCount
+            guard i + n <= b.count else { return false }
+            for k in 0..<n where b[i + k] != word.utf8Start[k] { return false }
+            i += n
+            return true
+        }
+
+        /// Skips an object of the plain subset (strings without escapes), checking only
+        /// that its brackets and quotes balance; it is read properly later.
+        mutating func skipObject() throws(GiveUp) {
+            guard peek(UInt8(ascii: "{")) else { throw GiveUp() }
+            var depth = 0
+            var inString = false
+            while i < b.count {
+                let c = b[i]
+                i += 1
+                if inString {
+                    if c == UInt8(ascii: "\"") { inString = false } else if c == UInt8(ascii: "\\") { throw GiveUp() }
+                    continue
+                }
+                switch c {
+                case UInt8(ascii: "\""): inString = true
+                case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    depth -= 1
+                    if depth == 0 { return }
+                default: break
+                }
+            }
+            throw GiveUp()
+        }
+    }
+}
