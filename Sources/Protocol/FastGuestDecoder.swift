@@ -20,9 +20,14 @@ enum FastGuestDecoder {
             var s = Scanner(buf)
             do {
                 // The body comes first in sorted keys, before the kind that says how to read
-                // it: note where it is, read it once the kind is known.
+                // it. Agents end every frame with `"kind":"…","session":"…"}`: the kind read
+                // from there lets the body be decoded where it stands (the kind is still read
+                // in its place, and must be the same). Otherwise the body is skipped, and read
+                // once the kind is known.
+                let guess = kindFromTail(buf)
                 var kind: String?, session: SessionID?, sawSession = false
                 var body: Range<Int>?
+                var parsed: (GuestMessage, any Validatable)?
                 var first = true
                 try s.take(UInt8(ascii: "{"))
                 while let key = try s.key(&first) {
@@ -32,24 +37,27 @@ enum FastGuestDecoder {
                         sawSession = true
                         guard let id = SessionID(rawValue: try s.string()) else { throw GiveUp() }
                         session = id
-                    case "body" where body == nil:
-                        let start = s.i
-                        try s.skipObject()
-                        body = start..<s.i
+                    case "body" where body == nil && parsed == nil:
+                        if let guess {
+                            parsed = try Self.body(guess, &s)
+                        } else {
+                            let start = s.i
+                            try s.skipObject()
+                            body = start..<s.i
+                        }
                     default: throw GiveUp()
                     }
                 }
-                guard s.atEnd, let kind, let body else { return nil }
-                var b = Scanner(UnsafeBufferPointer(rebasing: buf[body]))
-                let message: GuestMessage
-                let value: any Validatable
-                switch kind {
-                case "demand": let r = try demand(&b); (message, value) = (.demand(r), r)
-                case "ping": let p = try ping(&b); (message, value) = (.ping(p), p)
-                case "pong": let p = try ping(&b); (message, value) = (.pong(p), p)
-                default: return nil
+                guard s.atEnd, let kind else { return nil }
+                if parsed != nil {
+                    guard kind == guess else { return nil }
+                } else {
+                    guard let body else { return nil }
+                    var b = Scanner(UnsafeBufferPointer(rebasing: buf[body]))
+                    parsed = try Self.body(kind, &b)
+                    guard b.atEnd else { return nil }
                 }
-                guard b.atEnd else { return nil }
+                guard let (message, value) = parsed else { return nil }
                 do throws(ValidationError) { try value.validate() } catch { return .invalid(.invalidValue(error)) }
                 return .message(message, session: session, unknownFields: [])
             } catch {
@@ -57,6 +65,31 @@ enum FastGuestDecoder {
             }
         }
     }
+
+    /// The body of a kind this decoder reads, from the scanner's position.
+    static func body(_ kind: String, _ s: inout Scanner) throws(GiveUp) -> (GuestMessage, any Validatable) {
+        switch kind {
+        case "demand": let r = try demand(&s); return (.demand(r), r)
+        case "ping": let p = try ping(&s); return (.ping(p), p)
+        case "pong": let p = try ping(&s); return (.pong(p), p)
+        default: throw GiveUp()
+        }
+    }
+
+    /// The kind, when the frame ends as an agent ends it: `,"kind":"K","session":"<16>"}`.
+    static func kindFromTail(_ b: UnsafeBufferPointer<UInt8>) -> String? {
+        let end = b.count - 18                       // 16 digits, a quote and the brace
+        guard end - tail.count > 0, b[b.count - 1] == UInt8(ascii: "}"), b[b.count - 2] == UInt8(ascii: "\""),
+              b[(end - tail.count)..<end].elementsEqual(tail) else { return nil }
+        for (kind, head) in heads {
+            let start = end - tail.count - head.count
+            if start > 0, b[start..<(end - tail.count)].elementsEqual(head) { return kind }
+        }
+        return nil
+    }
+    /// What stands between the kind's value and the session's, and before the kind's value.
+    static let tail = Array(#"","session":""#.utf8)
+    static let heads = ["demand", "pong", "ping"].map { ($0, Array(#","kind":""#.utf8) + Array($0.utf8)) }
 
     static func ping(_ s: inout Scanner) throws(GiveUp) -> Ping {
         var nonce: UInt64?
@@ -147,7 +180,10 @@ enum FastGuestDecoder {
     static func flowKey(_ s: inout Scanner) throws(GiveUp) -> FlowKey {
         var proto: FlowProtocol?, src: IPAddress?, sport: UInt64?, dst: IPAddress?, dport: UInt64?
         func address(_ s: inout Scanner) throws(GiveUp) -> IPAddress {
-            let text = try s.string()
+            let bytes = try s.stringBytes()
+            // Dotted quads straight from the bytes; anything else as IPAddress(String) reads it.
+            if let v4 = IPAddress.parseV4(bytes) { return .v4(v4) }
+            let text = String(decoding: bytes, as: UTF8.self)
             guard text.utf8.count <= 64, let a = IPAddress(text) else { throw GiveUp() }
             return a
         }
@@ -184,9 +220,22 @@ enum FastGuestDecoder {
 
         mutating func peek(_ c: UInt8) -> Bool { i < b.count && b[i] == c }
 
+        /// A key, as its bytes: matched against literals (`case "rate":`) without making a
+        /// String of it.
+        struct Key {
+            let bytes: UnsafeBufferPointer<UInt8>
+            static func ~= (pattern: StaticString, key: Key) -> Bool { key == pattern }
+            static func == (key: Key, literal: StaticString) -> Bool {
+                let n = literal.utf8CodeUnitCount
+                guard n == key.bytes.count else { return false }
+                for k in 0..<n where key.bytes[k] != literal.utf8Start[k] { return false }
+                return true
+            }
+        }
+
         /// The next key of an object whose `{` was taken, with its `:`; nil at its `}`.
         /// `first` starts true for each object.
-        mutating func key(_ first: inout Bool) throws(GiveUp) -> String? {
+        mutating func key(_ first: inout Bool) throws(GiveUp) -> Key? {
             if first {
                 first = false
                 if peek(UInt8(ascii: "}")) { i += 1; return nil }
@@ -196,9 +245,9 @@ enum FastGuestDecoder {
                 try take(UInt8(ascii: "}"))
                 return nil
             }
-            let k = try string()
+            let k = try stringBytes()
             try take(UInt8(ascii: ":"))
-            return k
+            return Key(bytes: k)
         }
 
         /// Whether another element of an array whose `[` was taken follows; false at its `]`.
@@ -215,14 +264,18 @@ enum FastGuestDecoder {
 
         /// A string of printable ASCII without escapes.
         mutating func string() throws(GiveUp) -> String {
+            String(decoding: try stringBytes(), as: UTF8.self)
+        }
+
+        /// A string of printable ASCII without escapes, as its bytes (without the quotes).
+        mutating func stringBytes() throws(GiveUp) -> UnsafeBufferPointer<UInt8> {
             try take(UInt8(ascii: "\""))
             let start = i
             while i < b.count {
                 let c = b[i]
                 if c == UInt8(ascii: "\"") {
-                    let s = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
                     i += 1
-                    return s
+                    return UnsafeBufferPointer(rebasing: b[start..<(i - 1)])
                 }
                 guard c >= 0x20, c < 0x7f, c != UInt8(ascii: "\\") else { throw GiveUp() }
                 i += 1

@@ -20,15 +20,26 @@ public enum IPAddress: Hashable, Sendable {
         else { return nil }
     }
 
-    static func parseV4(_ s: Substring) -> UInt32? {
-        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
-        var value: UInt32 = 0
-        for p in parts {
-            guard !p.isEmpty, p.count <= 3, p.allSatisfy({ $0.isASCII && $0.isNumber }), let n = UInt32(p), n <= 255 else { return nil }
-            value = value << 8 | n
+    /// Four dot-separated parts of one to three ASCII digits, each at most 255.
+    static func parseV4(_ s: Substring) -> UInt32? { parseV4(s.utf8) }
+
+    static func parseV4<Bytes: Collection<UInt8>>(_ utf8: Bytes) -> UInt32? {
+        var value: UInt32 = 0, part: UInt32 = 0, digits = 0, dots = 0
+        for b in utf8 {
+            if b == UInt8(ascii: ".") {
+                guard digits > 0, part <= 255, dots < 3 else { return nil }
+                value = value << 8 | part
+                part = 0; digits = 0; dots += 1
+            } else if b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") {
+                digits += 1
+                guard digits <= 3 else { return nil }
+                part = part * 10 + UInt32(b - UInt8(ascii: "0"))
+            } else {
+                return nil
+            }
         }
-        return value
+        guard dots == 3, digits > 0, part <= 255 else { return nil }
+        return value << 8 | part
     }
 
     static func parseV6(_ text: String) -> [UInt8]? {

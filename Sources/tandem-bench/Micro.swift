@@ -44,6 +44,9 @@ enum Micro {
         let enc = time(2000) { ok &+= MessageCodec.encode(.demand(report), session: session).count }
         let dec = time(2000) { if case .message = MessageCodec.decodeGuest(Array(frame.dropLast())) { ok &+= 1 } }
         let pingDec = time(20000) { if case .message = MessageCodec.decodeGuest(Array(ping.dropLast())) { ok &+= 1 } }
+        // Side by side: the general decoder (JSONDecoder), which the fast path stands in for.
+        let decGeneral = time(2000) { if case .message = MessageCodec.decodeGuest(Array(frame.dropLast()), fastPath: false) { ok &+= 1 } }
+        let pingGeneral = time(20000) { if case .message = MessageCodec.decodeGuest(Array(ping.dropLast()), fastPath: false) { ok &+= 1 } }
         var d = FrameDecoder()
         let stream = Array(repeating: frame, count: 100).flatMap { $0 }
         let framing = time(50) { d.feed(stream); while let _ = d.next() { ok &+= 1 } }
@@ -52,6 +55,9 @@ enum Micro {
             Result(name: "encode demand report (32 flows, \(frame.count) B)", value: 1 / enc, unit: "msg/s", target: nil, lowerIsBetter: false),
             Result(name: "decode+validate demand report (32 flows)", value: 1 / dec, unit: "msg/s", target: nil, lowerIsBetter: false),
             Result(name: "decode+validate ping", value: 1 / pingDec, unit: "msg/s", target: nil, lowerIsBetter: false),
+            Result(name: "decode+validate demand report (32 flows), general decoder", value: 1 / decGeneral, unit: "msg/s", target: nil, lowerIsBetter: false),
+            Result(name: "decode+validate ping, general decoder", value: 1 / pingGeneral, unit: "msg/s", target: nil, lowerIsBetter: false),
+            Result(name: "demand report decode, fast path over general", value: decGeneral / dec, unit: "x", target: nil, lowerIsBetter: false),
             Result(name: "frame splitting", value: Double(stream.count) / framing / 1e6, unit: "MB/s", target: nil, lowerIsBetter: false),
         ]
     }

@@ -20,11 +20,22 @@ enum SystemBench {
         return (cpu, hwm)
     }
 
+    /// Who is at the other end of the VMs' channels.
+    enum Guests {
+        /// No channels.
+        case none
+        /// A real `tandem-agent` per VM on its end of the veth (all in one guests' namespace),
+        /// through a pty relay, at a 100 ms interval; the VMs send nothing, so the agents are
+        /// idle and report when something changes and at least once a second.
+        case idleAgents
+        /// ``SyntheticGuests``: a report every 100 ms from every VM, as from busy agents.
+        case busySynthetic
+    }
+
     /// The controller with 64 VMs on veths (tc backends, real netlink), 10 Hz, for `seconds`,
-    /// with its Prometheus metrics on (as configured by default). With `agents`, each VM has
-    /// a real `tandem-agent` on its end of the veth (all in one guests' namespace), talking to
-    /// the controller through a pty relay and reporting at 10 Hz.
-    static func controllerOverhead(vms: Int = 64, seconds: Double = 30, agents: Bool = false) throws -> [Result] {
+    /// with its Prometheus metrics on (as configured by default), and `guests` on the channels.
+    static func controllerOverhead(vms: Int = 64, seconds: Double = 30, guests kind: Guests = .none) throws -> [Result] {
+        let agents = kind != .none
         // The VMs' ends of the veths live in a namespace of their own, as on a real host
         // they are inside the guests: the host's tables hold only the host's side.
         let ns = try Netns(prefix: "tdm-bench-ovh"), guests = try Netns(prefix: "tdm-bench-ovg")
@@ -39,13 +50,16 @@ enum SystemBench {
             try ns.ip("link add b\(i) type veth peer name b\(i)p netns \(guests.name)")
             try ns.ip("link set b\(i) up"); try guests.ip("link set b\(i)p up")
             cfg += "[[vm]]\nname = \"vm\(i)\"\ninterface = \"b\(i)\"\n"
-            if agents {
+            if kind == .idleAgents {
                 let relay = try LabRelay(socketPath: "\(dir)/vm\(i).chan")
                 relay.start()
                 relays.append(relay)
-                cfg += "channel = \"\(dir)/vm\(i).chan\"\n"
             }
+            if agents { cfg += "channel = \"\(dir)/vm\(i).chan\"\n" }
         }
+        let synthetic = kind == .busySynthetic ? try SyntheticGuests(paths: (0..<vms).map { "\(dir)/vm\($0).chan" }) : nil
+        synthetic?.start()
+        defer { synthetic?.stop() }
         var agentProcesses: [BackgroundProcess] = []
         defer { agentProcesses.forEach { $0.stop() } }
         for (i, relay) in relays.enumerated() {
@@ -62,14 +76,20 @@ enum SystemBench {
         try waitUntilAllLimited(adminSocket: "/tmp/tdm-bench-\(getpid()).sock", vms: vms, process: p, agents: agents)
         Thread.sleep(forTimeInterval: 2)
         let (c0, _) = cpuAndPeak(p.pid)
+        let reports0 = synthetic?.reportsSent ?? 0
         Thread.sleep(forTimeInterval: seconds)
         let (c1, peak) = cpuAndPeak(p.pid)
+        let reports = Double((synthetic?.reportsSent ?? 0) - reports0) / seconds
         let perMinute = (c1 - c0) / seconds * 60
-        let with = agents ? ", agents reporting at 10 Hz" : ", no agents"
+        let with = switch kind {
+        case .none: ", no agents"
+        case .idleAgents: ", idle agents"
+        case .busySynthetic: ", busy guests (synthetic)"
+        }
         return [
             Result(name: "controller CPU, \(vms) VMs at 10 Hz\(with)", value: perMinute / 60 * 100, unit: "% of a core", target: 1, lowerIsBetter: true),
             Result(name: "controller peak RSS, \(vms) VMs\(with)", value: Double(peak) / 1024, unit: "MiB", target: nil, lowerIsBetter: true),
-        ]
+        ] + (synthetic == nil ? [] : [Result(name: "demand reports sent to the controller by the busy guests", value: reports, unit: "/s", target: nil, lowerIsBetter: false)])
     }
 
     /// Polls the controller's status until all `vms` have a limit set.

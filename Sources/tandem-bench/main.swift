@@ -52,7 +52,8 @@ do {
             }
         case "allocator": show("allocator", Micro.allocator())
         case "codec": show("protocol codec", Micro.codec())
-        case "overhead": show("overhead", try SystemBench.controllerOverhead() + SystemBench.controllerOverhead(agents: true) + SystemBench.agentOverhead())
+        case "overhead": show("overhead", try SystemBench.controllerOverhead() + SystemBench.controllerOverhead(guests: .idleAgents)
+                                    + SystemBench.controllerOverhead(guests: .busySynthetic) + SystemBench.agentOverhead())
         case "accuracy": show("accuracy (100% = goodput equal to 95% of the limit; target within 3%)", try await SystemBench.accuracy())
         case "reaction": show("reaction in the lab (\(reps) repetitions)", try Reaction.run(repetitions: reps))
         default: break

@@ -240,6 +240,20 @@ enum Samples {
         if case .message(let back, _, _) = MessageCodec.decodeGuest(frame) { #expect(back == m) } else { Issue.record("did not decode") }
     }
 
+    /// The fast path reads the kind from where agents write it (last but the session) to read
+    /// the body in place; in any other order it skips the body and comes back to it.
+    @Test(arguments: [
+        #"{"kind":"ping","session":"0123456789abcdef","body":{"nonce":1}}"#,
+        #"{"session":"0123456789abcdef","body":{"nonce":7},"kind":"pong"}"#,
+        #"{"body":{"nonce":1},"kind":"ping"}"#,
+        #"{"kind":"demand","body":{"sequence":1,"intervalMilliseconds":100,"epoch":0,"rate":5,"wantsMore":false,"unmetReservations":0,"classes":[{"name":"tcp","bytes":1,"rate":1,"drops":0,"backlog":0,"wantsMore":["drops"]}],"flows":[]},"session":"0123456789abcdef"}"#,
+    ])
+    func otherKeyOrdersTakeTheFastPathToo(text: String) {
+        let frame = Array(text.utf8)
+        #expect(MessageCodec.fastPathTakes(frame))
+        #expect(Self.agree(frame))
+    }
+
     /// Anything outside the plain form goes to the general decoder, which decides as before.
     @Test(arguments: [
         #"{"kind":"ping","session":"0123456789abcdef","body":{"nonce":1}} "#,                  // whitespace
