@@ -159,8 +159,9 @@ public final class ChannelHub: @unchecked Sendable {
                 c.framesThisSecond += 1
             }
             if c.framesThisSecond >= c.maxFramesPerSecond || budget <= 0 { return }
+            let want = min(budget, 16384)
             let result: POSIX.ReadResult
-            do { result = try POSIX.read(c.fd, max: min(budget, 16384)) } catch {
+            do { result = try POSIX.read(c.fd, max: want) } catch {
                 // ECONNRESET and the like: the peer is gone.
                 lost(c, error.description, now: now, &events)
                 return
@@ -170,6 +171,9 @@ public final class ChannelHub: @unchecked Sendable {
                 budget -= bytes.count
                 c.backoff = c.minBackoff
                 c.decoder.feed(bytes)
+                // A short read emptied the socket: no second read just to hear EAGAIN (the
+                // next pass's poll sees whatever comes later).
+                if bytes.count < want { budget = 0 }
             case .wouldBlock:
                 return
             case .end:

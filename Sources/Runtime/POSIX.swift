@@ -36,10 +36,14 @@ public enum POSIX {
     public enum ReadResult: Sendable { case data([UInt8]), wouldBlock, end }
 
     public static func read(_ fd: Int32, max: Int = 65536) throws(SystemError) -> ReadResult {
-        var buf = [UInt8](repeating: 0, count: max)
         while true {
-            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, max) }
-            if n > 0 { return .data(Array(buf[0..<n])) }
+            // Read straight into the array that is returned: no zeroing, no copy.
+            var n = 0
+            let buf = [UInt8](unsafeUninitializedCapacity: max) { b, count in
+                n = Glibc.read(fd, b.baseAddress, max)
+                count = Swift.max(n, 0)
+            }
+            if n > 0 { return .data(buf) }
             if n == 0 { return .end }
             let e = Glibc.errno
             if e == EINTR { continue }

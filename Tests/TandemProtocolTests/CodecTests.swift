@@ -355,3 +355,18 @@ extension FastPathAgreement {
         #expect(taken > 500)
     }
 }
+
+extension FastPathAgreement {
+    @Test func kindIsReadFromTheTailOfAgentFrames() {
+        for m in Samples.guest {
+            let frame = Array(MessageCodec.encode(m, session: Samples.session).dropLast())
+            let kind = frame.withUnsafeBufferPointer { FastGuestDecoder.kindFromTail($0) }
+            switch m {
+            case .demand: #expect(kind == "demand")
+            case .ping: #expect(kind == "ping")
+            case .pong: #expect(kind == "pong")
+            default: #expect(kind == nil)
+            }
+        }
+    }
+}
