@@ -57,10 +57,10 @@ import Glibc
         // Nothing waiting: a pass returns nothing.
         #expect(hub.service(now: now).isEmpty)
 
-        // Sends go out on flush, in order.
+        // Sends are written at once, in order.
         ch.send(Array("one\n".utf8)); ch.send(Array("two\n".utf8))
-        #expect(hub.flush(now: now).isEmpty)
         #expect(peer.readAll() == "one\ntwo\n")
+        #expect(hub.flush(now: now).isEmpty)
 
         // The peer goes away: disconnected, then no reconnect before the backoff has passed.
         peer.hangUp()
@@ -76,6 +76,51 @@ import Glibc
         #expect(hub.service(now: now).map(\.1) == [.connected])
         #expect(peer.accept())
         #expect(peer.readAll() == "\n")
+    }
+
+    /// A peer that does not read: what its socket does not take waits (up to the queue's
+    /// bound, older frames dropped beyond it) and goes out whole and in order once it reads.
+    @Test func aFullSocketKeepsTheRestForLater() throws {
+        let peer = try Peer()
+        let hub = ChannelHub()
+        defer { hub.stop() }
+        let ch = hub.add(name: "vm1", maxQueuedBytes: 1 << 20) { [path = peer.path] in try UnixSocket.connect(path) }
+        _ = hub.service(now: 0)
+        #expect(peer.accept())
+        #expect(peer.readAll() == "\n")
+        let frames = (0..<40).map { i in [UInt8](repeating: UInt8(ascii: "a") + UInt8(i % 26), count: 65535) + [10] }
+        for f in frames { ch.send(f) }
+        #expect(ch.dropped > 0, "2.5 MiB do not fit a socket buffer and a 1 MiB queue")
+        var got: [UInt8] = []
+        for _ in 0..<1000 {
+            got += Array(peer.readAll().utf8)
+            _ = hub.flush(now: 0)
+            if got.count + ch.dropped * 65536 >= 40 * 65536 { break }
+        }
+        got += Array(peer.readAll().utf8)
+        let lines = got.split(separator: 10, omittingEmptySubsequences: false).dropLast()
+        #expect(lines.count + ch.dropped == 40)
+        #expect(lines.allSatisfy { $0.count == 65535 && Set($0).count == 1 }, "only whole frames")
+        // In order: the first frames (in the socket) and then the newest (the queue's).
+        let order = lines.map { Int($0.first! - UInt8(ascii: "a")) }
+        #expect(order.first == 0 && order.last == 39 % 26)
+    }
+
+    /// A send that finds the peer gone is reported by the next pass; nothing is written after.
+    @Test func aPeerGoneWhileSendingIsReportedByTheNextPass() throws {
+        let peer = try Peer()
+        let hub = ChannelHub()
+        defer { hub.stop() }
+        let ch = hub.add(name: "vm1", minBackoff: 1) { [path = peer.path] in try UnixSocket.connect(path) }
+        _ = hub.service(now: 0)
+        #expect(peer.accept())
+        peer.hangUp()
+        ch.send(Array("lost\n".utf8))
+        let events = hub.service(now: 0.1)
+        #expect(events.count == 1)
+        if case .disconnected = events.first?.1 {} else { Issue.record("expected disconnected, got \(events)") }
+        ch.send(Array("dropped\n".utf8))
+        #expect(ch.dropped >= 1)
     }
 
     @Test func openFailuresBackOffAndRecover() throws {
