@@ -10,5 +10,4 @@ public protocol GuestChannel: Sendable {
     func disconnect(for seconds: Double)
 }
 
-extension FrameChannel: GuestChannel {}
 extension ChannelHub.Channel: GuestChannel {}

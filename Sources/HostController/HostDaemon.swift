@@ -72,14 +72,13 @@ public struct HostDaemon: Sendable {
                     if Task.isCancelled { break }
                     let now = POSIX.now()
                     switch e {
-                    case .tick:
+                    case .tick, .channels:
+                        // What the guests sent, then (in a round) what to do about it.
                         for (name, ce) in hub.service(now: now) { await controller.receive(name, ce, now: now) }
-                        await controller.tick(now: now)
-                    case .channels:
-                        for (name, ce) in hub.service(now: now) { await controller.receive(name, ce, now: now) }
+                        if case .tick = e { await controller.tick(now: now) }
                     case .admin(let ae): await Self.handleAdmin(ae, controller: controller, server: admin, now: now)
                     }
-                    // What the controller sent in answer goes out now, not a pass later.
+                    // Frames are written when sent; what a full socket did not take goes now.
                     for (name, ce) in hub.flush(now: now) { await controller.receive(name, ce, now: now) }
                 }
             }

@@ -27,7 +27,7 @@ public final class ChannelHub: @unchecked Sendable {
         let minBackoff: Double, maxBackoff: Double
         let maxFramesPerSecond: Int
         let maxQueuedBytes: Int
-        unowned let hub: ChannelHub
+        let hub: ChannelHub   // (a cycle while the hub runs; `stop()` breaks it)
 
         // All below under hub.lock.
         var fd: Int32 = -1
@@ -134,6 +134,7 @@ public final class ChannelHub: @unchecked Sendable {
         lock.withLock {
             stopped = true
             for c in channels { drop(c, retryAt: .infinity) }
+            channels.removeAll()
         }
     }
 

@@ -20,7 +20,6 @@ struct HostileGuestTests {
         let lock = NSLock()
         var connections = 0
         var framesSent = 0
-        var stop = false
 
         init(path: String) throws { listener = try UnixSocket.listen(path, mode: 0o600) }
 
@@ -82,7 +81,10 @@ struct HostileGuestTests {
     /// claims its share (the unused capacity is spread as headroom).
     final class HonestGuest: @unchecked Sendable {
         let listener: Int32
+        let lock = NSLock()
+        var stopped = false
         init(path: String) throws { listener = try UnixSocket.listen(path, mode: 0o600) }
+        func stop() { lock.withLock { stopped = true } }
 
         func run(until deadline: Double) {
             defer { close(listener) }
@@ -91,7 +93,7 @@ struct HostileGuestTests {
             var sequence: UInt64 = 0
             var epoch: UInt64 = 0
             var decoder = FrameDecoder()
-            while POSIX.now() < deadline {
+            while POSIX.now() < deadline && !lock.withLock({ stopped }) {
                 if fd < 0 {
                     _ = POSIX.poll([(listener, Int16(POLLIN))], timeoutMilliseconds: 100)
                     guard let c = UnixSocket.accept(listener) else { continue }
@@ -151,9 +153,10 @@ struct HostileGuestTests {
         """.write(toFile: dir + "/host.toml", atomically: true, encoding: .utf8)
         let attacker = try Attacker(path: dir + "/hostile.sock")
         let honest = try HonestGuest(path: dir + "/victim.sock")
-        let honestUntil = POSIX.now() + 30
+        let honestUntil = POSIX.now() + 60
         let victimThread = Thread { honest.run(until: honestUntil) }
         victimThread.start()
+        defer { honest.stop() }
         let host = try BackgroundProcess(["ip", "netns", "exec", ns.name, Binaries.path("tandem-host"), "run", "--config", dir + "/host.toml"], log: URL(fileURLWithPath: dir + "/host.log"))
         defer { host.stop() }
         for _ in 0..<100 where !FileManager.default.fileExists(atPath: dir + "/host.sock") { usleep(50_000) }
