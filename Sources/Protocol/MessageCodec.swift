@@ -54,7 +54,7 @@ public enum MessageCodec {
 
     /// Whether ``FastGuestDecoder`` takes this frame (rather than leaving it to the general
     /// decoder).
-    public static func fastPathTakes(_ frame: [UInt8]) -> Bool { FastGuestDecoder.decode(frame) != nil }
+    static func fastPathTakes(_ frame: [UInt8]) -> Bool { FastGuestDecoder.decode(frame) != nil }
 
     public static func decodeHost(_ frame: [UInt8]) -> Outcome<HostMessage> { decode(frame, HostKinds.self) }
 

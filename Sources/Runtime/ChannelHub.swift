@@ -9,9 +9,9 @@ import Glibc
 ///
 /// A ``FrameChannel`` owns a thread that wakes for every frame; for a controller with 64
 /// guests that is 64 threads and a context switch or two per frame, most of what idle agents
-/// cost the host. The hub instead does everything in ``service(now:)``: one `poll(2)` over
-/// every descriptor with no timeout, reads what is waiting, writes what is queued, (re)opens
-/// what is due. The controller calls it once per round (and at least ten times a second), so
+/// cost the host. The hub instead reads in ``service(now:)``: one `poll(2)` over every
+/// descriptor with no timeout, reads what is waiting, writes what is still queued, (re)opens
+/// what is due. Frames are written when sent. The controller calls it once per round (and at least ten times a second), so
 /// a guest's frame waits at most that long, which is below what the controller acts on: it
 /// allocates once per round.
 ///
@@ -110,7 +110,10 @@ public final class ChannelHub: @unchecked Sendable {
                 if c.fd >= 0 { polled.append(c) }
             }
             guard !polled.isEmpty else { return events }
-            let ready = POSIX.poll(polled.map { ($0.fd, Int16(POLLIN) | ($0.partial.isEmpty && $0.queue.isEmpty ? 0 : Int16(POLLOUT))) }, timeoutMilliseconds: 0)
+            // Readable only: what is queued is written below whatever poll says (a write that
+            // would block costs no more than asking), and asking for POLLOUT would make every
+            // channel with something queued look ready to read.
+            let ready = POSIX.poll(polled.map { ($0.fd, Int16(POLLIN)) }, timeoutMilliseconds: 0)
             for (c, r) in zip(polled, ready) where r != 0 || c.decoder.hasPending {
                 if r & Int16(POLLNVAL) != 0 { c.fd = -1; lost(c, "descriptor closed", now: now, &events); continue }
                 read(c, now: now, &events)
@@ -120,7 +123,7 @@ public final class ChannelHub: @unchecked Sendable {
         }
     }
 
-    /// Writes what is queued, now (after a batch of sends), without blocking.
+    /// Writes what full sockets did not take when it was sent, without blocking.
     public func flush(now: Double = POSIX.now()) -> [(String, FrameChannel.Event)] {
         lock.withLock {
             var events: [(String, FrameChannel.Event)] = []

@@ -92,7 +92,6 @@ enum SystemBench {
         ] + (synthetic == nil ? [] : [Result(name: "demand reports sent to the controller by the busy guests", value: reports, unit: "/s", target: nil, lowerIsBetter: false)])
     }
 
-    /// Polls the controller's status until all `vms` have a limit set.
     /// Polls the controller's status until all `vms` have a limit set (and, with `agents`,
     /// an agent connected).
     static func waitUntilAllLimited(adminSocket: String, vms: Int, process: BackgroundProcess, agents: Bool = false, seconds: Double = 120) throws {
