@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
     ],
     targets: [
         // Pure: messages, framing, validation, units. No I/O.
@@ -38,62 +39,99 @@ let package = Package(
             dependencies: ["CNetlink", "CKernel", "TandemProtocol"],
             path: "Sources/Netlink"
         ),
+        // Frames and lines over ports and sockets, both sides: the channel hub, frame and line
+        // channels, the round ticker, and the POSIX calls under them.
+        .target(name: "TandemTransport", dependencies: ["TandemProtocol", "CKernel"], path: "Sources/Transport"),
+        // What both daemons need to run as daemons: logging, signals, command-line failures.
         .target(
-            name: "TandemRuntime",
+            name: "TandemDaemon",
             dependencies: [
-                "TandemProtocol", "CKernel",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
-            path: "Sources/Runtime"
+            path: "Sources/Daemon"
         ),
+        // Shell-outs for the lab, the benchmarks and the tests (namespaces, iperf3, tc text):
+        // never linked into a daemon.
+        .target(name: "TandemLabSupport", path: "Sources/LabSupport"),
+
+        // The host's pure core: configuration, allocator, rate meter, admin API values.
+        .target(
+            name: "HostCore",
+            dependencies: ["TandemProtocol", .product(name: "TOMLKit", package: "TOMLKit")],
+            path: "Sources/HostCore"
+        ),
+        // The host's services: the controller, its backends, channels, admin socket, metrics, state.
         .target(
             name: "HostController",
             dependencies: [
-                "TandemProtocol", "Netlink", "TandemRuntime",
+                "TandemProtocol", "HostCore", "Netlink", "TandemTransport", "TandemDaemon",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "TOMLKit", package: "TOMLKit"),
             ]
         ),
+        // The agent's pure core: the shaping tree and its planner, demand, report pacing, the API.
+        .target(name: "AgentCore", dependencies: ["TandemProtocol", "Netlink"], path: "Sources/AgentCore"),
+        // The agent's services: the agent, its shaper, its socket.
         .target(
             name: "GuestAgent",
             dependencies: [
-                "TandemProtocol", "Netlink", "TandemRuntime",
+                "TandemProtocol", "AgentCore", "Netlink", "TandemTransport", "TandemDaemon",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
+        ),
+        // `tandem-host lab`: the paper's experiment with both daemons in network namespaces.
+        .target(
+            name: "TandemLab",
+            dependencies: ["TandemProtocol", "HostCore", "AgentCore", "TandemTransport", "TandemLabSupport"],
+            path: "Sources/Lab"
         ),
         .executableTarget(
             name: "tandem-host",
             dependencies: [
-                "HostController", "TandemRuntime",
+                "HostController", "HostCore", "TandemLab", "TandemTransport", "TandemDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(
             name: "tandem-agent",
             dependencies: [
-                "GuestAgent", "TandemRuntime",
+                "GuestAgent", "AgentCore", "TandemTransport", "TandemDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Shared by the test targets: privilege gating, tc's text output, traffic runs.
-        .target(name: "TandemTestSupport", dependencies: ["TandemRuntime", "TandemProtocol"], path: "Tests/Support"),
+        .target(name: "TandemTestSupport", dependencies: ["TandemTransport", "TandemLabSupport", "TandemProtocol"], path: "Tests/Support"),
         // Fuzz targets (scripts/fuzz.sh builds them with -DFUZZING -sanitize=fuzzer,address);
         // in a normal build they replay the corpus files they are given.
         .target(name: "FuzzSupport", path: "Fuzz/FuzzSupport"),
         .executableTarget(name: "fuzz-frames", dependencies: ["FuzzSupport", "TandemProtocol"], path: "Fuzz/fuzz-frames"),
         .executableTarget(name: "fuzz-bitrate", dependencies: ["FuzzSupport", "TandemProtocol"], path: "Fuzz/fuzz-bitrate"),
-        .executableTarget(name: "fuzz-agent-api", dependencies: ["FuzzSupport", "GuestAgent", "TandemProtocol", "TandemRuntime"], path: "Fuzz/fuzz-agent-api"),
-        .executableTarget(name: "fuzz-config", dependencies: ["FuzzSupport", "HostController"], path: "Fuzz/fuzz-config"),
-        .executableTarget(name: "tandem-bench", dependencies: ["Netlink", "TandemRuntime", "TandemProtocol", "GuestAgent", "HostController"]),
+        .executableTarget(name: "fuzz-agent-api", dependencies: ["FuzzSupport", "AgentCore", "TandemProtocol"], path: "Fuzz/fuzz-agent-api"),
+        .executableTarget(name: "fuzz-config", dependencies: ["FuzzSupport", "HostCore"], path: "Fuzz/fuzz-config"),
+        .executableTarget(
+            name: "tandem-bench",
+            dependencies: ["Netlink", "TandemTransport", "TandemDaemon", "TandemLabSupport", "TandemProtocol", "AgentCore", "GuestAgent", "HostCore", "HostController", "TandemLab"]
+        ),
+
+        // Tests, tier by tier: pure cores (no I/O), transport over real sockets, services with
+        // fakes, the kernel in namespaces, the binaries end to end, QEMU guests.
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["TandemRuntime"]),
-        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TandemRuntime", "TandemTestSupport"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "DeployTests", dependencies: ["HostController", "TandemRuntime", "TandemTestSupport"]),
-        .testTarget(name: "VMTests", dependencies: ["HostController", "TandemRuntime", "TandemTestSupport"]),
-        .testTarget(name: "HostControllerTests", dependencies: ["HostController", "TandemRuntime", "TandemTestSupport"]),
-        .testTarget(name: "GuestAgentTests", dependencies: ["GuestAgent", "TandemRuntime", "TandemTestSupport"]),
+        .testTarget(name: "HostCoreTests", dependencies: ["HostCore", "TandemProtocol"]),
+        .testTarget(name: "AgentCoreTests", dependencies: ["AgentCore", "Netlink", "TandemProtocol"]),
+        .testTarget(name: "TransportTests", dependencies: ["TandemTransport"]),
+        .testTarget(name: "DaemonTests", dependencies: ["TandemDaemon", "TandemTestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TandemLabSupport", "TandemTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "HostControllerTests", dependencies: ["HostController", "HostCore", "TandemTransport", "TandemLabSupport", "TandemTestSupport"]),
+        .testTarget(name: "GuestAgentTests", dependencies: ["GuestAgent", "AgentCore", "TandemTransport", "TandemLabSupport", "TandemTestSupport"]),
+        .testTarget(name: "DeployTests", dependencies: ["HostController", "HostCore", "TandemLabSupport", "TandemTestSupport"]),
+        .testTarget(name: "LabTests", dependencies: ["TandemLab", "HostController", "HostCore", "TandemLabSupport", "TandemTestSupport"]),
+        .testTarget(name: "VMTests", dependencies: ["HostController", "HostCore", "TandemTransport", "TandemLabSupport", "TandemTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

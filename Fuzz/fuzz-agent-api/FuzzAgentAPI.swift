@@ -1,10 +1,9 @@
 // Fuzz target: the agent socket's request parser: a JSON line to an AgentRequest, its rate,
 // selector and TTL, as Agent.handleRequest reads them.
 import Foundation
-import GuestAgent
 import FuzzSupport
 import TandemProtocol
-import TandemRuntime
+import AgentCore
 
 func fuzzOne(_ bytes: [UInt8]) {
     guard let req = try? JSONDecoder().decode(AgentRequest.self, from: Data(bytes)) else { return }

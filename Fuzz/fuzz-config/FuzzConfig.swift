@@ -1,7 +1,7 @@
 // Fuzz target: the host's configuration parser. Whatever the text, a config or a ConfigError.
 import Foundation
 import FuzzSupport
-import HostController
+import HostCore
 
 func fuzzOne(_ bytes: [UInt8]) {
     let text = String(decoding: bytes, as: UTF8.self)

@@ -2,7 +2,10 @@ import Foundation
 import Logging
 import Netlink
 import TandemProtocol
-import TandemRuntime
+import AgentCore
+import ServiceLifecycle
+import TandemDaemon
+import TandemTransport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -35,10 +38,14 @@ public struct AgentOptions: Sendable {
 /// never interleave their netlink changes. While the host is away the last allocation
 /// stays in force; when it comes back the agent greets it again and re-sends its
 /// reservations.
-public actor Agent {
+public actor Agent: Service {
     let options: AgentOptions
     let log: Logger
-    var shaper: Shaper!
+    /// The shaping on the interface: given (tests), or made by ``run()`` (netlink).
+    var shaper: (any GuestShaper)!
+    /// Seconds on a monotonic clock: POSIX.now in production, the test's in tests.
+    let clock: @Sendable () -> Double
+    let notifier: SystemdNotifier
     var channel: FrameChannel!
     var server: LineServer!
     let diag: SocketDiagnostics?
@@ -68,9 +75,13 @@ public actor Agent {
     }
     var reservations: [String: Held] = [:]
 
-    public init(options: AgentOptions, logger: Logger) {
+    public init(options: AgentOptions, logger: Logger, shaper: (any GuestShaper)? = nil,
+                clock: @escaping @Sendable () -> Double = { POSIX.now() }, notifier: SystemdNotifier = SystemdNotifier()) {
         self.options = options
         self.log = logger
+        self.shaper = shaper
+        self.clock = clock
+        self.notifier = notifier
         self.reportInterval = options.interval
         do { self.diag = try SocketDiagnostics() } catch {
             logger.warning("per-flow demand unavailable: no sock_diag socket", metadata: ["error": "\(error)"])
@@ -84,9 +95,11 @@ public actor Agent {
         case tick
     }
 
-    /// Runs until the task is cancelled (SIGTERM), then stops cleanly.
+    /// Runs until a graceful shutdown (SIGTERM, through the service group) or cancellation,
+    /// then stops cleanly. Under systemd it says `READY=1` once its tree is installed and its
+    /// socket listens.
     public func run() async throws {
-        shaper = try await Shaper(interface: options.interface)
+        if shaper == nil { shaper = try await Shaper(interface: options.interface) }
         try await shaper.apply(ShapingTree.desired(limit: options.initialLimit, reservations: []), force: options.force)
         log.info("shaping", metadata: ["interface": "\(options.interface)", "limit": "\(options.initialLimit)"])
 
@@ -103,6 +116,7 @@ public actor Agent {
         channel.start()
         server.start()
         log.info("agent started", metadata: ["channel": "\(spec)", "socket": "\(options.socketPath)"])
+        notifier.ready(status: "shaping \(options.interface) at \(options.initialLimit) until the host's first allocation")
 
         let (events, sink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(16384))
         let ch = channel!, srv = server!
@@ -119,8 +133,9 @@ public actor Agent {
                     await handle(e)
                 }
             }
-            // Wait for cancellation, then wind down.
-            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }   // cancellation ends the sleep
+            // Until a graceful shutdown or cancellation, then wind down.
+            try? await gracefulShutdown()
+            notifier.stopping()
             group.cancelAll()
             sink.finish()
         }
@@ -161,7 +176,7 @@ public actor Agent {
         var mac = "00:00:00:00:00:00"
         if let m = cachedMAC { mac = m }
         send(.hello(Hello(agentVersion: TandemVersion.string, interface: options.interface, mac: mac, capabilities: ["reservations", "flows"])))
-        lastHello = POSIX.now()
+        lastHello = clock()
         if hostState == .absent { hostState = .handshaking }
     }
     var cachedMAC: String?
@@ -176,7 +191,7 @@ public actor Agent {
         switch e {
         case .connected:
             log.info("host channel up")
-            if cachedMAC == nil { cachedMAC = try? await shaper.link().mac }
+            if cachedMAC == nil { cachedMAC = (try? await shaper.mac()) ?? nil }
             sendHello()
         case .disconnected(let why):
             log.info("host away; keeping the last allocation", metadata: ["reason": "\(why)"])
@@ -189,7 +204,7 @@ public actor Agent {
             log.warning("oversize frame from host skipped", metadata: ["bytes": "\(n)"])
         case .frame(let f):
             framesReceived += 1
-            lastHostFrame = POSIX.now()
+            lastHostFrame = clock()
             switch MessageCodec.decodeHost(f) {
             case .invalid(let v):
                 framesRefused += 1
@@ -285,7 +300,7 @@ public actor Agent {
     // MARK: timer
 
     func tick() async {
-        let now = POSIX.now()
+        let now = clock()
         if hostState == .connected && now - lastHostFrame > 5 {
             log.info("host silent for 5s; greeting again")
             hostState = .handshaking
@@ -407,7 +422,7 @@ public actor Agent {
                 do {
                     let s = try DurationText.seconds(ttl)
                     guard s >= 1, s <= 7 * 86400 else { reply(c.id, .failure("ttl '\(ttl)' must be between 1s and 7 days")); return }
-                    expires = POSIX.now() + s
+                    expires = clock() + s
                 } catch { reply(c.id, .failure(error.description)); return }
             }
             let id = "r-" + String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16)
@@ -424,7 +439,7 @@ public actor Agent {
                 reply(c.id, .failure("no host connected: a reservation needs the host's admission; try again when tandem-host is running"))
                 return
             }
-            reservations[id] = Held(request: request, slot: slot, client: c, expires: expires, granted: false, waitingSince: POSIX.now())
+            reservations[id] = Held(request: request, slot: slot, client: c, expires: expires, granted: false, waitingSince: clock())
             send(.reserve(request))
             log.info("reservation asked", metadata: ["id": "\(id)", "rate": "\(rate)", "selector": "\(selector)", "uid": "\(c.uid)", "pid": "\(c.pid)"])
         case "release":
@@ -477,7 +492,7 @@ public actor Agent {
 
     func reservationInfos() -> [ReservationInfo] {
         let applied = ShapingTree.desired(limit: allocation?.softLimit ?? options.initialLimit, reservations: slotted(allocation?.reservations ?? [])).appliedReservations
-        let now = POSIX.now()
+        let now = clock()
         return reservations.values.sorted { $0.request.id < $1.request.id }.map { h in
             ReservationInfo(id: h.request.id, rate: h.request.rate.description, shapedRate: applied[h.request.id]?.description,
                             selector: h.request.selector.description, uid: h.client.uid, pid: h.client.pid,

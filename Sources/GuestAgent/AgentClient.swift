@@ -1,4 +1,6 @@
-import TandemRuntime
+import AgentCore
+import TandemDaemon
+import TandemTransport
 
 /// A client of the agent's socket, for the CLI and the tests. One connection: reservations
 /// made through it live while it stays open (unless made with a TTL).

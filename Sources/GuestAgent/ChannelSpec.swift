@@ -1,5 +1,5 @@
 import Foundation
-import TandemRuntime
+import TandemTransport
 #if canImport(Glibc)
 import Glibc
 #endif

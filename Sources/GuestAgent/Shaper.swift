@@ -1,5 +1,6 @@
 import Netlink
 import TandemProtocol
+import AgentCore
 
 /// Applies ``ShapingTree``s to one interface through the netlink module and reads back what
 /// is there. Owned by the agent; one netlink socket.

@@ -1,4 +1,5 @@
 import Foundation
+import HostCore
 import Netlink
 import TandemProtocol
 
@@ -124,28 +125,53 @@ public struct TCBackend: HardLimitBackend {
     public var describe: String { "tc \(interface) via \(ifb)" }
 
     public func prepare(initialLimit: BitRate) async throws {
+        try await reconcile(limit: initialLimit)
+    }
+
+    /// What the kernel has of this VM's host tree (``InstalledHostTree``).
+    public func installed() async throws -> InstalledHostTree {
+        let vmIndex = try await netlink.index(of: interface)
+        let vmQdiscs = try await netlink.qdiscs(ifindex: vmIndex)
+        let ingress = vmQdiscs.contains { $0.parent == .ingressParent }
+        let redirect = ingress ? try await netlink.filters(ifindex: vmIndex, parent: .ingress).contains { $0.priority == HostTree.redirectPriority && $0.kind == "u32" } : false
+        guard let ifbLink = try? await netlink.link(named: ifb) else {
+            return InstalledHostTree(ifbExists: false, ingress: ingress, redirect: redirect)
+        }
+        let root = try await netlink.rootQdisc(ifindex: ifbLink.index)
+        let ours = root?.kind == "htb" && root?.handle == Self.qdisc && root?.htbDefaultClass == Self.leaf.minor
+        let limit = ours ? try await netlink.classes(ifindex: ifbLink.index).first { $0.spec.handle == Self.leaf }?.spec.ceil : nil
+        return InstalledHostTree(ifbExists: true, ifbUp: ifbLink.isUp, root: ours ? .ours : (root == nil ? .none : .other), limit: limit,
+                                 ingress: ingress, redirect: redirect)
+    }
+
+    /// Makes the kernel's host tree the desired one (``HostTreePlanner``): what is missing is
+    /// made, a limit already there is kept. Idempotent: a second call finds nothing to do.
+    /// Returns the requests it made.
+    @discardableResult
+    public func reconcile(limit: BitRate) async throws -> [HostTreeOperation] {
         cache.forget()
-        if (try? await netlink.link(named: ifb)) == nil { try await netlink.addIFB(named: ifb) }
-        try await netlink.setLink(named: ifb, up: true)
-        let ifbIndex = try await self.ifbIndex()
-        let vmIndex = try await cache.get(interface) { try await netlink.index(of: interface) }
-        // The limit first, so that nothing is redirected into an unlimited device.
-        let root = try await netlink.rootQdisc(ifindex: ifbIndex)
-        if root?.kind != "htb" || root?.handle != Self.qdisc {
-            try await netlink.replaceHTBRoot(ifindex: ifbIndex, handle: Self.qdisc, defaultClass: Self.leaf.minor)
+        let ops = HostTreePlanner.plan(desired: HostTree(interface: interface, ifb: ifb, limit: limit), installed: try await installed())
+        for op in ops {
+            switch op {
+            case .addIFB: try await netlink.addIFB(named: ifb)
+            case .setIFBUp: try await netlink.setLink(named: ifb, up: true)
+            case .replaceRoot: try await withIFB { try await netlink.replaceHTBRoot(ifindex: $0, handle: Self.qdisc, defaultClass: Self.leaf.minor) }
+            case .setLimit(let l): try await withIFB { try await netlink.setHTBClass(ifindex: $0, leafClass(l), mode: .replace) }
+            case .addIngress: try await netlink.addIngress(ifindex: try await cache.get(interface) { try await netlink.index(of: interface) })
+            case .addRedirect:
+                let vmIndex = try await cache.get(interface) { try await netlink.index(of: interface) }
+                let ifbIndex = try await ifbIndex()
+                try await netlink.addU32Filter(ifindex: vmIndex, U32Filter(parent: .ingress, priority: HostTree.redirectPriority, family: .all, target: .redirect(ifindex: ifbIndex)))
+            }
         }
-        if try await currentLimit() == nil {
-            try await netlink.setHTBClass(ifindex: ifbIndex, leafClass(initialLimit), mode: .replace)
-        }
-        try await netlink.addIngress(ifindex: vmIndex)
-        let filters = try await netlink.filters(ifindex: vmIndex, parent: .ingress)
-        if !filters.contains(where: { $0.priority == 1 && $0.kind == "u32" }) {
-            try await netlink.addU32Filter(ifindex: vmIndex, U32Filter(parent: .ingress, priority: 1, family: .all, target: .redirect(ifindex: ifbIndex)))
-        }
+        // The round's batch looks the indexes up in the cache.
+        _ = try await ifbIndex()
+        _ = try await cache.get(interface) { try await netlink.index(of: interface) }
+        return ops
     }
 
     func leafClass(_ limit: BitRate) -> HTBClass {
-        let r = max(limit, .kbit(8))
+        let r = max(limit, HostTree.minimumRate)
         return HTBClass(handle: Self.leaf, parent: Self.qdisc, rate: r, ceil: r)
     }
 

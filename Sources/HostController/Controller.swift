@@ -1,7 +1,8 @@
 import Foundation
 import Logging
 import TandemProtocol
-import TandemRuntime
+import HostCore
+import TandemTransport
 
 /// The host controller's state and decisions. One actor; ``run()`` drives it with real
 /// time and real channels, tests drive ``receive(_:_:now:)`` and ``tick(now:)`` with their own.
@@ -22,7 +23,8 @@ public actor Controller {
         var config: HostConfig.VMConfig
         var policy: VMPolicy
         let backend: any HardLimitBackend
-        let channel: (any GuestChannel)?
+        /// Replaced when a reload names another socket for the VM.
+        var channel: (any GuestChannel)?
         var meter: RateMeter
         var measured = BitRate.zero
         var lastDrops: UInt64?
@@ -63,10 +65,12 @@ public actor Controller {
         var staleSince: Double?
     }
 
-    public let config: HostConfig
+    /// The configuration in force (a reload replaces it, see ``reload(_:attach:)``).
+    public private(set) var config: HostConfig
     let log: Logger
     var vms: [String: VM] = [:]
-    let order: [String]
+    /// VM names in configuration order.
+    var order: [String]
     /// The VMs in configuration order, and per link: what each round walks (no lookups by name).
     var roster: [VM] = []
     var members: [String: [VM]] = [:]
@@ -105,18 +109,33 @@ public actor Controller {
         if let store { persisted = try store.load() }
         for vm in config.vms {
             guard let backend = backends[vm.name] else { throw CocoaStyleError("no backend for \(vm.name)") }
-            let capacity = config.links.first { $0.name == vm.link }!.capacity
-            let state = VM(config: vm, policy: persisted.policies[vm.name] ?? vm.policy, backend: backend, channel: channels[vm.name],
-                           meter: RateMeter(ceiling: capacity + capacity), agent: channels[vm.name] == nil ? .none : .absent)
-            for r in persisted.reservations[vm.name] ?? [] { state.reservations[r.id] = r }
-            if let p = persisted.policies[vm.name], p != vm.policy {
-                logger.notice("policy set at runtime overrides the configuration", metadata: ["vm": "\(vm.name)", "weight": "\(p.weight)", "min": "\(p.guarantee)", "max": "\(p.cap.map(\.description) ?? "none")", "state": "\(store?.path ?? "")"])
-            }
-            vms[vm.name] = state
-            state.slot = roster.count
-            roster.append(state)
-            members[vm.link, default: []].append(state)
+            vms[vm.name] = Self.makeState(vm, capacity: config.links.first { $0.name == vm.link }!.capacity, backend: backend,
+                                          channel: channels[vm.name], persisted: persisted, statePath: store?.path, log: logger)
         }
+        (roster, members) = Self.roster(order, vms)
+    }
+
+    /// A VM's state, with the policy and reservations kept in state.json if any.
+    static func makeState(_ vm: HostConfig.VMConfig, capacity: BitRate, backend: any HardLimitBackend, channel: (any GuestChannel)?,
+                          persisted: PersistedState, statePath: String?, log: Logger) -> VM {
+        let state = VM(config: vm, policy: persisted.policies[vm.name] ?? vm.policy, backend: backend, channel: channel,
+                       meter: RateMeter(ceiling: capacity + capacity), agent: channel == nil ? .none : .absent)
+        for r in persisted.reservations[vm.name] ?? [] { state.reservations[r.id] = r }
+        if let p = persisted.policies[vm.name], p != vm.policy {
+            log.notice("policy set at runtime overrides the configuration", metadata: ["vm": "\(vm.name)", "weight": "\(p.weight)", "min": "\(p.guarantee)", "max": "\(p.cap.map(\.description) ?? "none")", "state": "\(statePath ?? "")"])
+        }
+        return state
+    }
+
+    /// The VMs in ``order``, and each link's, in that order; each VM's slot set.
+    static func roster(_ order: [String], _ vms: [String: VM]) -> ([VM], [String: [VM]]) {
+        let roster = order.compactMap { vms[$0] }
+        var members: [String: [VM]] = [:]
+        for (i, vm) in roster.enumerated() {
+            vm.slot = i
+            members[vm.config.link, default: []].append(vm)
+        }
+        return (roster, members)
     }
 
     func capacity(of vm: VM) -> BitRate { config.links.first { $0.name == vm.config.link }!.capacity }
@@ -155,6 +174,106 @@ public actor Controller {
             vm.prepared = false
         }
     }
+
+    // MARK: reload
+
+    /// Applies a new configuration while running (SIGHUP): VMs gone from it are released,
+    /// new ones set up and limited now (at their fair share, or what the kernel has), VMs
+    /// whose backend changed are released and set up again, those whose link or channel
+    /// changed keep their backend, and those whose policy changed take it (unless
+    /// `policy set` overrode it: that stays, as at a start). VMs it does not name as changed
+    /// are not touched: no kernel request is made for them here. `[controller]` keys other
+    /// than `step` and `soft_limit` keep their values until a restart (the result names them).
+    /// The caller has checked the whole file (``HostConfig/load(path:)``): nothing of a bad
+    /// one is applied.
+    @discardableResult
+    public func reload(_ new: HostConfig, attach: any VMAttachments) async -> ConfigChange {
+        let change = ConfigChange(from: config, to: new)
+        var next = new
+        next.controller = config.controller
+        next.controller.step = new.controller.step
+        next.controller.softFraction = new.controller.softFraction
+        var fresh: [HostConfig.VMConfig] = change.added
+        for name in change.removed { await release(name, attach: attach) }
+        for vm in change.replaced {
+            guard let state = vms[vm.name] else { continue }
+            if state.config.backend != vm.backend {
+                await release(vm.name, attach: attach)
+                fresh.append(vm)
+                continue
+            }
+            if state.config.channel != vm.channel {
+                attach.detach(vm.name)
+                state.channel = attach.channel(for: vm)
+                state.agent = state.channel == nil ? .none : .absent
+                state.handshake.reset()
+                state.report = nil
+            }
+            if state.config.link != vm.link {
+                let capacity = next.links.first { $0.name == vm.link }!.capacity
+                state.meter = RateMeter(ceiling: capacity + capacity)
+            }
+            state.config = vm
+            if persisted.policies[vm.name] == nil { state.policy = vm.policy }
+        }
+        for vm in change.repoliced {
+            guard let state = vms[vm.name] else { continue }
+            state.config = vm
+            if persisted.policies[vm.name] == nil {
+                state.policy = vm.policy
+                welcomeAgain(state)
+            } else {
+                log.notice("policy set at runtime overrides the configuration", metadata: ["vm": "\(vm.name)", "state": "\(store?.path ?? "")"])
+            }
+        }
+        config = next
+        for l in change.relinked {
+            for vm in members[l.name] ?? [] { vm.meter = RateMeter(ceiling: l.capacity + l.capacity) }
+        }
+        for vm in fresh {
+            vms[vm.name] = Self.makeState(vm, capacity: link(vm.link).capacity, backend: attach.backend(for: vm), channel: attach.channel(for: vm),
+                                          persisted: persisted, statePath: store?.path, log: log)
+        }
+        order = config.vms.map(\.name)
+        (roster, members) = Self.roster(order, vms)
+        fairShares = [:]
+        for vm in fresh {
+            guard let state = vms[vm.name] else { continue }
+            let fair = fairShare(vm.name)
+            state.limit = fair
+            await prepareBackend(state, initialLimit: fair)
+        }
+        if !change.needsRestart.isEmpty {
+            log.warning("configuration keys changed that take effect at a restart", metadata: ["keys": "\(change.needsRestart.joined(separator: ", "))"])
+        }
+        log.notice("configuration reloaded", metadata: [
+            "added": "\(change.added.map(\.name))", "removed": "\(change.removed)", "replaced": "\(change.replaced.map(\.name))",
+            "policies": "\(change.repoliced.map(\.name))", "links": "\(change.relinked.map(\.name))",
+        ])
+        return change
+    }
+
+    /// A VM leaves: its limit lifted (the backend's teardown: the IFB and redirect removed,
+    /// or the VF's rate set to 0, no limit), its channel closed, its runtime policy and
+    /// reservations forgotten.
+    func release(_ name: String, attach: any VMAttachments) async {
+        guard let vm = vms.removeValue(forKey: name) else { return }
+        order.removeAll { $0 == name }
+        attach.detach(name)
+        do { try await vm.backend.teardown() } catch {
+            log.error("backend not released", metadata: ["vm": "\(name)", "backend": "\(vm.backend.describe)", "error": "\(error)"])
+        }
+        if persisted.policies.removeValue(forKey: name) != nil || persisted.reservations.removeValue(forKey: name) != nil { saveNow() }
+        log.info("VM released", metadata: ["vm": "\(name)", "backend": "\(vm.backend.describe)"])
+    }
+
+    /// Tells a connected guest its policy again (a welcome in the same session).
+    func welcomeAgain(_ vm: VM) {
+        guard vm.agent == .connected else { return }
+        send(vm, .welcome(Welcome(version: .current, vm: vm.config.name, policy: vm.policy, reportIntervalMilliseconds: reportIntervalMilliseconds)))
+    }
+
+    var reportIntervalMilliseconds: UInt32 { UInt32(Swift.max(10, Swift.min(60_000, config.controller.interval * 1000))) }
 
     func fairShare(_ name: String) -> BitRate {
         guard let vm = vms[name] else { return .zero }
@@ -235,26 +354,6 @@ public actor Controller {
         }
     }
 
-    /// The host's demand estimate for one VM. Measured traffic is trusted; a VM sending at
-    /// its limit (or losing packets to it) is probed upward. The guest's report may add to
-    /// that, but never beyond the VM's fair share.
-    static func estimateDemand(measured: BitRate, limit: BitRate, drops: UInt64, report: DemandReport?, fairShare: BitRate,
-                               capacity: BitRate, reserved: BitRate) -> BitRate {
-        // The margin (1.1) and the at-limit threshold (0.95) must not meet: a VM given exactly
-        // 1.1 x what it sends sends at 0.91 of its limit, which must not read as "at limit",
-        // or the estimate would swing between the probe and the margin every round.
-        var d = measured.scaled(by: 1.1)
-        let atLimit = limit > .zero && (measured >= limit.scaled(by: 0.95) || drops > 0)
-        if atLimit { d = max(d, max(limit.scaled(by: 2), limit + capacity.scaled(by: 0.05))) }
-        if let r = report {
-            var claim = r.rate
-            if r.wantsMore { claim = max(claim, limit).scaled(by: 1.5) }
-            claim = claim + r.unmetReservations
-            d = max(d, min(claim, fairShare))
-        }
-        return max(d, min(reserved, fairShare))
-    }
-
     func allocate(_ link: HostConfig.LinkConfig, now: Double) {
         let group = members[link.name] ?? []
         // Fair shares depend on policies only: computed again when one changes.
@@ -268,7 +367,7 @@ public actor Controller {
             // Agents report on change and at least every keepalive: a report holds until then.
             let fresh = v.agent == .connected && now - v.reportTime < max(3 * config.controller.interval, 2.5 * Limits.reportKeepaliveSeconds)
             let reserved = v.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }
-            v.demand = Self.estimateDemand(measured: v.measured, limit: v.limit, drops: v.dropsDelta, report: fresh ? v.report : nil,
+            v.demand = DemandEstimate.host(measured: v.measured, limit: v.limit, drops: v.dropsDelta, report: fresh ? v.report : nil,
                                            fairShare: fair[v.config.name] ?? .zero, capacity: link.capacity, reserved: reserved)
             inputs.append(Allocator.Input(name: v.config.name, weight: v.policy.weight, guarantee: v.policy.guarantee, cap: v.policy.cap, demand: v.demand))
         }
@@ -434,7 +533,7 @@ public actor Controller {
             var policy = vm.policy
             if !policy.weight.isFinite { policy.weight = 1 }
             send(vm, .welcome(Welcome(version: version, vm: vm.config.name, policy: policy,
-                                       reportIntervalMilliseconds: UInt32(max(10, min(60_000, config.controller.interval * 1000))))))
+                                       reportIntervalMilliseconds: reportIntervalMilliseconds)))
             log.info("agent welcomed", metadata: ["vm": "\(vm.config.name)", "agent": "\(h.agentVersion)", "interface": "\(h.interface)"])
         case .demand(let d):
             vm.report = d
@@ -465,36 +564,23 @@ public actor Controller {
         }
     }
 
-    /// Admission: a VM's reservations stay within its guarantee, or (if its link allows)
-    /// within the link's unreserved capacity.
+    /// Admission (``Admission/decide(_:held:policy:link:others:)``); a grant is kept and persisted.
     func admit(_ vm: VM, _ r: ReserveRequest) -> ReservationReply {
-        if let existing = vm.reservations[r.id] {
-            if existing.rate == r.rate && existing.selector == r.selector {
-                vm.unconfirmed[r.id] = nil
-                return ReservationReply(id: r.id, granted: true)
-            }
-            return ReservationReply(id: r.id, granted: false, reason: "id \(r.id) is already a reservation of \(existing.rate) for \(existing.selector)")
+        let others = (members[vm.config.link] ?? []).filter { $0 !== vm }.map {
+            Admission.Commitment(guarantee: $0.policy.guarantee, reserved: $0.reservations.values.reduce(.zero) { $0 + $1.rate })
         }
-        guard vm.reservations.count < Self.maxReservationsPerVM else {
-            return ReservationReply(id: r.id, granted: false, reason: "the VM already holds \(vm.reservations.count) reservations, the most allowed")
+        switch Admission.decide(r, held: vm.reservations, maxHeld: Self.maxReservationsPerVM, policy: vm.policy, link: link(vm.config.link), others: others) {
+        case .alreadyHeld:
+            vm.unconfirmed[r.id] = nil
+            return ReservationReply(id: r.id, granted: true)
+        case .refused(let reason):
+            return ReservationReply(id: r.id, granted: false, reason: reason)
+        case .granted(let g):
+            vm.reservations[r.id] = g
+            persistReservations(vm)
+            log.info("reservation admitted", metadata: ["vm": "\(vm.config.name)", "id": "\(r.id)", "rate": "\(r.rate)", "selector": "\(r.selector)"])
+            return ReservationReply(id: r.id, granted: true)
         }
-        let used = vm.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }
-        let g = vm.policy.guarantee
-        var fits = used + r.rate <= g
-        let l = link(vm.config.link)
-        if !fits && l.reserveBeyondGuarantee {
-            let committed = order.compactMap { vms[$0] }.filter { $0.config.link == l.name && $0.config.name != vm.config.name }
-                .reduce(BitRate.zero) { $0 + max($1.policy.guarantee, $1.reservations.values.reduce(.zero) { $0 + $1.rate }) }
-            fits = committed + max(g, used + r.rate) <= l.capacity && (vm.policy.cap.map { used + r.rate <= $0 } ?? true)
-        }
-        guard fits else {
-            let beyond = l.reserveBeyondGuarantee ? " and the link has no unreserved capacity for it" : ""
-            return ReservationReply(id: r.id, granted: false, reason: "\(used) already reserved of the VM's \(g) guarantee; \(r.rate) more does not fit\(beyond)")
-        }
-        vm.reservations[r.id] = GrantedReservation(id: r.id, rate: r.rate, selector: r.selector)
-        persistReservations(vm)
-        log.info("reservation admitted", metadata: ["vm": "\(vm.config.name)", "id": "\(r.id)", "rate": "\(r.rate)", "selector": "\(r.selector)"])
-        return ReservationReply(id: r.id, granted: true)
     }
 
     func persistReservations(_ vm: VM) {
@@ -542,9 +628,7 @@ public actor Controller {
         vm.policy = p
         fairShares = [:]
         // The guest learns its policy in a welcome: send it again (same session).
-        if vm.agent == .connected {
-            send(vm, .welcome(Welcome(version: .current, vm: name, policy: p, reportIntervalMilliseconds: UInt32(Swift.max(10, Swift.min(60_000, config.controller.interval * 1000))))))
-        }
+        welcomeAgain(vm)
         persisted.policies[name] = p
         saveNow()
         log.info("policy set", metadata: ["vm": "\(name)", "weight": "\(p.weight)", "min": "\(p.guarantee)", "max": "\(p.cap.map(\.description) ?? "none")"])

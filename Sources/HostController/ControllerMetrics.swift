@@ -1,6 +1,7 @@
 import Foundation
 import Metrics
 import TandemProtocol
+import HostCore
 
 /// The controller's metrics through swift-metrics (the backend is chosen in main).
 /// Dimensions are bounded: per VM, per link, per kind of channel error; never per flow.

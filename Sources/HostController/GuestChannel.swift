@@ -1,4 +1,5 @@
-import TandemRuntime
+import HostCore
+import TandemTransport
 
 /// A VM's channel as the controller uses it: frames out, and a way to cut a guest off. What
 /// comes in reaches the controller through ``Controller/receive(_:_:now:)``. In production a
@@ -11,3 +12,12 @@ public protocol GuestChannel: Sendable {
 }
 
 extension ChannelHub.Channel: GuestChannel {}
+
+/// What the controller needs to take a VM on or let it go while running: its backend and
+/// channel made from its configuration, and its channel closed when it leaves. The daemon's
+/// implementation uses the netlink socket and the channel hub; tests use fakes.
+public protocol VMAttachments: Sendable {
+    func backend(for vm: HostConfig.VMConfig) -> any HardLimitBackend
+    func channel(for vm: HostConfig.VMConfig) -> (any GuestChannel)?
+    func detach(_ vm: String)
+}

@@ -4,14 +4,27 @@ import Metrics
 import Netlink
 import Prometheus
 import TandemProtocol
-import TandemRuntime
+import HostCore
+import ServiceLifecycle
+import TandemDaemon
+import TandemTransport
+import UnixSignals
 
-/// `tandem-host run`: the controller with real backends, channels, admin socket and metrics.
-public struct HostDaemon: Sendable {
+/// `tandem-host run`: the controller with real backends, channels, admin socket and metrics,
+/// as a swift-service-lifecycle service. A graceful shutdown (SIGTERM) stops it with every
+/// limit left in force; SIGHUP reads the configuration file again and applies what changed
+/// (``Controller/reload(_:attach:)``); under systemd it says `READY=1` after the first round
+/// and pings the watchdog every round.
+public struct HostDaemon: Service {
     public let config: HostConfig
+    /// The file SIGHUP reads again; nil: no reloads (the configuration was given as a value).
+    public let configPath: String?
     let log: Logger
+    let notifier: SystemdNotifier
 
-    public init(config: HostConfig, logger: Logger) { self.config = config; self.log = logger }
+    public init(config: HostConfig, configPath: String? = nil, logger: Logger, notifier: SystemdNotifier = SystemdNotifier()) {
+        self.config = config; self.configPath = configPath; self.log = logger; self.notifier = notifier
+    }
 
     enum Event: Sendable {
         case admin(LineServer.Event)
@@ -20,23 +33,41 @@ public struct HostDaemon: Sendable {
         /// A pass over the channels between rounds (when rounds are further apart than
         /// ``channelPassSeconds``).
         case channels
+        /// SIGHUP: read the configuration again.
+        case reload
+    }
+
+    /// Backends and channels for the VMs of the configuration, as the controller takes them on.
+    struct Attachments: VMAttachments {
+        let netlink: RouteSocket
+        let hub: ChannelHub
+
+        func backend(for vm: HostConfig.VMConfig) -> any HardLimitBackend {
+            switch vm.backend {
+            case .tc(let iface): TCBackend(vm: vm.name, interface: iface, netlink: netlink)
+            case .sriov(let pf, let vf, let setMin): SRIOVBackend(pf: pf, vf: vf, setMin: setMin, netlink: netlink)
+            }
+        }
+
+        func channel(for vm: HostConfig.VMConfig) -> (any GuestChannel)? {
+            guard let path = vm.channel else { return nil }
+            // A guest may send a few frames per report interval; 200 a second is far above
+            // that and bounds what a flooding guest costs before the controller's own limits.
+            return hub.add(name: vm.name, minBackoff: 0.1, maxBackoff: 5, maxFramesPerSecond: 200) { try UnixSocket.connect(path) }
+        }
+
+        func detach(_ vm: String) { hub.remove(name: vm) }
     }
 
     public func run() async throws {
         let netlink = try RouteSocket()
+        let hub = ChannelHub()
+        let attach = Attachments(netlink: netlink, hub: hub)
         var backends: [String: any HardLimitBackend] = [:]
         var channels: [String: any GuestChannel] = [:]
-        let hub = ChannelHub()
         for vm in config.vms {
-            switch vm.backend {
-            case .tc(let iface): backends[vm.name] = TCBackend(vm: vm.name, interface: iface, netlink: netlink)
-            case .sriov(let pf, let vf, let setMin): backends[vm.name] = SRIOVBackend(pf: pf, vf: vf, setMin: setMin, netlink: netlink)
-            }
-            if let path = vm.channel {
-                // A guest may send a few frames per report interval; 200 a second is far above
-                // that and bounds what a flooding guest costs before the controller's own limits.
-                channels[vm.name] = hub.add(name: vm.name, minBackoff: 0.1, maxBackoff: 5, maxFramesPerSecond: 200) { try UnixSocket.connect(path) }
-            }
+            backends[vm.name] = attach.backend(for: vm)
+            channels[vm.name] = attach.channel(for: vm)
         }
         let registry = PrometheusCollectorRegistry()
         var metricsServer: MetricsHTTPServer?
@@ -57,17 +88,20 @@ public struct HostDaemon: Sendable {
 
         let (events, sink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(65536))
         let interval = config.controller.interval
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { for await e in admin.events { sink.yield(.admin(e)) } }
+            group.addTask { for await _ in hangups { sink.yield(.reload) } }
             let ticker = Ticker(period: interval) { sink.yield(.tick) }
             ticker.start()
             defer { ticker.stop() }
             // Channels are served at least every channelPassSeconds, by the rounds themselves
             // when they are that frequent.
-            let passes = interval > Self.channelPassSeconds && !channels.isEmpty ? Ticker(period: Self.channelPassSeconds) { sink.yield(.channels) } : nil
+            let passes = interval > Self.channelPassSeconds ? Ticker(period: Self.channelPassSeconds) { sink.yield(.channels) } : nil
             passes?.start()
             defer { passes?.stop() }
-            group.addTask {
+            group.addTask { [self] in
+                var ready = false
                 for await e in events {
                     if Task.isCancelled { break }
                     let now = POSIX.now()
@@ -75,14 +109,26 @@ public struct HostDaemon: Sendable {
                     case .tick, .channels:
                         // What the guests sent, then (in a round) what to do about it.
                         for (name, ce) in hub.service(now: now) { await controller.receive(name, ce, now: now) }
-                        if case .tick = e { await controller.tick(now: now) }
+                        if case .tick = e {
+                            await controller.tick(now: now)
+                            if !ready {
+                                // Every backend has been set up (or said why not) and the first
+                                // limits are in the kernel.
+                                ready = true
+                                notifier.ready(status: "\(config.vms.count) VMs on \(config.links.count) links")
+                            }
+                            notifier.watchdog(now: now)
+                        }
                     case .admin(let ae): await Self.handleAdmin(ae, controller: controller, server: admin, now: now)
+                    case .reload: await reload(controller, attach: attach)
                     }
                     // Frames are written when sent; what a full socket did not take goes now.
                     for (name, ce) in hub.flush(now: now) { await controller.receive(name, ce, now: now) }
                 }
             }
-            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }   // cancellation ends the sleep
+            // Until SIGTERM (the service group's graceful shutdown) or cancellation.
+            try? await gracefulShutdown()
+            notifier.stopping()
             group.cancelAll()
             sink.finish()
         }
@@ -92,6 +138,21 @@ public struct HostDaemon: Sendable {
         metricsServer?.stop()
         // Limits stay in the kernel: a stopped controller leaves no VM unlimited.
         log.info("controller stopped; limits left in force")
+    }
+
+    /// SIGHUP: the file is read and checked whole; a bad one changes nothing (the error is
+    /// logged and shown in systemd's status), a good one is applied.
+    func reload(_ controller: Controller, attach: Attachments) async {
+        guard let configPath else { log.warning("SIGHUP ignored: no configuration file to read again"); return }
+        notifier.reloading()
+        let new: HostConfig
+        do { new = try HostConfig.load(path: configPath) } catch {
+            log.error("configuration not reloaded: nothing changed", metadata: ["error": "\(error)"])
+            notifier.ready(status: "reload failed: \(error)")
+            return
+        }
+        let change = await controller.reload(new, attach: attach)
+        notifier.ready(status: "\(new.vms.count) VMs on \(new.links.count) links (reloaded: \(change.added.count) added, \(change.removed.count) removed)")
     }
 
     /// Longest a guest's frame waits to be read when rounds are further apart than this.

@@ -1,6 +1,6 @@
 import Foundation
 import Prometheus
-import TandemRuntime
+import TandemTransport
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -51,6 +51,9 @@ public struct HTBClassState: Hashable, Sendable {
     public var kind: String
     public var level: Int
     public var stats: TCStats
+    public init(spec: HTBClass, kind: String = "htb", level: Int = 0, stats: TCStats = TCStats()) {
+        self.spec = spec; self.kind = kind; self.level = level; self.stats = stats
+    }
 }
 
 extension RouteSocket {

@@ -2,7 +2,8 @@ import ArgumentParser
 import Foundation
 import GuestAgent
 import TandemProtocol
-import TandemRuntime
+import AgentCore
+import TandemDaemon
 
 /// `--socket PATH`, shared by the client commands.
 struct SocketOption: ParsableArguments {

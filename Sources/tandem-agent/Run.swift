@@ -3,7 +3,7 @@ import Foundation
 import GuestAgent
 import Logging
 import TandemProtocol
-import TandemRuntime
+import TandemDaemon
 
 extension TandemAgent {
     struct Run: AsyncParsableCommand {
@@ -50,7 +50,7 @@ extension TandemAgent {
                                        interval: try DurationText.seconds(interval), initialLimit: try BitRate(parsing: initialLimit),
                                        force: force, keepShaping: keepShaping)
             let agent = Agent(options: options, logger: log)
-            try await runUntilSignalled { try await agent.run() }
+            try await runDaemon([agent], logger: log)
         }
     }
 }

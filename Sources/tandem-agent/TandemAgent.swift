@@ -1,6 +1,6 @@
 import ArgumentParser
 import GuestAgent
-import TandemRuntime
+import TandemProtocol
 
 @main
 struct TandemAgent: AsyncParsableCommand {

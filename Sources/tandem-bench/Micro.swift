@@ -1,6 +1,7 @@
 import Foundation
 import HostController
 import TandemProtocol
+import HostCore
 
 /// In-process benchmarks: the allocator and the protocol codec.
 enum Micro {

@@ -1,7 +1,7 @@
 import Foundation
 import Netlink
 import TandemProtocol
-import TandemRuntime
+import TandemLabSupport
 
 /// The netlink issue's benchmark: 1,000 HTB classes and 1,000 u32 filters installed,
 /// changed, their stats dumped, and deleted, through the Netlink module and through tc,

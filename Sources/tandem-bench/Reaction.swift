@@ -1,7 +1,9 @@
 import Foundation
 import HostController
+import TandemLab
 import TandemProtocol
-import TandemRuntime
+import TandemLabSupport
+import TandemTransport
 
 /// Reaction in the lab: how long from a change of demand to the new limit in the kernel
 /// and to the new throughput, over repetitions. Throughput is what leaves each VM's limit

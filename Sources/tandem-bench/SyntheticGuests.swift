@@ -1,6 +1,6 @@
 import Foundation
 import TandemProtocol
-import TandemRuntime
+import TandemTransport
 #if canImport(Glibc)
 import Glibc
 #endif

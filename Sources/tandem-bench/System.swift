@@ -3,7 +3,12 @@ import GuestAgent
 import HostController
 import Netlink
 import TandemProtocol
-import TandemRuntime
+import AgentCore
+import HostCore
+import TandemDaemon
+import TandemLab
+import TandemLabSupport
+import TandemTransport
 
 /// Benchmarks with the real binaries and the kernel: overhead, accuracy, reaction.
 enum SystemBench {

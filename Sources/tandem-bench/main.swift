@@ -1,5 +1,4 @@
 import Foundation
-import TandemRuntime
 
 /// `tandem-bench WHAT... [--record FILE] [--compare FILE]`: prints numbers, ratios and targets.
 /// WHAT: netlink allocator codec overhead accuracy reaction, or all. Not a test.

@@ -2,7 +2,9 @@ import ArgumentParser
 import Foundation
 import HostController
 import TandemProtocol
-import TandemRuntime
+import HostCore
+import TandemDaemon
+import TandemTransport
 
 /// How the admin commands find the controller's socket.
 struct AdminOptions: ParsableArguments {

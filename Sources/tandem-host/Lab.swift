@@ -1,8 +1,9 @@
 import ArgumentParser
 import Foundation
 import HostController
+import TandemLab
 import TandemProtocol
-import TandemRuntime
+import TandemDaemon
 
 extension TandemHost {
     struct Lab: AsyncParsableCommand {
@@ -39,8 +40,8 @@ extension TandemHost {
 
         func run() async throws {
             let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
-            try HostController.Lab.preflight(binaries: binaries)
-            var o = HostController.Lab.Options(binaries: binaries)
+            try TandemLab.Lab.preflight(binaries: binaries)
+            var o = TandemLab.Lab.Options(binaries: binaries)
             o.vms = vms
             o.link = try BitRate(parsing: link)
             o.phase = try DurationText.seconds(phase)
@@ -49,7 +50,7 @@ extension TandemHost {
             let quiet = json
             let tty = isatty(2) != 0
             let last = ReportBox()
-            let lab = HostController.Lab(options: o) { line in
+            let lab = TandemLab.Lab(options: o) { line in
                 if quiet { return }
                 if tty {
                     // One status line, rewritten in place.
@@ -80,7 +81,7 @@ extension TandemHost {
             if !report.allTargetsMet { throw ExitCode(3) }
         }
 
-        func render(_ r: HostController.Lab.Report) -> String {
+        func render(_ r: TandemLab.Lab.Report) -> String {
             var s = "Tandem lab: \(vms) VMs sharing \(BitRate(bitsPerSecond: r.link)), \(DurationText.format(r.phaseSeconds)) per phase\n\n"
             for p in r.phases {
                 s += "phase \(p.phase): \(p.name)\n"
@@ -102,4 +103,4 @@ extension TandemHost {
     }
 }
 
-final class ReportBox: @unchecked Sendable { var report: HostController.Lab.Report?; var line = "" }
+final class ReportBox: @unchecked Sendable { var report: TandemLab.Lab.Report?; var line = "" }

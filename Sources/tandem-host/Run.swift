@@ -2,13 +2,19 @@ import ArgumentParser
 import Foundation
 import HostController
 import Logging
-import TandemRuntime
+import HostCore
+import TandemDaemon
 
 extension TandemHost {
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Run the controller with a configuration file.",
-            discussion: "Checks the whole configuration first: nothing starts on a bad one. On SIGTERM it stops and leaves the limits in force.")
+            discussion: """
+                Checks the whole configuration first: nothing starts on a bad one. SIGHUP reads the file again and \
+                applies what changed (VMs added, removed, changed; the others untouched); a bad file changes nothing. \
+                On SIGTERM it stops and leaves the limits in force. Under systemd (Type=notify) it reports ready after \
+                its first round and pings the watchdog every round.
+                """)
 
         @Option(name: .long, help: "The TOML configuration (docs/CONFIG.md).")
         var config: String = "/etc/tandem/host.toml"
@@ -31,8 +37,8 @@ extension TandemHost {
                 return
             }
             let log = makeLogger("tandem-host", level: logLevel)
-            let daemon = HostDaemon(config: cfg, logger: log)
-            try await runUntilSignalled { try await daemon.run() }
+            let daemon = HostDaemon(config: cfg, configPath: config, logger: log)
+            try await runDaemon([daemon], logger: log)
         }
     }
 }

@@ -1,6 +1,6 @@
 import ArgumentParser
 import HostController
-import TandemRuntime
+import TandemProtocol
 
 @main
 struct TandemHost: AsyncParsableCommand {

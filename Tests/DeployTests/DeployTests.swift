@@ -2,8 +2,9 @@ import Foundation
 import Testing
 import HostController
 import TandemProtocol
-import TandemRuntime
 import TandemTestSupport
+import HostCore
+import TandemLabSupport
 
 /// deploy/: the example configurations parse with the real parser, the systemd units pass
 /// `systemd-analyze verify`, the libvirt XML is well-formed, and deploy/install.sh installs
@@ -81,7 +82,10 @@ import TandemTestSupport
     @Test func hostUnitIsHardenedAsDocumented() throws {
         let s = try Self.unitSettings(String(contentsOfFile: Self.deploy("systemd/tandem-host.service"), encoding: .utf8))
         #expect(s["ExecStart"] == "/usr/local/bin/tandem-host run --config /etc/tandem/host.toml")
-        #expect(s["Type"] == "simple")
+        #expect(s["Type"] == "notify")
+        #expect(s["NotifyAccess"] == "main")
+        #expect(s["ExecReload"] == "/bin/kill -HUP $MAINPID")
+        #expect(s["WatchdogSec"] == "30s")
         #expect(s["Restart"] == "on-failure")
         for (key, value) in [("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"), ("PrivateTmp", "yes"),
                              ("RuntimeDirectory", "tandem"), ("StateDirectory", "tandem"), ("RestrictNamespaces", "yes"),
@@ -105,6 +109,7 @@ import TandemTestSupport
         #expect(s["After"]?.split(separator: " ").contains(Substring(device)) == true)
         #expect(s["WantedBy"] == device)
         #expect(s["Restart"] == "always")
+        #expect(s["Type"] == "notify")
         #expect(s["Environment"] == #""TANDEM_AGENT_ARGS=--interface eth0""#)
         #expect(s["EnvironmentFile"] == "-/etc/default/tandem-agent")
         #expect(s["ExecStart"] == "/usr/local/bin/tandem-agent run $TANDEM_AGENT_ARGS")

@@ -2,8 +2,10 @@ import Foundation
 import Testing
 import GuestAgent
 import TandemProtocol
-import TandemRuntime
 import TandemTestSupport
+import AgentCore
+import TandemLabSupport
+import TandemTransport
 
 /// The real tandem-agent binary in a network namespace, shaping a veth, with a test host
 /// on the other end of a pseudo-terminal (its "virtio port").

@@ -2,8 +2,9 @@ import Foundation
 import Testing
 import GuestAgent
 import TandemProtocol
-import TandemRuntime
 import TandemTestSupport
+import AgentCore
+import TandemLabSupport
 
 /// Traffic through the agent's tree: a UDP flood must not starve TCP inside the VM, and a
 /// reservation must deliver its rate while the flood goes on.

@@ -2,8 +2,9 @@ import Foundation
 import Logging
 import Testing
 import TandemProtocol
-import TandemRuntime
 @testable import HostController
+@testable import HostCore
+import TandemTransport
 
 /// A fake backend (named as such): no kernel, counters the test drives, limits recorded.
 final class FakeBackend: HardLimitBackend, @unchecked Sendable {
@@ -33,7 +34,8 @@ final class FakeBackend: HardLimitBackend, @unchecked Sendable {
     }
     func currentLimit() async throws -> BitRate? { lock.withLock { kernelLimit } }
     func counters() async throws -> (sentBytes: UInt64, drops: UInt64?) { lock.withLock { directReads += 1; return (sentBytes, 0) } }
-    func teardown() async throws {}
+    var teardowns = 0
+    func teardown() async throws { lock.withLock { teardowns += 1; kernelLimit = nil } }
     /// Batch mode: the round's batch carries this backend's counters and limit (as a PF dump
     /// carries its VFs'); `directReads` counts the reads that did not come from a batch.
     var batched = false

@@ -1,9 +1,11 @@
 import Foundation
 import Testing
 import TandemProtocol
-import TandemRuntime
 import TandemTestSupport
 @testable import HostController
+@testable import HostCore
+import TandemLabSupport
+import TandemTransport
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -2,9 +2,11 @@ import Foundation
 import Testing
 import Netlink
 import TandemProtocol
-import TandemRuntime
 import TandemTestSupport
 @testable import HostController
+@testable import HostCore
+import TandemLabSupport
+import TandemTransport
 
 /// The tc backend for real: a "VM" namespace whose veth's host end is shaped by the
 /// backend, with iperf3 from the VM to the host namespace.

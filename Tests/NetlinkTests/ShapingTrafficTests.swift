@@ -2,8 +2,8 @@ import Testing
 import Glibc
 import Netlink
 import TandemProtocol
-import TandemRuntime
 import TandemTestSupport
+import TandemLabSupport
 
 /// Real traffic through real kernel shaping: iperf3 across a veth pair between two
 /// namespaces. One traffic test at a time (TrafficGate), with relative checks and margins.

@@ -2,8 +2,8 @@ import Testing
 import Glibc
 import Netlink
 import TandemProtocol
-import TandemRuntime
 import TandemTestSupport
+import TandemLabSupport
 
 /// Each object added, listed, compared field by field with tc's own view, changed,
 /// deleted and confirmed gone, in a namespace made for the test.

@@ -2,8 +2,8 @@ import Foundation
 import Testing
 import Netlink
 import TandemProtocol
-import TandemRuntime
 import TandemTestSupport
+import TandemLabSupport
 
 enum Fixture {
     static func bytes(_ name: String) throws -> [UInt8] {

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import TandemRuntime
+import TandemLabSupport
 
 /// Gating for tests that need root and network namespaces.
 ///

@@ -1,6 +1,7 @@
 import Foundation
 import TandemProtocol
-import TandemRuntime
+import TandemLabSupport
+import TandemTransport
 
 /// A stand-in host for agent tests: it holds the master side of a pseudo-terminal (the
 /// agent's "virtio port") and speaks the protocol over it, like the real controller would.

@@ -2,8 +2,10 @@ import Foundation
 import Testing
 import HostController
 import TandemProtocol
-import TandemRuntime
 import TandemTestSupport
+import HostCore
+import TandemLabSupport
+import TandemTransport
 
 /// What a namespace cannot prove: a real virtio-serial port between a guest kernel and the
 /// host, and the VF netlink path against a kernel driver that implements it (netdevsim).

@@ -1,7 +1,6 @@
 import Foundation
 import TOMLKit
 import TandemProtocol
-import TandemRuntime
 
 /// The controller's configuration (docs/CONFIG.md), checked whole before anything starts.
 public struct HostConfig: Sendable, Equatable {

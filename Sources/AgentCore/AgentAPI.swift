@@ -49,6 +49,9 @@ public struct ReservationInfo: Codable, Sendable, Equatable {
     public var pid: Int32
     /// Seconds left when made with a TTL; nil while held by its connection.
     public var ttlRemaining: Double?
+    public init(id: String, rate: String, shapedRate: String?, selector: String, uid: UInt32, pid: Int32, ttlRemaining: Double?) {
+        self.id = id; self.rate = rate; self.shapedRate = shapedRate; self.selector = selector; self.uid = uid; self.pid = pid; self.ttlRemaining = ttlRemaining
+    }
 }
 
 public struct AgentStatus: Codable, Sendable {
@@ -60,6 +63,9 @@ public struct AgentStatus: Codable, Sendable {
         public var sentBytes: UInt64
         public var drops: UInt64
         public var backlog: UInt64
+        public init(name: String, handle: String, rate: String, ceil: String, sentBytes: UInt64, drops: UInt64, backlog: UInt64) {
+            self.name = name; self.handle = handle; self.rate = rate; self.ceil = ceil; self.sentBytes = sentBytes; self.drops = drops; self.backlog = backlog
+        }
     }
     public var interface: String
     /// `connected`, `handshaking` or `absent`.
@@ -75,6 +81,9 @@ public struct AgentStatus: Codable, Sendable {
     public var framesSent: UInt64
     public var framesReceived: UInt64
     public var framesRefused: UInt64
+    public init(interface: String, host: String, vm: String?, session: String?, policy: VMPolicy?, epoch: UInt64?, hardLimit: String?, softLimit: String, classes: [ClassInfo], reservations: [ReservationInfo], framesSent: UInt64, framesReceived: UInt64, framesRefused: UInt64) {
+        self.interface = interface; self.host = host; self.vm = vm; self.session = session; self.policy = policy; self.epoch = epoch; self.hardLimit = hardLimit; self.softLimit = softLimit; self.classes = classes; self.reservations = reservations; self.framesSent = framesSent; self.framesReceived = framesReceived; self.framesRefused = framesRefused
+    }
 }
 
 extension AgentRequest {

@@ -1,9 +1,12 @@
 import Foundation
 import Testing
 import TandemProtocol
-import TandemRuntime
 import TandemTestSupport
-@testable import HostController
+import TandemLab
+import HostController
+import HostCore
+import TandemLabSupport
+import TandemTransport
 #if canImport(Glibc)
 import Glibc
 #endif

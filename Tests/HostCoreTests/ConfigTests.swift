@@ -1,6 +1,6 @@
 import Testing
 import TandemProtocol
-@testable import HostController
+@testable import HostCore
 
 @Suite struct ConfigTests {
     static let good = """

@@ -1,6 +1,6 @@
 import Testing
 import TandemProtocol
-@testable import HostController
+@testable import HostCore
 
 @Suite struct AllocatorTests {
     typealias I = Allocator.Input
@@ -58,16 +58,16 @@ import TandemProtocol
     @Test func lyingGuestGetsNothingBeyondItsFairShare() {
         // The guest says it wants 10 Tbit/s while the host measures it idle.
         let lie = DemandReport(sequence: 1, intervalMilliseconds: 100, epoch: 1, rate: .protocolMaximum, wantsMore: true, unmetReservations: .protocolMaximum)
-        let d = Controller.estimateDemand(measured: .zero, limit: .mbit(100), drops: 0, report: lie, fairShare: .mbit(100), capacity: Self.C, reserved: .zero)
+        let d = DemandEstimate.host(measured: .zero, limit: .mbit(100), drops: 0, report: lie, fairShare: .mbit(100), capacity: Self.C, reserved: .zero)
         #expect(d == .mbit(100))
         // The same VM, really sending at its limit (measured by the host), is probed upward.
-        let real = Controller.estimateDemand(measured: .mbit(99), limit: .mbit(100), drops: 0, report: nil, fairShare: .mbit(100), capacity: Self.C, reserved: .zero)
+        let real = DemandEstimate.host(measured: .mbit(99), limit: .mbit(100), drops: 0, report: nil, fairShare: .mbit(100), capacity: Self.C, reserved: .zero)
         #expect(real >= .mbit(200))
         // An honest quiet guest: what the host measures, with a margin.
-        let quiet = Controller.estimateDemand(measured: .mbit(10), limit: .mbit(100), drops: 0, report: nil, fairShare: .mbit(100), capacity: Self.C, reserved: .zero)
+        let quiet = DemandEstimate.host(measured: .mbit(10), limit: .mbit(100), drops: 0, report: nil, fairShare: .mbit(100), capacity: Self.C, reserved: .zero)
         #expect(quiet == .mbit(11))
         // Drops at the host's shaper count as being at the limit.
-        let dropping = Controller.estimateDemand(measured: .mbit(50), limit: .mbit(100), drops: 3, report: nil, fairShare: .mbit(100), capacity: Self.C, reserved: .zero)
+        let dropping = DemandEstimate.host(measured: .mbit(50), limit: .mbit(100), drops: 3, report: nil, fairShare: .mbit(100), capacity: Self.C, reserved: .zero)
         #expect(dropping >= .mbit(200))
     }
 }

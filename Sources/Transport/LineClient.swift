@@ -3,6 +3,27 @@ import Foundation
 import Glibc
 #endif
 
+/// Why a ``LineClient`` call failed, naming the socket.
+public struct LineClientError: Error, CustomStringConvertible, Sendable {
+    public enum Reason: Sendable, Equatable {
+        /// `connect(2)` failed: the daemon named by `what` is not listening there.
+        case unreachable(what: String, error: String)
+        case timedOutWriting
+        case noAnswer(seconds: Int)
+        case closed
+    }
+    public var path: String
+    public var reason: Reason
+    public var description: String {
+        switch reason {
+        case .unreachable(let what, let error): "cannot reach \(what) at \(path): \(error)"
+        case .timedOutWriting: "timed out writing to \(path)"
+        case .noAnswer(let s): "no answer from \(path) within \(s)s"
+        case .closed: "\(path) closed the connection"
+        }
+    }
+}
+
 /// A client of a ``LineServer``: one JSON request per line, one answer per line.
 public final class LineClient: @unchecked Sendable {
     var fd: Int32
@@ -13,7 +34,7 @@ public final class LineClient: @unchecked Sendable {
     public init(path: String, what: String) throws {
         self.path = path
         do { fd = try UnixSocket.connect(path) } catch {
-            throw CommandFailure("cannot reach \(what) at \(path): \(error)")
+            throw LineClientError(path: path, reason: .unreachable(what: what, error: "\(error)"))
         }
     }
 
@@ -35,7 +56,7 @@ public final class LineClient: @unchecked Sendable {
         while sent < data.count {
             sent += try POSIX.writeSome(fd, data[sent...])
             if sent < data.count { _ = POSIX.poll([(fd, Int16(POLLOUT))], timeoutMilliseconds: 100) }
-            if POSIX.now() > deadline { throw CommandFailure("timed out writing to \(path)") }
+            if POSIX.now() > deadline { throw LineClientError(path: path, reason: .timedOutWriting) }
         }
         while true {
             if let nl = buffer.firstIndex(of: UInt8(ascii: "\n")) {
@@ -44,12 +65,12 @@ public final class LineClient: @unchecked Sendable {
                 return try JSONDecoder().decode(Response.self, from: Data(line))
             }
             let left = deadline - POSIX.now()
-            if left <= 0 { throw CommandFailure("no answer from \(path) within \(Int(timeout))s") }
+            if left <= 0 { throw LineClientError(path: path, reason: .noAnswer(seconds: Int(timeout))) }
             _ = POSIX.poll([(fd, Int16(POLLIN))], timeoutMilliseconds: Int32(min(left, 1) * 1000))
             switch try POSIX.read(fd) {
             case .data(let b): buffer += b
             case .wouldBlock: continue
-            case .end: throw CommandFailure("\(path) closed the connection")
+            case .end: throw LineClientError(path: path, reason: .closed)
             }
         }
     }

@@ -1,7 +1,7 @@
 import Testing
 import Netlink
 import TandemProtocol
-@testable import GuestAgent
+@testable import AgentCore
 
 @Suite struct ShapingTreeTests {
     static let rsv = GrantedReservation(id: "r-1", rate: .mbit(30), selector: FlowSelector(proto: .tcp, destination: IPPrefix("10.0.0.5"), destinationPort: 5201))

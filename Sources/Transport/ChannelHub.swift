@@ -93,6 +93,15 @@ public final class ChannelHub: @unchecked Sendable {
         return c
     }
 
+    /// Closes and forgets a channel (its VM left the configuration); nothing more is reported
+    /// for it, and frames still queued for it are dropped.
+    public func remove(name: String) {
+        lock.withLock {
+            for c in channels where c.name == name { drop(c, retryAt: .infinity) }
+            channels.removeAll { $0.name == name }
+        }
+    }
+
     /// One pass over every channel; never blocks. Returns what happened, in order per channel.
     public func service(now: Double) -> [(String, FrameChannel.Event)] {
         lock.withLock {

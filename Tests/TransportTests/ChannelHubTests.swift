@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import TandemRuntime
+@testable import TandemTransport
 #if canImport(Glibc)
 import Glibc
 #endif

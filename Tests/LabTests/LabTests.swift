@@ -1,8 +1,9 @@
 import Foundation
 import Testing
-import HostController
-import TandemRuntime
+import TandemLab
+import HostCore
 import TandemTestSupport
+import TandemLabSupport
 
 /// The closed loop end to end: the real lab with short phases, as CI runs it.
 @Suite(.serialized, Privileged.traffic)

@@ -1,6 +1,9 @@
 import Foundation
 import TandemProtocol
-import TandemRuntime
+import AgentCore
+import HostCore
+import TandemLabSupport
+import TandemTransport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -86,16 +89,16 @@ public struct Lab: Sendable {
 
     /// Checks what the lab needs, with a clear message for what is missing.
     public static func preflight(binaries: String) throws {
-        guard getuid() == 0 else { throw CommandFailure("the lab needs root: it makes network namespaces (run it with sudo)") }
+        guard getuid() == 0 else { throw LabError("the lab needs root: it makes network namespaces (run it with sudo)") }
         for tool in ["ip", "tc", "iperf3"] where !Shell.has(tool) {
-            throw CommandFailure("the lab needs \(tool): run scripts/setup.sh (it installs iproute2 and iperf3)")
+            throw LabError("the lab needs \(tool): run scripts/setup.sh (it installs iproute2 and iperf3)")
         }
         for b in ["tandem-host", "tandem-agent"] where !FileManager.default.isExecutableFile(atPath: binaries + "/" + b) {
-            throw CommandFailure("\(binaries)/\(b) is missing: build with swift build")
+            throw LabError("\(binaries)/\(b) is missing: build with swift build")
         }
         let probe = "\(prefix)-probe-\(getpid())"
         let r = try Shell.run(["ip", "netns", "add", probe])
-        guard r.status == 0 else { throw CommandFailure("cannot make a network namespace: \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines))") }
+        guard r.status == 0 else { throw LabError("cannot make a network namespace: \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines))") }
         _ = try? Shell.run(["ip", "netns", "delete", probe])
     }
 
@@ -180,10 +183,8 @@ public struct Lab: Sendable {
         let reserved = o.reservation ?? o.link.scaled(by: 0.2)
         progress("phase 4/4: VM1 reserves \(reserved) for its TCP flow")
         let client = try LineClient(path: t.dir.appendingPathComponent("vm1-agent.sock").path, what: "vm1's agent")
-        struct Req: Encodable { var op = "reserve"; var rate: String; var proto = "tcp"; var dst = "10.77.0.254"; var dport: UInt16 = 5201 }
-        struct Resp: Decodable { var ok: Bool; var error: String?; var id: String? }
-        let resp = try client.call(Req(rate: reserved.description), as: Resp.self)
-        guard resp.ok else { throw CommandFailure("the reservation was refused: \(resp.error ?? "?")") }
+        let resp = try client.call(AgentRequest(op: "reserve", rate: reserved.description, proto: "tcp", dst: "10.77.0.254", dport: 5201), as: AgentResponse.self)
+        guard resp.ok else { throw LabError("the reservation was refused: \(resp.error ?? "?")") }
         let granted = POSIX.now()
         let watcher4 = ConvergenceWatcher(lab: self, t: t) { rows in Double(rows[0].measured) >= Double(reserved.bitsPerSecond) * 0.95 }
         watcher4.start()
@@ -297,12 +298,12 @@ public struct Lab: Sendable {
         while POSIX.now() < deadline {
             if let rows = try? fairness(t), rows.count == o.vms, rows.allSatisfy({ $0.agent == "connected" }) { return }
             if !controller.isRunning {
-                throw CommandFailure("tandem-host exited: \((try? String(contentsOf: t.dir.appendingPathComponent("host.log"), encoding: .utf8))?.suffix(2000) ?? "")")
+                throw LabError("tandem-host exited: \((try? String(contentsOf: t.dir.appendingPathComponent("host.log"), encoding: .utf8))?.suffix(2000) ?? "")")
             }
             usleep(100_000)
         }
         let log = (try? String(contentsOf: t.dir.appendingPathComponent("host.log"), encoding: .utf8)) ?? ""
-        throw CommandFailure("the agents were not all welcomed within 15s; controller log:\n\(log.suffix(3000))")
+        throw LabError("the agents were not all welcomed within 15s; controller log:\n\(log.suffix(3000))")
     }
 
     public func fairness(_ t: Topology) throws -> [LinkFairness.Row] {
@@ -408,24 +409,8 @@ final class ConvergenceWatcher: @unchecked Sendable {
     }
 }
 
-/// The fairness table as text, shared by `tandem-host fairness` and the lab.
-public enum FairnessTable {
-    public static func render(_ links: [LinkFairness]) -> String {
-        func rate(_ bps: UInt64) -> String { BitRate(bitsPerSecond: bps).rounded }
-        var out = ""
-        for l in links {
-            out += "link \(l.link)  capacity \(rate(l.capacity))  used \(String(format: "%.0f%%", l.utilisation * 100))  Jain \(l.jain.map { String(format: "%.3f", $0) } ?? "-")\n"
-            let cols = ["VM", "WEIGHT", "MIN", "MAX", "DEMAND", "ALLOCATION", "MEASURED", "SHARE", "AGENT"]
-            var rows = [cols]
-            for r in l.vms {
-                rows.append([r.vm, String(format: "%g", r.weight), rate(r.min), r.max.map(rate) ?? "-", rate(r.demand), rate(r.allocation),
-                             rate(r.measured), String(format: "%.1f%%", r.share * 100), r.agent])
-            }
-            let widths = cols.indices.map { i in rows.map { $0[i].count }.max() ?? 0 }
-            for row in rows {
-                out += row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ") + "\n"
-            }
-        }
-        return out
-    }
+/// Why the lab could not run or finish: a message for the person who started it.
+public struct LabError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    init(_ d: String) { description = d }
 }

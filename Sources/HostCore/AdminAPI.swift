@@ -30,6 +30,7 @@ public struct PolicyView: Codable, Sendable, Equatable {
     public var weight: Double
     public var min: String
     public var max: String?
+    public init(weight: Double, min: String, max: String?) { self.weight = weight; self.min = min; self.max = max }
 }
 
 /// One link's fairness table. Rates are bits per second.
@@ -49,6 +50,9 @@ public struct LinkFairness: Codable, Sendable {
         /// `disconnected` (cut off for misbehaving).
         public var agent: String
         public var reserved: UInt64
+        public init(vm: String, weight: Double, min: UInt64, max: UInt64?, demand: UInt64, allocation: UInt64, measured: UInt64, share: Double, agent: String, reserved: UInt64) {
+            self.vm = vm; self.weight = weight; self.min = min; self.max = max; self.demand = demand; self.allocation = allocation; self.measured = measured; self.share = share; self.agent = agent; self.reserved = reserved
+        }
     }
     public var link: String
     public var capacity: UInt64
@@ -56,6 +60,9 @@ public struct LinkFairness: Codable, Sendable {
     /// Jain's index over the VMs with demand, rates normalised by weight; nil if none.
     public var jain: Double?
     public var vms: [Row]
+    public init(link: String, capacity: UInt64, utilisation: Double, jain: Double?, vms: [Row]) {
+        self.link = link; self.capacity = capacity; self.utilisation = utilisation; self.jain = jain; self.vms = vms
+    }
 }
 
 public struct HostStatus: Codable, Sendable {
@@ -74,9 +81,15 @@ public struct HostStatus: Codable, Sendable {
         public var disconnects: UInt64
         public var lastError: String?
         public var resets: UInt64
+        public init(name: String, link: String, backend: String, channel: String?, agent: String, session: String?, limit: UInt64?, epoch: UInt64, reservations: Int, messages: UInt64, violations: [String: UInt64], disconnects: UInt64, lastError: String?, resets: UInt64) {
+            self.name = name; self.link = link; self.backend = backend; self.channel = channel; self.agent = agent; self.session = session; self.limit = limit; self.epoch = epoch; self.reservations = reservations; self.messages = messages; self.violations = violations; self.disconnects = disconnects; self.lastError = lastError; self.resets = resets
+        }
     }
     public var version: String
     public var uptime: Double
     public var links: [String]
     public var vms: [VM]
+    public init(version: String, uptime: Double, links: [String], vms: [VM]) {
+        self.version = version; self.uptime = uptime; self.links = links; self.vms = vms
+    }
 }

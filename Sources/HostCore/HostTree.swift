@@ -1,0 +1,95 @@
+import TandemProtocol
+
+/// The host-side shaping of one tap/veth VM (the `tc` backend) as data: the VM's egress is
+/// its host interface's ingress, redirected to an IFB device whose root HTB has one class,
+/// the VM's limit.
+///
+/// ```
+/// tap (ingress ffff:) --u32 prio 1, mirred redirect--> ifb (htb 1:, default 1:10)
+///                                                       └─ class 1:10 rate=ceil=limit
+/// ```
+///
+/// ``HostTreePlanner`` compares it with what the kernel has (``InstalledHostTree``) and
+/// returns the requests that make the two the same, in an order that never lets the VM's
+/// traffic into an unlimited device: the limit exists before the redirect.
+public struct HostTree: Equatable, Sendable {
+    /// The VM's host interface (tap, macvtap, veth).
+    public var interface: String
+    /// The IFB device that carries the VM's limit.
+    public var ifb: String
+    /// The limit to set where the kernel has none.
+    public var limit: BitRate
+
+    /// The root qdisc's major number and the class's minor: `1:` and `1:10`.
+    public static let qdiscMajor: UInt16 = 1
+    public static let leafMinor: UInt16 = 0x10
+    /// The redirect filter's priority on the interface's ingress.
+    public static let redirectPriority: UInt16 = 1
+    /// HTB cannot take less than this.
+    public static let minimumRate = BitRate.kbit(8)
+
+    public init(interface: String, ifb: String, limit: BitRate) { self.interface = interface; self.ifb = ifb; self.limit = limit }
+}
+
+/// What the kernel has for one VM's host tree, as far as the plan needs it.
+public struct InstalledHostTree: Equatable, Sendable {
+    public enum Root: Equatable, Sendable {
+        case none
+        /// Tandem's: HTB at `1:` with default class `1:10`.
+        case ours
+        /// Any other root qdisc on the IFB (replaced: the IFB is Tandem's own device).
+        case other
+    }
+    public var ifbExists: Bool
+    public var ifbUp: Bool
+    public var root: Root
+    /// The limit class's ceiling, if the class exists.
+    public var limit: BitRate?
+    public var ingress: Bool
+    public var redirect: Bool
+
+    public init(ifbExists: Bool, ifbUp: Bool = false, root: Root = .none, limit: BitRate? = nil, ingress: Bool = false, redirect: Bool = false) {
+        self.ifbExists = ifbExists; self.ifbUp = ifbUp; self.root = root; self.limit = limit; self.ingress = ingress; self.redirect = redirect
+    }
+
+    /// Nothing there yet.
+    public static let empty = InstalledHostTree(ifbExists: false)
+}
+
+/// One request of a host tree plan, in the order given.
+public enum HostTreeOperation: Equatable, Sendable {
+    /// `ip link add IFB type ifb`
+    case addIFB
+    /// `ip link set IFB up`
+    case setIFBUp
+    /// `tc qdisc replace dev IFB root handle 1: htb default 10`
+    case replaceRoot
+    /// `tc class replace dev IFB parent 1: classid 1:10 htb rate R ceil R`
+    case setLimit(BitRate)
+    /// `tc qdisc add dev IF ingress`
+    case addIngress
+    /// `tc filter add dev IF parent ffff: prio 1 u32 match u32 0 0 action mirred egress redirect dev IFB`
+    case addRedirect
+}
+
+/// Desired host tree against the installed one: the requests that make them the same.
+/// Pure; the same plan applied twice gives an empty plan the second time.
+public enum HostTreePlanner {
+    /// `keepLimit`: a limit the kernel already has is kept (a restarted controller takes
+    /// over without a gap); otherwise the desired limit is set when it differs.
+    public static func plan(desired: HostTree, installed: InstalledHostTree, keepLimit: Bool = true) -> [HostTreeOperation] {
+        var ops: [HostTreeOperation] = []
+        if !installed.ifbExists { ops.append(.addIFB) }
+        if !installed.ifbUp { ops.append(.setIFBUp) }
+        // A new root drops the classes under it.
+        let rootOK = installed.ifbExists && installed.root == .ours
+        if !rootOK { ops.append(.replaceRoot) }
+        let limit = max(desired.limit, HostTree.minimumRate)
+        let have = rootOK ? installed.limit : nil
+        if have == nil || (!keepLimit && have != limit) { ops.append(.setLimit(limit)) }
+        // The limit first, so that nothing is redirected into an unlimited device.
+        if !installed.ingress { ops.append(.addIngress) }
+        if !(installed.ingress && installed.redirect) { ops.append(.addRedirect) }
+        return ops
+    }
+}

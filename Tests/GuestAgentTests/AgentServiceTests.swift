@@ -1,0 +1,109 @@
+import Foundation
+import Logging
+import Testing
+import Netlink
+import TandemProtocol
+import TandemTestSupport
+import AgentCore
+import TandemDaemon
+import TandemTransport
+@testable import GuestAgent
+
+/// A shaper that records the trees it is given (a fake, named as such): no kernel, no root.
+final class FakeShaper: GuestShaper, @unchecked Sendable {
+    let lock = NSLock()
+    var trees: [ShapingTree] = []
+    var removed = false
+    func apply(_ tree: ShapingTree, force: Bool) async throws -> [ShapingOperation] {
+        lock.withLock { trees.append(tree) }
+        return []
+    }
+    /// The last tree's classes, with no traffic counted.
+    func classStats() async throws -> [HTBClassState] { lock.withLock { trees.last?.classes.map { HTBClassState(spec: $0) } ?? [] } }
+    func recover() async throws -> Bool { false }
+    func remove() async throws { lock.withLock { removed = true } }
+    func mac() async throws -> String? { "52:54:00:12:34:56" }
+    var last: ShapingTree? { lock.withLock { trees.last } }
+    var top: BitRate? { last?.classes.first { $0.handle == ShapingTree.top }?.ceil }
+}
+
+/// A clock the test moves (seconds).
+final class TestClock: @unchecked Sendable {
+    let lock = NSLock()
+    var t = 5000.0
+    func now() -> Double { lock.withLock { t } }
+    func advance(_ s: Double) { lock.withLock { t += s } }
+}
+
+/// The agent in this process with a fake shaper and a test clock, its channel a
+/// pseudo-terminal to a test host, its socket a real unix socket: the service tier, no root.
+@Suite(.serialized) struct AgentServiceTests {
+    func until(_ what: String, timeout: Double = 5, _ ok: () -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if ok() { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        Issue.record("\(what) not within \(timeout) s")
+        throw CancellationError()
+    }
+
+    @Test func allocationsReservationsAndTTLsWithAFakeShaperAndATestClock() async throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let shaper = FakeShaper()
+        let clock = TestClock()
+        let notify = try FakeNotifySocket()
+        let dir = NSTemporaryDirectory() + "tandem-agent-svc-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var log = Logger(label: "test")
+        log.logLevel = .critical
+        let agent = Agent(options: AgentOptions(interface: "eth0", channel: .device(host.slavePath), socketPath: dir + "/agent.sock",
+                                                interval: 0.05, initialLimit: .gbit(1)),
+                          logger: log, shaper: shaper, clock: { clock.now() },
+                          notifier: SystemdNotifier(environment: ["NOTIFY_SOCKET": notify.path]))
+        let running = Task { try await agent.run() }
+
+        // Ready once the first tree is installed: the initial limit.
+        #expect(notify.receive(timeout: 5)?.hasPrefix("READY=1") == true)
+        #expect(shaper.top == .gbit(1))
+
+        let hello = try await host.handshake(vm: "vm-svc")
+        #expect(hello.mac == "52:54:00:12:34:56")
+        host.send(.allocation(Allocation(epoch: 1, hardLimit: .mbit(100), softLimit: .mbit(97))))
+        try await until("the allocation shaped") { shaper.top == .mbit(97) }
+        _ = try await host.waitFor("applied") { m, _ in if case .applied(let a) = m, a.epoch == 1 { return true }; return nil }
+
+        // An application reserves for 2 s; the host grants it and allocates it.
+        let grants = host.grantAll()
+        defer { grants.cancel() }
+        let client = try AgentClient(path: dir + "/agent.sock")
+        let reply = try client.call(AgentRequest(op: "reserve", rate: "20mbit", proto: "tcp", dst: "10.0.0.5", dport: 5201, ttl: "2s"))
+        #expect(reply.ok, "\(reply.error ?? "")")
+        let id = try #require(reply.id)
+        let granted = try #require(host.messages.compactMap { m -> GrantedReservation? in
+            if case .reserve(let r) = m, r.id == id { return GrantedReservation(id: r.id, rate: r.rate, selector: r.selector) }
+            return nil
+        }.first)
+        host.send(.allocation(Allocation(epoch: 2, hardLimit: .mbit(100), softLimit: .mbit(97), reservations: [granted])))
+        try await until("the reservation's class") { shaper.last?.appliedReservations[id] == .mbit(20) }
+
+        // The connection stays open, but the TTL (2 s on the test clock) runs out: released.
+        clock.advance(1)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!host.messages.contains { if case .release(let r) = $0 { return r.id == id }; return false }, "not before its TTL")
+        clock.advance(1.5)
+        _ = try await host.waitFor("release") { m, _ in if case .release(let r) = m, r.id == id { return true }; return nil }
+        let list = try client.call(AgentRequest(op: "list"))
+        #expect(list.reservations?.isEmpty == true)
+        client.close()
+
+        // A graceful stop removes the shaping (no --keep-shaping).
+        running.cancel()
+        _ = try? await running.value
+        #expect(shaper.removed)
+        var last: String?
+        while let m = notify.receive(timeout: 0.5) { last = m }
+        #expect(last == "STOPPING=1")
+    }
+}
