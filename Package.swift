@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
     ],
     targets: [
         // Pure: messages, framing, validation, units. No I/O.
@@ -41,7 +42,15 @@ let package = Package(
         ),
         // Frames and lines over ports and sockets, both sides: the channel hub, frame and line
         // channels, the round ticker, and the POSIX calls under them.
-        .target(name: "TandemTransport", dependencies: ["TandemProtocol", "CKernel"], path: "Sources/Transport"),
+        .target(
+            name: "TandemTransport",
+            dependencies: [
+                "TandemProtocol", "CKernel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Sources/Transport"
+        ),
         // What both daemons need to run as daemons: logging, signals, command-line failures.
         .target(
             name: "TandemDaemon",
@@ -72,6 +81,9 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         // The agent's pure core: the shaping tree and its planner, demand, report pacing, the API.
@@ -116,7 +128,10 @@ let package = Package(
         .executableTarget(name: "fuzz-config", dependencies: ["FuzzSupport", "HostCore"], path: "Fuzz/fuzz-config"),
         .executableTarget(
             name: "tandem-bench",
-            dependencies: ["Netlink", "TandemTransport", "TandemDaemon", "TandemLabSupport", "TandemProtocol", "AgentCore", "GuestAgent", "HostCore", "HostController", "TandemLab"]
+            dependencies: [
+                "Netlink", "TandemTransport", "TandemDaemon", "TandemLabSupport", "TandemProtocol", "AgentCore", "GuestAgent", "HostCore",
+                "HostController", "TandemLab", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
 
         // Tests, tier by tier: pure cores (no I/O), transport over real sockets, services with
@@ -124,7 +139,7 @@ let package = Package(
         .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"]),
         .testTarget(name: "HostCoreTests", dependencies: ["HostCore", "TandemProtocol"]),
         .testTarget(name: "AgentCoreTests", dependencies: ["AgentCore", "Netlink", "TandemProtocol"]),
-        .testTarget(name: "TransportTests", dependencies: ["TandemTransport"]),
+        .testTarget(name: "TransportTests", dependencies: ["TandemTransport", "TandemTestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["TandemDaemon", "TandemTestSupport", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TandemLabSupport", "TandemTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "HostControllerTests", dependencies: ["HostController", "HostCore", "TandemTransport", "TandemLabSupport", "TandemTestSupport"]),

@@ -20,7 +20,7 @@ public enum ChannelSpec: Sendable, Equatable, CustomStringConvertible {
         if let option {
             if option.hasPrefix("unix:") {
                 let path = String(option.dropFirst(5))
-                guard !path.isEmpty else { throw ChannelError("--channel unix: needs a path, e.g. unix:/run/tandem/vm1.sock") }
+                guard !path.isEmpty else { throw ChannelError.emptyUnixPath }
                 return .unix(path)
             }
             return .device(option)
@@ -33,7 +33,7 @@ public enum ChannelSpec: Sendable, Equatable, CustomStringConvertible {
                 if name == portName { return .device("\(dev)/\(port)") }
             }
         }
-        throw ChannelError("no virtio-serial port named \(portName): not at \(link), and none of \(sysfs)/*/name says so. Add the channel to the VM (see deploy/README.md) or pass --channel PATH")
+        throw ChannelError.noPort(link: link, sysfs: sysfs)
     }
 
     public var description: String {
@@ -50,7 +50,7 @@ public enum ChannelSpec: Sendable, Equatable, CustomStringConvertible {
             let fd = Glibc.open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC)
             if fd < 0 {
                 let e = errno
-                if e == EBUSY { throw ChannelError("\(path) is busy: another tandem-agent (or another program) has the port open") }
+                if e == EBUSY { throw ChannelError.busy(path) }
                 throw SystemError("open", path, errno: e)
             }
             if isatty(fd) != 0 { PseudoTerminal.makeRaw(fd) }
@@ -63,7 +63,21 @@ public enum ChannelSpec: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-public struct ChannelError: Error, CustomStringConvertible, Sendable {
-    public var description: String
-    public init(_ d: String) { description = d }
+/// Why the agent's channel cannot be used, naming the path or port.
+public enum ChannelError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// `--channel unix:` with nothing after it.
+    case emptyUnixPath
+    /// No `--channel`, and no port named org.tandem.agent.0 at the link or in sysfs.
+    case noPort(link: String, sysfs: String)
+    /// The port is open elsewhere (EBUSY): a virtio port takes one opener.
+    case busy(String)
+
+    public var description: String {
+        switch self {
+        case .emptyUnixPath: "--channel unix: needs a path, e.g. unix:/run/tandem/vm1.sock"
+        case .noPort(let link, let sysfs):
+            "no virtio-serial port named \(ChannelSpec.portName): not at \(link), and none of \(sysfs)/*/name says so. Add the channel to the VM (see deploy/README.md) or pass --channel PATH"
+        case .busy(let path): "\(path) is busy: another tandem-agent (or another program) has the port open"
+        }
+    }
 }

@@ -108,7 +108,7 @@ public actor Controller {
         self.order = config.vms.map(\.name)
         if let store { persisted = try store.load() }
         for vm in config.vms {
-            guard let backend = backends[vm.name] else { throw CocoaStyleError("no backend for \(vm.name)") }
+            guard let backend = backends[vm.name] else { throw PolicyError.noBackend(vm.name) }
             vms[vm.name] = Self.makeState(vm, capacity: config.links.first { $0.name == vm.link }!.capacity, backend: backend,
                                           channel: channels[vm.name], persisted: persisted, statePath: store?.path, log: logger)
         }
@@ -606,24 +606,24 @@ public actor Controller {
     // MARK: admin
 
     public func setPolicy(vm name: String, weight: Double?, min: BitRate?, max: BitRate??) throws -> VMPolicy {
-        guard let vm = vms[name] else { throw CocoaStyleError("no VM '\(name)' (there are: \(order.joined(separator: ", ")))") }
+        guard let vm = vms[name] else { throw PolicyError.noSuchVM(name, known: order) }
         var p = vm.policy
         if let weight { p.weight = weight }
         if let min { p.guarantee = min }
         if let max { p.cap = max }
         do { try p.validate(prefix: "") } catch {
             let key = error.field == "guarantee" ? "min" : error.field == "cap" ? "max" : error.field
-            throw CocoaStyleError("\(key): \(error.problem)")
+            throw PolicyError.invalid(key: key, problem: error.problem)
         }
         let l = link(vm.config.link)
-        if let cap = p.cap, cap > l.capacity { throw CocoaStyleError("max \(cap) is above link \(l.name)'s capacity \(l.capacity)") }
+        if let cap = p.cap, cap > l.capacity { throw PolicyError.capAboveLink(cap: cap, link: l.name, capacity: l.capacity) }
         let others = order.filter { $0 != name }.compactMap { vms[$0] }.filter { $0.config.link == l.name }.reduce(BitRate.zero) { $0 + $1.policy.guarantee }
         if others + p.guarantee > l.capacity {
-            throw CocoaStyleError("min \(p.guarantee) would make link \(l.name)'s guarantees \(others + p.guarantee), more than its capacity \(l.capacity)")
+            throw PolicyError.guaranteesAboveLink(min: p.guarantee, link: l.name, total: others + p.guarantee, capacity: l.capacity)
         }
         let reserved = vm.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }
         if reserved > p.guarantee && !l.reserveBeyondGuarantee {
-            throw CocoaStyleError("min \(p.guarantee) is below the \(reserved) the VM has reserved; release reservations first")
+            throw PolicyError.belowReserved(min: p.guarantee, reserved: reserved)
         }
         vm.policy = p
         fairShares = [:]

@@ -25,7 +25,7 @@ public struct StateStore: Sendable {
         guard FileManager.default.fileExists(atPath: path) else { return PersistedState() }
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         do { return try JSONDecoder().decode(PersistedState.self, from: data) } catch {
-            throw CocoaStyleError("\(path) is not a state file this version can read (\(error)); move it away to start afresh")
+            throw StateError.unreadable(path: path, reason: "\(error)")
         }
     }
 
@@ -36,7 +36,7 @@ public struct StateStore: Sendable {
         let data = try enc.encode(state)
         let tmp = path + ".tmp.\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw CocoaStyleError("cannot write \(tmp): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw StateError.unwritable(path: tmp, errno: errno) }
         let ok = data.withUnsafeBytes { raw -> Bool in
             var off = 0
             while off < raw.count {
@@ -48,15 +48,23 @@ public struct StateStore: Sendable {
         }
         close(fd)
         guard ok, rename(tmp, path) == 0 else {
-            let e = String(cString: strerror(errno)); unlink(tmp)
-            throw CocoaStyleError("cannot write \(path): \(e)")
+            let e = errno; unlink(tmp)
+            throw StateError.unwritable(path: path, errno: e)
         }
         let dfd = open(directory, O_RDONLY | O_DIRECTORY)
         if dfd >= 0 { fsync(dfd); close(dfd) }
     }
 }
 
-public struct CocoaStyleError: Error, CustomStringConvertible, Sendable {
-    public var description: String
-    public init(_ d: String) { description = d }
+/// Why the state file could not be read or written.
+public enum StateError: Error, CustomStringConvertible, Sendable, Equatable {
+    case unreadable(path: String, reason: String)
+    case unwritable(path: String, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .unreadable(let path, let reason): "\(path) is not a state file this version can read (\(reason)); move it away to start afresh"
+        case .unwritable(let path, let e): "cannot write \(path): \(String(cString: strerror(e))) (errno \(e))"
+        }
+    }
 }

@@ -89,16 +89,16 @@ public struct Lab: Sendable {
 
     /// Checks what the lab needs, with a clear message for what is missing.
     public static func preflight(binaries: String) throws {
-        guard getuid() == 0 else { throw LabError("the lab needs root: it makes network namespaces (run it with sudo)") }
+        guard getuid() == 0 else { throw LabError.notRoot }
         for tool in ["ip", "tc", "iperf3"] where !Shell.has(tool) {
-            throw LabError("the lab needs \(tool): run scripts/setup.sh (it installs iproute2 and iperf3)")
+            throw LabError.missingTool(tool)
         }
         for b in ["tandem-host", "tandem-agent"] where !FileManager.default.isExecutableFile(atPath: binaries + "/" + b) {
-            throw LabError("\(binaries)/\(b) is missing: build with swift build")
+            throw LabError.missingBinary("\(binaries)/\(b)")
         }
         let probe = "\(prefix)-probe-\(getpid())"
         let r = try Shell.run(["ip", "netns", "add", probe])
-        guard r.status == 0 else { throw LabError("cannot make a network namespace: \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines))") }
+        guard r.status == 0 else { throw LabError.noNamespace(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines)) }
         _ = try? Shell.run(["ip", "netns", "delete", probe])
     }
 
@@ -184,7 +184,7 @@ public struct Lab: Sendable {
         progress("phase 4/4: VM1 reserves \(reserved) for its TCP flow")
         let client = try LineClient(path: t.dir.appendingPathComponent("vm1-agent.sock").path, what: "vm1's agent")
         let resp = try client.call(AgentRequest(op: "reserve", rate: reserved.description, proto: "tcp", dst: "10.77.0.254", dport: 5201), as: AgentResponse.self)
-        guard resp.ok else { throw LabError("the reservation was refused: \(resp.error ?? "?")") }
+        guard resp.ok else { throw LabError.reservationRefused(resp.error ?? "?") }
         let granted = POSIX.now()
         let watcher4 = ConvergenceWatcher(lab: self, t: t) { rows in Double(rows[0].measured) >= Double(reserved.bitsPerSecond) * 0.95 }
         watcher4.start()
@@ -298,12 +298,12 @@ public struct Lab: Sendable {
         while POSIX.now() < deadline {
             if let rows = try? fairness(t), rows.count == o.vms, rows.allSatisfy({ $0.agent == "connected" }) { return }
             if !controller.isRunning {
-                throw LabError("tandem-host exited: \((try? String(contentsOf: t.dir.appendingPathComponent("host.log"), encoding: .utf8))?.suffix(2000) ?? "")")
+                throw LabError.hostExited(log: String((try? String(contentsOf: t.dir.appendingPathComponent("host.log"), encoding: .utf8))?.suffix(2000) ?? ""))
             }
             usleep(100_000)
         }
         let log = (try? String(contentsOf: t.dir.appendingPathComponent("host.log"), encoding: .utf8)) ?? ""
-        throw LabError("the agents were not all welcomed within 15s; controller log:\n\(log.suffix(3000))")
+        throw LabError.agentsNotWelcomed(log: String(log.suffix(3000)))
     }
 
     public func fairness(_ t: Topology) throws -> [LinkFairness.Row] {
@@ -410,7 +410,24 @@ final class ConvergenceWatcher: @unchecked Sendable {
 }
 
 /// Why the lab could not run or finish: a message for the person who started it.
-public struct LabError: Error, CustomStringConvertible, Sendable {
-    public var description: String
-    init(_ d: String) { description = d }
+public enum LabError: Error, CustomStringConvertible, Sendable {
+    case notRoot
+    case missingTool(String)
+    case missingBinary(String)
+    case noNamespace(String)
+    case reservationRefused(String)
+    case hostExited(log: String)
+    case agentsNotWelcomed(log: String)
+
+    public var description: String {
+        switch self {
+        case .notRoot: "the lab needs root: it makes network namespaces (run it with sudo)"
+        case .missingTool(let tool): "the lab needs \(tool): run scripts/setup.sh (it installs iproute2 and iperf3)"
+        case .missingBinary(let path): "\(path) is missing: build with swift build"
+        case .noNamespace(let why): "cannot make a network namespace: \(why)"
+        case .reservationRefused(let why): "the reservation was refused: \(why)"
+        case .hostExited(let log): "tandem-host exited: \(log)"
+        case .agentsNotWelcomed(let log): "the agents were not all welcomed within 15s; controller log:\n\(log)"
+        }
+    }
 }

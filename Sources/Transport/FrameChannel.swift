@@ -54,9 +54,14 @@ public final class FrameChannel: @unchecked Sendable {
     let minBackoff: Double
     let maxBackoff: Double
 
+    /// Called with every event on the channel's own thread, before it goes to ``events``:
+    /// for a reader that must not depend on the cooperative pool (a test's stand-in host).
+    let observer: (@Sendable (Event) -> Void)?
+
     public init(name: String, endpoint: Endpoint, maxQueuedBytes: Int = 1 << 20, minBackoff: Double = 0.05, maxBackoff: Double = 2,
-                maxFramesPerSecond: Int = 1000, opener: @escaping Opener) {
+                maxFramesPerSecond: Int = 1000, observer: (@Sendable (Event) -> Void)? = nil, opener: @escaping Opener) {
         self.name = name
+        self.observer = observer
         self.maxFramesPerSecond = maxFramesPerSecond
         self.endpoint = endpoint
         self.opener = opener
@@ -66,7 +71,10 @@ public final class FrameChannel: @unchecked Sendable {
         (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(4096))
     }
 
-    private func emit(_ e: Event) { continuation.yield(e) }
+    private func emit(_ e: Event) {
+        observer?(e)
+        continuation.yield(e)
+    }
 
     public func start() {
         startThread("tandem-channel-\(name)") { [self] in loop() }

@@ -1,16 +1,18 @@
 import Foundation
+import NIOCore
+import NIOPosix
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// A unix-socket server speaking one JSON request per line, for the agent's reservation
-/// socket and the host's admin socket.
+/// socket and the host's admin socket, on swift-nio (``TransportLoop``).
 ///
-/// One OS thread accepts and reads; each client is identified by a number and the peer
-/// credentials the kernel gives (SO_PEERCRED). A line longer than `maxLine` is refused
-/// (``Event/oversize``) and skipped; a client sending faster than `linesPerSecond` has its
-/// extra lines dropped (``Event/rateLimited``). Replies are queued and written without
-/// blocking; a client that does not read them is cut off when its queue passes 1 MiB.
+/// Each client is identified by a number and the peer credentials the kernel gives
+/// (SO_PEERCRED). A line longer than `maxLine` is refused (``Event/oversize``) and skipped; a
+/// client sending faster than `linesPerSecond` has its extra lines dropped
+/// (``Event/rateLimited``, at most one a second). Replies are written as they come; a client
+/// that does not read them is cut off once 1 MiB waits for it.
 public final class LineServer: @unchecked Sendable {
     public struct Client: Hashable, Sendable {
         public var id: Int
@@ -30,15 +32,19 @@ public final class LineServer: @unchecked Sendable {
     public let path: String
     public let events: AsyncStream<Event>
     private let continuation: AsyncStream<Event>.Continuation
+    /// The listening socket, bound (with the permissions the caller asked for, see
+    /// ``UnixSocket/listen(_:mode:)``) before swift-nio takes it over in ``start()``.
     private let listener: Int32
-    private let wake = WakePipe()
     private let lock = NSLock()
-    private var outgoing: [Int: [UInt8]] = [:]
-    private var closing: Set<Int> = []
+    private var clients: [Int: Channel] = [:]
+    private var nextID = 1
+    private var server: Channel?
     private var stopped = false
     public let maxLine: Int
     public let maxClients: Int
     public let linesPerSecond: Double
+    /// Bytes of replies that may wait for a client before it is cut off.
+    static let maxQueuedBytes = 1 << 20
 
     public init(path: String, mode: mode_t = 0o660, maxLine: Int = 4096, maxClients: Int = 256, linesPerSecond: Double = 50) throws(SystemError) {
         self.path = path
@@ -49,131 +55,174 @@ public final class LineServer: @unchecked Sendable {
         (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(8192))
     }
 
-    public func start() { startThread("tandem-lines") { [self] in loop() } }
-
-    /// Queues a reply; a client that has gone is ignored (nothing is kept for it).
-    public func send(_ client: Int, _ line: [UInt8]) {
-        let live = lock.withLock { () -> Bool in
-            guard liveClients.contains(client) else { return false }
-            outgoing[client, default: []] += line
-            return true
-        }
-        if live { wake.wake() }
-    }
-    private var liveClients: Set<Int> = []
-
-    /// Closes a client after what is queued for it is written.
-    public func close(_ client: Int) {
-        lock.withLock { _ = closing.insert(client) }
-        wake.wake()
-    }
-
-    /// Stops serving; the socket file goes at once (not when the thread notices), so a
-    /// process that starts next finds no stale one.
-    public func stop() {
-        let first = lock.withLock { () -> Bool in let f = !stopped; stopped = true; return f }
-        if first { unlink(path) }
-        wake.wake()
-    }
-
-    private struct Conn {
-        var client: Client
-        var fd: Int32
-        var buffer: [UInt8] = []
-        var skipping = false
-        var tokens: Double
-        var lastRefill: Double
-        var lastNotice = -1e9
-    }
-
-    private func loop() {
-        var conns: [Int: Conn] = [:]
-        var nextID = 1
-        defer {
-            for c in conns.values { Glibc.close(c.fd) }
-            Glibc.close(listener)
+    /// Serves the socket on the event loop.
+    public func start() {
+        let bootstrap = ServerBootstrap(group: TransportLoop.group)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: Self.maxQueuedBytes / 2, high: Self.maxQueuedBytes))
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineDecoder(maxLine: maxLine)))
+                    try channel.pipeline.syncOperations.addHandler(ClientHandler(server: self))
+                }
+            }
+        do {
+            let ch = try bootstrap.withBoundSocket(listener).wait()
+            let late = lock.withLock { () -> Bool in server = ch; return stopped }
+            if late { ch.close(promise: nil) }
+        } catch {
+            continuation.yield(.closed(Client(id: 0, pid: -1, uid: .max, gid: .max)))
             continuation.finish()
         }
-        func drop(_ id: Int) {
-            guard let c = conns.removeValue(forKey: id) else { return }
-            Glibc.close(c.fd)
-            lock.withLock { outgoing[id] = nil; closing.remove(id); liveClients.remove(id) }
-            continuation.yield(.closed(c.client))
-        }
-        while !lock.withLock({ stopped }) {
-            let ids = Array(conns.keys)
-            var fds: [(Int32, Int16)] = [(listener, Int16(POLLIN)), (wake.readFD, Int16(POLLIN))]
-            let pendingOut = lock.withLock { outgoing }
-            for id in ids {
-                let hasOut = !(pendingOut[id]?.isEmpty ?? true)
-                fds.append((conns[id]!.fd, Int16(POLLIN) | (hasOut ? Int16(POLLOUT) : 0)))
-            }
-            let rev = POSIX.poll(fds, timeoutMilliseconds: 500)
-            if rev[1] != 0 { wake.drain() }
-            if rev[0] & Int16(POLLIN) != 0 {
-                while let fd = UnixSocket.accept(listener) {
-                    if conns.count >= maxClients { Glibc.close(fd); continue }
-                    let cred = UnixSocket.peerCredentials(fd) ?? (-1, UInt32.max, UInt32.max)
-                    let client = Client(id: nextID, pid: cred.pid, uid: cred.uid, gid: cred.gid)
-                    conns[nextID] = Conn(client: client, fd: fd, tokens: linesPerSecond, lastRefill: POSIX.now())
-                    lock.withLock { _ = liveClients.insert(nextID) }
-                    nextID += 1
-                    continuation.yield(.opened(client))
-                }
-            }
-            for (k, id) in ids.enumerated() {
-                let r = rev[k + 2]
-                guard var c = conns[id] else { continue }
-                if r & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0 {
-                    var closed = false
-                    // At most 64 KiB per client per round: one fast client cannot starve the others.
-                    var budget = 4
-                    while budget > 0 {
-                        budget -= 1
-                        guard let res = try? POSIX.read(c.fd, max: 16384) else { closed = true; break }
-                        switch res {
-                        case .end: closed = true
-                        case .wouldBlock: break
-                        case .data(let bytes):
-                            for b in bytes {
-                                if b == UInt8(ascii: "\n") {
-                                    if c.skipping { c.skipping = false; continuation.yield(.oversize(c.client)) }
-                                    else if !c.buffer.isEmpty {
-                                        let now = POSIX.now()
-                                        c.tokens = min(linesPerSecond, c.tokens + (now - c.lastRefill) * linesPerSecond)
-                                        c.lastRefill = now
-                                        if c.tokens >= 1 { c.tokens -= 1; continuation.yield(.line(c.client, c.buffer)) }
-                                        else if now - c.lastNotice >= 1 {
-                                            // Over the limit: dropped, with one notice a second at most.
-                                            c.lastNotice = now
-                                            continuation.yield(.rateLimited(c.client))
-                                        }
-                                    }
-                                    c.buffer.removeAll(keepingCapacity: true)
-                                } else if !c.skipping {
-                                    if c.buffer.count >= maxLine { c.skipping = true; c.buffer.removeAll() }
-                                    else { c.buffer.append(b) }
-                                }
-                            }
-                            continue
-                        }
-                        break
-                    }
-                    conns[id] = c
-                    if closed { drop(id); continue }
-                }
-                // Write what is queued.
-                let out = lock.withLock { outgoing[id] ?? [] }
-                if !out.isEmpty {
-                    if out.count > 1 << 20 { drop(id); continue }
-                    guard let n = try? POSIX.writeSome(c.fd, out[...]) else { drop(id); continue }
-                    lock.withLock { outgoing[id]?.removeFirst(n) }
-                }
-                let (closeNow, empty) = lock.withLock { (closing.contains(id), outgoing[id]?.isEmpty ?? true) }
-                if closeNow && empty { drop(id) }
-            }
-            // Closing requests for clients that already went.
-            lock.withLock { closing = closing.filter { conns[$0] != nil } }
+    }
+
+    /// Writes a reply; a client that has gone is ignored (nothing is kept for it). A client
+    /// with more than 1 MiB of replies unread is cut off.
+    public func send(_ client: Int, _ line: [UInt8]) {
+        guard let ch = lock.withLock({ clients[client] }) else { return }
+        ch.eventLoop.execute {
+            guard ch.isActive else { return }
+            if !ch.isWritable { ch.close(promise: nil); return }
+            ch.writeAndFlush(ch.allocator.buffer(bytes: line), promise: nil)
         }
     }
+
+    /// Closes a client after what was sent to it is written.
+    public func close(_ client: Int) {
+        guard let ch = lock.withLock({ clients[client] }) else { return }
+        ch.eventLoop.execute {
+            // Writes complete in order: when this empty one has, everything before it has.
+            ch.writeAndFlush(ch.allocator.buffer(capacity: 0)).whenComplete { _ in ch.close(promise: nil) }
+        }
+    }
+
+    /// Stops serving; the socket file goes at once, so a process that starts next finds no
+    /// stale one. Clients are closed; the event stream ends.
+    public func stop() {
+        let (first, ch, open) = lock.withLock { () -> (Bool, Channel?, [Channel]) in
+            let f = !stopped
+            stopped = true
+            return (f, server, Array(clients.values))
+        }
+        guard first else { return }
+        unlink(path)
+        if ch == nil { Glibc.close(listener) }
+        ch?.close(promise: nil)
+        for c in open { c.close(promise: nil) }
+        continuation.finish()
+    }
+
+    // MARK: per client, on the event loop
+
+    fileprivate func opened(_ channel: Channel, _ cred: PeerCred) -> Client? {
+        let client = lock.withLock { () -> Client? in
+            guard !stopped, clients.count < maxClients else { return nil }
+            let c = Client(id: nextID, pid: cred.pid, uid: cred.uid, gid: cred.gid)
+            nextID += 1
+            clients[c.id] = channel
+            return c
+        }
+        if let client { continuation.yield(.opened(client)) }
+        return client
+    }
+
+    fileprivate func closed(_ client: Client) {
+        lock.withLock { _ = clients.removeValue(forKey: client.id) }
+        continuation.yield(.closed(client))
+    }
+
+    fileprivate func yield(_ e: Event) { continuation.yield(e) }
+
+    /// One client's lines: its credentials, its token bucket.
+    final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = LineDecoder.Item
+        let server: LineServer
+        var client: Client?
+        var tokens: Double
+        var lastRefill = POSIX.now()
+        var lastNotice = -1e9
+
+        init(server: LineServer) { self.server = server; tokens = server.linesPerSecond }
+
+        func channelActive(context: ChannelHandlerContext) {
+            let channel = context.channel
+            // On the event loop the option is read at once and the future is already
+            // complete: the client is known before its first line is read.
+            let unknown = PeerCred(pid: -1, uid: .max, gid: .max)
+            let cred: EventLoopFuture<PeerCred> = (channel as? SocketOptionProvider)?
+                .unsafeGetSocketOption(level: .init(rawValue: SOL_SOCKET), name: .init(rawValue: SO_PEERCRED))
+                ?? channel.eventLoop.makeSucceededFuture(unknown)
+            cred.whenComplete { [self] result in
+                client = server.opened(channel, (try? result.get()) ?? unknown)
+                if client == nil { channel.close(promise: nil) }
+            }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            if let client { server.closed(client) }
+            client = nil
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard let client else { return }
+            switch unwrapInboundIn(data) {
+            case .oversize: server.yield(.oversize(client))
+            case .line(let bytes):
+                let now = POSIX.now()
+                let rate = server.linesPerSecond
+                tokens = min(rate, tokens + (now - lastRefill) * rate)
+                lastRefill = now
+                if tokens >= 1 {
+                    tokens -= 1
+                    server.yield(.line(client, bytes))
+                } else if now - lastNotice >= 1 {
+                    // Over the limit: dropped, with one notice a second at most.
+                    lastNotice = now
+                    server.yield(.rateLimited(client))
+                }
+            }
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
+    }
+}
+
+/// Lines of at most `maxLine` bytes, split at `\n`; empty lines are skipped. A longer line
+/// is dropped whole and reported once, when its end arrives.
+struct LineDecoder: ByteToMessageDecoder {
+    enum Item { case line([UInt8]), oversize }
+    typealias InboundOut = Item
+    let maxLine: Int
+    var skipping = false
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let nl = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else {
+            if buffer.readableBytes > maxLine {
+                skipping = true
+                buffer.moveReaderIndex(to: buffer.writerIndex)
+            }
+            return .needMoreData
+        }
+        let length = nl - buffer.readerIndex
+        let bytes = buffer.readBytes(length: length) ?? []
+        buffer.moveReaderIndex(forwardBy: 1)
+        if skipping || length > maxLine {
+            skipping = false
+            context.fireChannelRead(wrapInboundOut(.oversize))
+        } else if !bytes.isEmpty {
+            context.fireChannelRead(wrapInboundOut(.line(bytes)))
+        }
+        return .continue
+    }
+
+    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        return .needMoreData
+    }
+}
+
+/// `struct ucred` as the kernel writes it for SO_PEERCRED.
+struct PeerCred: Sendable {
+    var pid: Int32 = 0
+    var uid: UInt32 = 0
+    var gid: UInt32 = 0
 }

@@ -7,7 +7,7 @@ import TandemTestSupport
 import Glibc
 #endif
 
-@Suite struct SystemdNotifierTests {
+@Suite(.exclusive) struct SystemdNotifierTests {
     @Test func readyAndWatchdogReachTheSocket() throws {
         let sock = try FakeNotifySocket()
         let n = SystemdNotifier(environment: ["NOTIFY_SOCKET": sock.path, "WATCHDOG_USEC": "2000000"])

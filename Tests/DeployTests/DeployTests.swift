@@ -13,7 +13,7 @@ import TandemLabSupport
 /// Tests that need a tool (systemd-analyze from Debian's `systemd`, xmllint from
 /// `libxml2-utils`) are skipped where it is missing, except with CI=true, where they run
 /// and fail.
-@Suite struct DeployTests {
+@Suite(.exclusive) struct DeployTests {
     /// The repository: this file is Tests/DeployTests/DeployTests.swift.
     static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static func deploy(_ relative: String) -> String { repo.appendingPathComponent("deploy").appendingPathComponent(relative).path }

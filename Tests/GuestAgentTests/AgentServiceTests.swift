@@ -37,7 +37,7 @@ final class TestClock: @unchecked Sendable {
 
 /// The agent in this process with a fake shaper and a test clock, its channel a
 /// pseudo-terminal to a test host, its socket a real unix socket: the service tier, no root.
-@Suite(.serialized) struct AgentServiceTests {
+@Suite(.serialized, .exclusive) struct AgentServiceTests {
     func until(_ what: String, timeout: Double = 5, _ ok: () -> Bool) async throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
@@ -78,7 +78,7 @@ final class TestClock: @unchecked Sendable {
         let grants = host.grantAll()
         defer { grants.cancel() }
         let client = try AgentClient(path: dir + "/agent.sock")
-        let reply = try client.call(AgentRequest(op: "reserve", rate: "20mbit", proto: "tcp", dst: "10.0.0.5", dport: 5201, ttl: "2s"))
+        let reply = try await offPool { try client.call(AgentRequest(op: "reserve", rate: "20mbit", proto: "tcp", dst: "10.0.0.5", dport: 5201, ttl: "2s")) }
         #expect(reply.ok, "\(reply.error ?? "")")
         let id = try #require(reply.id)
         let granted = try #require(host.messages.compactMap { m -> GrantedReservation? in
@@ -94,7 +94,7 @@ final class TestClock: @unchecked Sendable {
         #expect(!host.messages.contains { if case .release(let r) = $0 { return r.id == id }; return false }, "not before its TTL")
         clock.advance(1.5)
         _ = try await host.waitFor("release") { m, _ in if case .release(let r) = m, r.id == id { return true }; return nil }
-        let list = try client.call(AgentRequest(op: "list"))
+        let list = try await offPool { try client.call(AgentRequest(op: "list")) }
         #expect(list.reservations?.isEmpty == true)
         client.close()
 

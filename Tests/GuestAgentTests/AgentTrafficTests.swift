@@ -8,7 +8,7 @@ import TandemLabSupport
 
 /// Traffic through the agent's tree: a UDP flood must not starve TCP inside the VM, and a
 /// reservation must deliver its rate while the flood goes on.
-@Suite(.serialized, Privileged.traffic)
+@Suite(.serialized, Privileged.traffic, .exclusive)
 struct AgentTrafficTests {
     /// Runs a UDP flood and a TCP transfer together from the agent's namespace.
     static func contend(_ t: AgentUnderTest, seconds: Double, udpRate: UInt64) async throws -> (tcp: Double, udp: Double) {

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Netlink
 import Testing
 import TandemProtocol
 @testable import HostController
@@ -20,7 +21,7 @@ final class FakeBackend: HardLimitBackend, @unchecked Sendable {
 
     func prepare(initialLimit: BitRate) async throws {
         try lock.withLock {
-            if failPrepare { throw CocoaStyleError("RTM_GETLINK dev v1: No such device") }
+            if failPrepare { throw NetlinkError(operation: "RTM_GETLINK", object: "dev v1", errno: 19) }
             prepares += 1; intact = true
             if kernelLimit == nil { kernelLimit = initialLimit }
         }
@@ -28,7 +29,7 @@ final class FakeBackend: HardLimitBackend, @unchecked Sendable {
     func isIntact() async -> Bool { lock.withLock { intact } }
     func apply(limit: BitRate, guarantee: BitRate) async throws {
         try lock.withLock {
-            if failApply { throw CocoaStyleError("RTM_NEWTCLASS: Invalid argument") }
+            if failApply { throw NetlinkError(operation: "RTM_NEWTCLASS", object: "dev v1", errno: 22) }
             kernelLimit = limit; applies.append(limit)
         }
     }

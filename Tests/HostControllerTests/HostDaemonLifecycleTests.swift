@@ -12,7 +12,7 @@ import Glibc
 
 /// The real tandem-host as systemd runs it: readiness and the watchdog through a notify
 /// socket (a fake of systemd's, a real datagram socket), and SIGHUP reloads.
-@Suite(.serialized, Privileged.enabled)
+@Suite(.serialized, Privileged.enabled, .exclusive)
 struct HostDaemonLifecycleTests {
     /// A namespace with veth pairs t0/t1, t2/t3, ... and a folder for the daemon's files.
     final class Host {

@@ -13,7 +13,7 @@ import Glibc
 /// A guest that attacks its channel: random bytes, cut and oversize frames, absurd values,
 /// messages out of order, thousands of reservations, as fast as it can. The real controller
 /// must stay up and responsive with bounded memory, and the other VM keep what policy gives it.
-@Suite(.serialized, Privileged.enabled)
+@Suite(.serialized, Privileged.enabled, .exclusive)
 struct HostileGuestTests {
     /// Serves the hostile VM's channel socket (the controller connects to it, as to QEMU's)
     /// and attacks every connection it gets until `deadline`.

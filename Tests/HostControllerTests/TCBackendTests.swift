@@ -10,7 +10,7 @@ import TandemTransport
 
 /// The tc backend for real: a "VM" namespace whose veth's host end is shaped by the
 /// backend, with iperf3 from the VM to the host namespace.
-@Suite(.serialized, Privileged.traffic)
+@Suite(.serialized, Privileged.traffic, .exclusive)
 struct TCBackendTests {
     @Test func vmEgressIsShapedToItsLimitAndARestartTakesOver() async throws {
         try await TrafficGate.shared.run {
@@ -64,7 +64,7 @@ struct TCBackendTests {
 }
 
 /// The real tandem-host binary: config errors, the admin socket, persisted policy, metrics.
-@Suite(.serialized, Privileged.enabled)
+@Suite(.serialized, Privileged.enabled, .exclusive)
 struct HostDaemonTests {
     static func config(dir: String, metricsPort: Int) -> String {
         """

@@ -13,7 +13,7 @@ import Glibc
 
 /// Faults on the lab's topology (real binaries, pty relays standing in for QEMU): processes
 /// killed with SIGKILL, the channel dropped, the VM's interface deleted and re-created.
-@Suite(.serialized, Privileged.enabled)
+@Suite(.serialized, Privileged.enabled, .exclusive)
 struct FaultTests {
     func fairness(_ lab: Lab, _ t: Lab.Topology) -> [LinkFairness.Row] { (try? lab.fairness(t)) ?? [] }
 

@@ -6,7 +6,7 @@ import TandemTestSupport
 import TandemLabSupport
 
 /// The closed loop end to end: the real lab with short phases, as CI runs it.
-@Suite(.serialized, Privileged.traffic)
+@Suite(.serialized, Privileged.traffic, .exclusive)
 struct LabTests {
     @Test func shortLabMeetsPhaseTwoAndThreeTargets() async throws {
         try await TrafficGate.shared.run {

@@ -7,7 +7,7 @@ import TandemLabSupport
 
 /// Real traffic through real kernel shaping: iperf3 across a veth pair between two
 /// namespaces. One traffic test at a time (TrafficGate), with relative checks and margins.
-@Suite(.serialized, Privileged.traffic)
+@Suite(.serialized, Privileged.traffic, .exclusive)
 struct ShapingTrafficTests {
     @Test func htbClassShapesTCPToItsRate() async throws {
         try await TrafficGate.shared.run {

@@ -7,7 +7,7 @@ import TandemLabSupport
 
 /// Each object added, listed, compared field by field with tc's own view, changed,
 /// deleted and confirmed gone, in a namespace made for the test.
-@Suite(.serialized, Privileged.enabled)
+@Suite(.serialized, Privileged.enabled, .exclusive)
 struct TrafficControlTests {
     @Test func linksAndIFB() async throws {
         let ns = try Netns(prefix: "tdm-link")
@@ -283,7 +283,7 @@ struct TrafficControlTests {
     }
 }
 
-@Suite(.serialized, Privileged.enabled)
+@Suite(.serialized, Privileged.enabled, .exclusive)
 struct NetlinkErrorReportingTests {
     @Test func kernelExtendedAckMessageIsCarried() async throws {
         let ns = try Netns(prefix: "tdm-ack")

@@ -158,7 +158,7 @@ enum Fixture {
     }
 }
 
-@Suite(.serialized, Privileged.enabled)
+@Suite(.serialized, Privileged.enabled, .exclusive)
 struct VFKernelTests {
     @Test func linkWithoutVFsReportsNoneFromTheKernel() async throws {
         let ns = try Netns(prefix: "tdm-vf")

@@ -13,25 +13,29 @@ public final class TestHost: @unchecked Sendable {
     public var session: SessionID?
     /// While true (after a handshake) the host pings every second, as the controller does.
     public var heartbeat = true
-    var collector: Task<Void, Never>?
-    var pinger: Task<Void, Never>?
+    /// Pings from a thread of its own: a test body that blocks the cooperative pool (a
+    /// blocking socket call, a child process) must not silence the host.
+    var pinger: Thread?
+    var pingerStopped = false
 
     public init() throws {
         let (master, path) = try PseudoTerminal.open()
         slavePath = path
         let once = OnceFD(master)
-        channel = FrameChannel(name: "testhost", endpoint: .closedOnEnd) { try once.take() }
-        channel.start()
-        collector = Task { [channel, weak self] in
-            for await e in channel.events {
-                if case .frame(let f) = e, case .message(let m, let s, _) = MessageCodec.decodeGuest(f) {
-                    self?.lock.withLock { self?.received.append((m, s)) }
-                }
+        let box = WeakHost()
+        // Frames are recorded on the channel's own thread: a test body that blocks the
+        // cooperative pool (a blocking socket call, a child process) does not stop the host
+        // from hearing the agent.
+        channel = FrameChannel(name: "testhost", endpoint: .closedOnEnd, observer: { e in
+            if case .frame(let f) = e, case .message(let m, let s, _) = MessageCodec.decodeGuest(f), let host = box.host {
+                host.lock.withLock { host.received.append((m, s)) }
             }
-        }
+        }) { try once.take() }
+        box.host = self
+        channel.start()
     }
 
-    public func stop() { channel.stop(); collector?.cancel(); pinger?.cancel() }
+    public func stop() { channel.stop(); lock.withLock { pingerStopped = true } }
 
     public func send(_ m: HostMessage, session: SessionID? = nil) {
         channel.send(MessageCodec.encode(m, session: session ?? self.session))
@@ -53,20 +57,32 @@ public final class TestHost: @unchecked Sendable {
         throw Shell.Failure("test host", "no \(what) from the agent within \(timeout)s; got: \(messages.map { "\($0)".prefix(60) })")
     }
 
-    /// Grants every reservation the agent asks for, until the returned task is cancelled.
-    public func grantAll() -> Task<Void, Never> {
-        Task { [weak self] in
+    /// Grants every reservation the agent asks for, until the returned granter is cancelled
+    /// (from a thread of its own, like the pings).
+    public func grantAll() -> Granter {
+        let g = Granter()
+        let t = Thread { [weak self] in
             var seen = Set<String>()
-            while !Task.isCancelled, let self {
+            while !g.isCancelled, let self {
                 for m in self.messages {
                     if case .reserve(let r) = m, !seen.contains(r.id) {
                         seen.insert(r.id)
                         self.send(.reservation(ReservationReply(id: r.id, granted: true)))
                     }
                 }
-                try? await Task.sleep(for: .milliseconds(20))
+                Thread.sleep(forTimeInterval: 0.02)
             }
         }
+        t.name = "test-host-granter"
+        t.start()
+        return g
+    }
+
+    public final class Granter: @unchecked Sendable {
+        private let lock = NSLock()
+        private var cancelled = false
+        var isCancelled: Bool { lock.withLock { cancelled } }
+        public func cancel() { lock.withLock { cancelled = true } }
     }
 
     /// Clears what was received.
@@ -83,18 +99,26 @@ public final class TestHost: @unchecked Sendable {
         session = s
         send(.welcome(Welcome(version: .v1, vm: vm, policy: policy, reportIntervalMilliseconds: interval)))
         if pinger == nil {
-            pinger = Task { [weak self] in
+            let t = Thread { [weak self] in
                 var n: UInt64 = 100
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(1))
-                    guard let self, self.heartbeat, self.session != nil else { continue }
+                while true {
+                    Thread.sleep(forTimeInterval: 1)
+                    guard let self, !self.lock.withLock({ self.pingerStopped }) else { return }
+                    guard self.heartbeat, self.session != nil else { continue }
                     n += 1
                     self.send(.ping(Ping(nonce: n)))
                 }
             }
+            t.name = "test-host-pinger"
+            t.start()
+            pinger = t
         }
         return hello
     }
+}
+
+final class WeakHost: @unchecked Sendable {
+    weak var host: TestHost?
 }
 
 final class OnceFD: @unchecked Sendable {
@@ -116,5 +140,15 @@ public enum Binaries {
         // The test bundle (tandemPackageTests.xctest) sits in the build folder beside them.
         let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         return dir.appendingPathComponent(name).path
+    }
+}
+
+/// Runs a blocking call (a socket client, a child process) on a thread of its own, so that
+/// it does not hold one of the few threads of the cooperative pool that the code under test
+/// (in this process) needs to answer it.
+public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { (k: CheckedContinuation<T, Error>) in
+        let t = Thread { k.resume(with: Result { try body() }) }
+        t.start()
     }
 }

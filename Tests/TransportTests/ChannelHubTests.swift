@@ -1,13 +1,14 @@
 import Foundation
 import Testing
 @testable import TandemTransport
+import TandemTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// The host's channels, served in passes, against real unix sockets standing in for QEMU's
 /// (the listener is the "VM", as QEMU serves the socket and the host connects).
-@Suite(.serialized) struct ChannelHubTests {
+@Suite(.serialized, .exclusive) struct ChannelHubTests {
     final class Peer {
         let path: String
         let listener: Int32

@@ -64,7 +64,7 @@ enum VM {
     }
 }
 
-@Suite(.serialized, VM.enabled)
+@Suite(.serialized, VM.enabled, .exclusive)
 struct VMTests {
     @Test func channelShapingAndRestartsOverARealVirtioPort() async throws {
         try await TrafficGate.shared.run {

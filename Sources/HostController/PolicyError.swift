@@ -1,0 +1,25 @@
+import TandemProtocol
+
+/// Why a policy change (`tandem-host policy set`) or a controller set-up was refused; the
+/// text is what the admin sees.
+public enum PolicyError: Error, CustomStringConvertible, Sendable, Equatable {
+    case noSuchVM(String, known: [String])
+    case noBackend(String)
+    /// A value out of range (`min`, `max` or `weight`), with the problem as the validator says it.
+    case invalid(key: String, problem: String)
+    case capAboveLink(cap: BitRate, link: String, capacity: BitRate)
+    case guaranteesAboveLink(min: BitRate, link: String, total: BitRate, capacity: BitRate)
+    case belowReserved(min: BitRate, reserved: BitRate)
+
+    public var description: String {
+        switch self {
+        case .noSuchVM(let name, let known): "no VM '\(name)' (there are: \(known.joined(separator: ", ")))"
+        case .noBackend(let name): "no backend for \(name)"
+        case .invalid(let key, let problem): "\(key): \(problem)"
+        case .capAboveLink(let cap, let link, let capacity): "max \(cap) is above link \(link)'s capacity \(capacity)"
+        case .guaranteesAboveLink(let min, let link, let total, let capacity):
+            "min \(min) would make link \(link)'s guarantees \(total), more than its capacity \(capacity)"
+        case .belowReserved(let min, let reserved): "min \(min) is below the \(reserved) the VM has reserved; release reservations first"
+        }
+    }
+}
