@@ -33,18 +33,17 @@ public final class ChannelHub: @unchecked Sendable {
         var fd: Int32 = -1
         var present = false
         var nextOpen = 0.0
-        var backoff: Double
+        var backoff: Backoff
         var decoder = FrameDecoder()
-        var queue: [[UInt8]] = []
-        var queuedBytes = 0
+        var queue: OutboundQueue
         var partial: ArraySlice<UInt8> = []
         var pauseFor: Double?
         var second = 0.0, framesThisSecond = 0
-        var droppedCount = 0
 
         init(hub: ChannelHub, name: String, opener: @escaping FrameChannel.Opener, minBackoff: Double, maxBackoff: Double, maxFramesPerSecond: Int, maxQueuedBytes: Int) {
             self.hub = hub; self.name = name; self.opener = opener
-            self.minBackoff = minBackoff; self.maxBackoff = maxBackoff; self.backoff = minBackoff
+            self.minBackoff = minBackoff; self.maxBackoff = maxBackoff; self.backoff = Backoff(min: minBackoff, max: maxBackoff)
+            self.queue = OutboundQueue(maxBytes: maxQueuedBytes)
             self.maxFramesPerSecond = maxFramesPerSecond; self.maxQueuedBytes = maxQueuedBytes
         }
 
@@ -56,12 +55,8 @@ public final class ChannelHub: @unchecked Sendable {
         /// to 328 ms at p50.) A write that finds the peer gone is reported by the next pass.
         public func send(_ frame: [UInt8]) {
             hub.lock.withLock {
-                guard present else { droppedCount += 1; return }
+                guard present else { queue.refused(); return }
                 queue.append(frame)
-                queuedBytes += frame.count
-                while queuedBytes > maxQueuedBytes, let first = queue.first {
-                    queue.removeFirst(); queuedBytes -= first.count; droppedCount += 1
-                }
                 hub.write(self, now: POSIX.now(), &deferred)
             }
         }
@@ -73,7 +68,7 @@ public final class ChannelHub: @unchecked Sendable {
         public func disconnect(for seconds: Double) { hub.lock.withLock { pauseFor = seconds } }
 
         /// Frames dropped: nobody connected, or the queue full.
-        public var dropped: Int { hub.lock.withLock { droppedCount } }
+        public var dropped: Int { hub.lock.withLock { queue.dropped } }
     }
 
     let lock = NSLock()
@@ -192,7 +187,7 @@ public final class ChannelHub: @unchecked Sendable {
             switch result {
             case .data(let bytes):
                 budget -= bytes.count
-                c.backoff = c.minBackoff
+                c.backoff.reset()
                 c.decoder.feed(bytes)
                 // A short read emptied the socket: no second read just to hear EAGAIN (the
                 // next pass's poll sees whatever comes later).
@@ -209,9 +204,7 @@ public final class ChannelHub: @unchecked Sendable {
     fileprivate func write(_ c: Channel, now: Double, _ events: inout [(String, FrameChannel.Event)]) {
         while c.fd >= 0 {
             if c.partial.isEmpty {
-                guard !c.queue.isEmpty else { return }
-                let f = c.queue.removeFirst()
-                c.queuedBytes -= f.count
+                guard let f = c.queue.popFirst() else { return }
                 c.partial = f[...]
             }
             let n: Int
@@ -231,17 +224,14 @@ public final class ChannelHub: @unchecked Sendable {
     }
 
     private func retryLater(_ c: Channel, now: Double) {
-        c.nextOpen = now + c.backoff
-        c.backoff = min(c.backoff * 2, c.maxBackoff)
+        c.nextOpen = now + c.backoff.next()
     }
 
     private func drop(_ c: Channel, retryAt: Double) {
         if c.fd >= 0 { close(c.fd); c.fd = -1 }
         c.present = false
         c.partial = []
-        c.droppedCount += c.queue.count
-        c.queue.removeAll()
-        c.queuedBytes = 0
+        c.queue.dropAll()
         c.nextOpen = retryAt
     }
 }

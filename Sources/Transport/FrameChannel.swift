@@ -38,13 +38,11 @@ public final class FrameChannel: @unchecked Sendable {
     private let endpoint: Endpoint
     private let wake = WakePipe()
     private let lock = NSLock()
-    private var queue: [[UInt8]] = []
-    private var queuedBytes = 0
+    private var queue: OutboundQueue
     private var stopped = false
     private var fdForTests: Int32 = -1
     /// Frames dropped because nobody was there or the queue was full.
-    private var droppedCount = 0
-    public var dropped: Int { lock.withLock { droppedCount } }
+    public var dropped: Int { lock.withLock { queue.dropped } }
     /// Most frames read per second: beyond it the thread stops reading for the rest of the
     /// second, so a flooding peer fills its own socket buffer, not this process's memory.
     public let maxFramesPerSecond: Int
@@ -68,6 +66,7 @@ public final class FrameChannel: @unchecked Sendable {
         self.maxQueuedBytes = maxQueuedBytes
         self.minBackoff = minBackoff
         self.maxBackoff = maxBackoff
+        self.queue = OutboundQueue(maxBytes: maxQueuedBytes)
         (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(4096))
     }
 
@@ -84,10 +83,6 @@ public final class FrameChannel: @unchecked Sendable {
     public func send(_ frame: [UInt8]) {
         lock.withLock {
             queue.append(frame)
-            queuedBytes += frame.count
-            while queuedBytes > maxQueuedBytes, let first = queue.first {
-                queue.removeFirst(); queuedBytes -= first.count; droppedCount += 1
-            }
         }
         wake.wake()
     }
@@ -108,7 +103,7 @@ public final class FrameChannel: @unchecked Sendable {
 
     private func loop() {
         var fd: Int32 = -1
-        var backoff = minBackoff
+        var backoff = Backoff(min: minBackoff, max: maxBackoff)
         var decoder = FrameDecoder()
         var present = false          // a peer is attached (absentOnEnd) / connected (closedOnEnd)
         var partial: ArraySlice<UInt8> = []
@@ -125,7 +120,7 @@ public final class FrameChannel: @unchecked Sendable {
                 if present { emit(.disconnected("cut off for \(pause)s")) }
                 present = false
                 partial = []
-                lock.withLock { queue.removeAll(); queuedBytes = 0 }
+                lock.withLock { queue.dropAll() }
                 let until = POSIX.now() + pause
                 while !isStopped && POSIX.now() < until { sleep(min(0.2, until - POSIX.now())) }
                 continue
@@ -136,7 +131,7 @@ public final class FrameChannel: @unchecked Sendable {
                     POSIX.setNonBlocking(fd)
                     decoder.reset()
                     partial = []
-                    backoff = minBackoff
+                    backoff.reset()
                     if endpoint == .closedOnEnd {
                         present = true
                         emit(.connected)
@@ -144,8 +139,7 @@ public final class FrameChannel: @unchecked Sendable {
                     }
                 } catch {
                     emit(.openFailed(String(describing: error)))
-                    sleep(backoff)
-                    backoff = min(backoff * 2, maxBackoff)
+                    sleep(backoff.next())
                     continue
                 }
             }
@@ -164,7 +158,7 @@ public final class FrameChannel: @unchecked Sendable {
                     if present { emit(.disconnected(error.description)) }
                     present = false
                     close(fd); fd = -1
-                    sleep(backoff); backoff = min(backoff * 2, maxBackoff)
+                    sleep(backoff.next())
                     continue
                 }
                 switch result {
@@ -184,7 +178,7 @@ public final class FrameChannel: @unchecked Sendable {
                     let now = POSIX.now()
                     if now - second >= 1 { second = now; framesThisSecond = 0 }
                     else if framesThisSecond >= maxFramesPerSecond { sleep(second + 1 - now) }
-                    backoff = minBackoff
+                    backoff.reset()
                 case .wouldBlock:
                     if r & Int16(POLLHUP) != 0 && endpoint == .absentOnEnd { fallthrough }
                 case .end:
@@ -194,12 +188,13 @@ public final class FrameChannel: @unchecked Sendable {
                         if present { emit(.disconnected("no host on the port")) }
                         present = false
                         decoder.reset()
-                        sleep(backoff); backoff = min(backoff * 2, 0.5)
+                        // (At most half a second between looks: a host that comes is seen soon.)
+                        sleep(min(backoff.next(), 0.5))
                     case .closedOnEnd:
                         emit(.disconnected("peer closed the connection"))
                         present = false
                         close(fd); fd = -1
-                        sleep(backoff); backoff = min(backoff * 2, maxBackoff)
+                        sleep(backoff.next())
                     }
                     continue
                 }
@@ -210,8 +205,7 @@ public final class FrameChannel: @unchecked Sendable {
                 while true {
                     if partial.isEmpty {
                         guard let next: [UInt8] = lock.withLock({
-                            guard !queue.isEmpty else { return nil }
-                            let f = queue.removeFirst(); queuedBytes -= f.count; return f
+                            queue.popFirst()
                         }) else { break }
                         partial = next[...]
                     }
@@ -229,8 +223,7 @@ public final class FrameChannel: @unchecked Sendable {
             } else {
                 // Nobody to write to: what was queued for an absent peer is dropped, never
                 // delivered late (stale heartbeats would flood a peer that comes back).
-                let n = lock.withLock { () -> Int in let c = queue.count; queue.removeAll(); queuedBytes = 0; return c }
-                lock.withLock { droppedCount += n }
+                lock.withLock { queue.dropAll() }
             }
         }
     }

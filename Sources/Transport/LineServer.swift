@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import TandemProtocol
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -186,37 +187,30 @@ public final class LineServer: @unchecked Sendable {
     }
 }
 
-/// Lines of at most `maxLine` bytes, split at `\n`; empty lines are skipped. A longer line
-/// is dropped whole and reported once, when its end arrives.
+/// Lines of at most `maxLine` bytes, split by the protocol's own ``FrameDecoder`` (empty
+/// lines skipped; a longer line dropped whole and reported once, when its end arrives).
 struct LineDecoder: ByteToMessageDecoder {
     enum Item { case line([UInt8]), oversize }
     typealias InboundOut = Item
-    let maxLine: Int
-    var skipping = false
+    var frames: FrameDecoder
+
+    init(maxLine: Int) { frames = FrameDecoder(maxFrameBytes: maxLine + 1) }
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let nl = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else {
-            if buffer.readableBytes > maxLine {
-                skipping = true
-                buffer.moveReaderIndex(to: buffer.writerIndex)
+        guard buffer.readableBytes > 0 else { return .needMoreData }
+        buffer.withUnsafeReadableBytes { frames.feed($0.bindMemory(to: UInt8.self)) }
+        buffer.moveReaderIndex(to: buffer.writerIndex)
+        while let e = frames.next() {
+            switch e {
+            case .frame(let f): context.fireChannelRead(wrapInboundOut(.line(f)))
+            case .oversize: context.fireChannelRead(wrapInboundOut(.oversize))
             }
-            return .needMoreData
         }
-        let length = nl - buffer.readerIndex
-        let bytes = buffer.readBytes(length: length) ?? []
-        buffer.moveReaderIndex(forwardBy: 1)
-        if skipping || length > maxLine {
-            skipping = false
-            context.fireChannelRead(wrapInboundOut(.oversize))
-        } else if !bytes.isEmpty {
-            context.fireChannelRead(wrapInboundOut(.line(bytes)))
-        }
-        return .continue
+        return .needMoreData
     }
 
     mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        while try decode(context: context, buffer: &buffer) == .continue {}
-        return .needMoreData
+        try decode(context: context, buffer: &buffer)
     }
 }
 

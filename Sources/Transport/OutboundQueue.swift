@@ -1,0 +1,63 @@
+/// Frames waiting to be written to one peer: at most `maxBytes`, the oldest dropped first
+/// (a peer that does not read gets the newest state, not a backlog). Shared by the agent's
+/// ``FrameChannel`` and the host's ``ChannelHub``.
+struct OutboundQueue: Sendable {
+    let maxBytes: Int
+    private var frames: [[UInt8]] = []
+    private var head = 0
+    private(set) var bytes = 0
+    /// Frames dropped over the channel's life: the queue full, or nobody to write to.
+    private(set) var dropped = 0
+
+    init(maxBytes: Int) { self.maxBytes = maxBytes }
+
+    var isEmpty: Bool { head == frames.count }
+    var count: Int { frames.count - head }
+
+    mutating func append(_ frame: [UInt8]) {
+        frames.append(frame)
+        bytes += frame.count
+        while bytes > maxBytes, let first = popFirst() { _ = first; dropped += 1 }
+    }
+
+    mutating func popFirst() -> [UInt8]? {
+        guard head < frames.count else { return nil }
+        let f = frames[head]
+        head += 1
+        bytes -= f.count
+        if head == frames.count || head > 64 && head * 2 > frames.count {
+            frames.removeFirst(head)
+            head = 0
+        }
+        return f
+    }
+
+    /// Drops everything queued (nobody to write to), counting it.
+    mutating func dropAll() {
+        dropped += count
+        frames.removeAll()
+        head = 0
+        bytes = 0
+    }
+
+    /// Counts a frame that was never queued (nobody connected).
+    mutating func refused() { dropped += 1 }
+}
+
+/// Reconnection delays: `min`, doubling up to `max`, back to `min` once a peer is heard.
+struct Backoff: Sendable {
+    let min: Double
+    let max: Double
+    private(set) var current: Double
+
+    init(min: Double, max: Double) { self.min = min; self.max = max; current = min }
+
+    /// The delay to wait now; the next one is twice as long (up to `max`).
+    mutating func next() -> Double {
+        let d = current
+        current = Swift.min(current * 2, max)
+        return d
+    }
+
+    mutating func reset() { current = min }
+}
