@@ -305,9 +305,10 @@ extension HostConfig {
     /// `HOST:PORT` → (host, port).
     public static func parseListen(_ s: String) -> (String, UInt16)? {
         guard let c = s.lastIndex(of: ":"), let port = UInt16(s[s.index(after: c)...]), port > 0 else { return nil }
-        let host = String(s[..<c])
-        // The metrics listener binds IPv4.
-        guard IPAddress(host)?.isIPv4 == true || host == "localhost" else { return nil }
+        var host = String(s[..<c])
+        // IPv6 as URLs write it: [::1]:9465.
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) } else if host.contains(":") { return nil }
+        guard IPAddress(host) != nil || host == "localhost" else { return nil }
         return (host, port)
     }
 }

@@ -58,6 +58,7 @@ import TandemProtocol
         (#"link = "uplink""#, #"link = "downlink""#, ["key 'link'", "'downlink' is not a [[link]]"]),
         (#"interval = "100ms""#, #"interval = "fast""#, ["host.toml:2", "[controller]: key 'interval'", "invalid duration 'fast'"]),
         (#"metrics = "127.0.0.1:9465""#, #"metrics = "everywhere""#, ["key 'metrics'", "not HOST:PORT"]),
+        (#"metrics = "127.0.0.1:9465""#, #"metrics = "::1:9465""#, ["key 'metrics'", "not HOST:PORT"]),
         (#"weight = 1"#, "weight = 1\nspeed = \"max\"", ["host.toml:18", "key 'speed'", "unknown key"]),
         (#"name = "vm2""#, #"name = "vm1""#, ["'vm1' is named twice"]),
         (#"[[link]]                 # a shared physical link"#, #"[[link"#, ["host.toml:7", "not a table header"]),
