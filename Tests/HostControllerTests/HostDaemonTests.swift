@@ -1,0 +1,174 @@
+import Foundation
+import Testing
+import Netlink
+import TandemProtocol
+import TandemTestSupport
+@testable import HostController
+@testable import HostCore
+import TandemLabSupport
+import TandemTransport
+
+/// The real tandem-host binary: config errors, the admin socket, persisted policy, metrics.
+@Suite(.serialized, Privileged.enabled, .exclusive)
+struct HostDaemonTests {
+    static func config(dir: String, metricsPort: Int) -> String {
+        """
+        [controller]
+        interval = "100ms"
+        admin_socket = "\(dir)/host.sock"
+        state_dir = "\(dir)/state"
+        metrics = "127.0.0.1:\(metricsPort)"
+
+        [[link]]
+        name = "wire"
+        capacity = "100mbit"
+
+        [[vm]]
+        name = "vm1"
+        interface = "t0"
+        min = "10mbit"
+
+        [[vm]]
+        name = "vm2"
+        interface = "t2"
+        """
+    }
+
+    @Test func badConfigStartsNothingAndNamesTheProblem() throws {
+        let dir = NSTemporaryDirectory() + "tandem-host-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/host.toml"
+        try Self.config(dir: dir, metricsPort: 1).replacingOccurrences(of: #"min = "10mbit""#, with: #"min = "10 mbit""#).write(toFile: path, atomically: true, encoding: .utf8)
+        let r = try Shell.run([Binaries.path("tandem-host"), "run", "--config", path])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("\(path):14: [[vm]] #1 (vm1): key 'min': invalid rate '10 mbit'"), "stderr: \(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/host.sock"), "nothing started")
+        let ok = try Shell.run([Binaries.path("tandem-host"), "run", "--config", path.replacingOccurrences(of: "host.toml", with: "missing.toml"), "--check"])
+        #expect(ok.status != 0)
+        #expect(ok.stderr.contains("missing.toml: cannot read"))
+    }
+
+    /// Rounds every 2 s: the guests' channels are still read (and answered) within 100 ms,
+    /// between rounds, not only at them.
+    @Test func withLongRoundsAGuestIsStillAnsweredWithinAPass() throws {
+        let ns = try Netns(prefix: "tdm-hostp")
+        defer { ns.delete() }
+        try ns.ip("link add t0 type veth peer name t1")
+        for d in ["t0", "t1"] { try ns.ip("link set \(d) up") }
+        let dir = NSTemporaryDirectory() + "tandem-host-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try """
+        [controller]
+        interval = "2s"
+        admin_socket = "\(dir)/host.sock"
+        state_dir = "\(dir)/state"
+        metrics = "off"
+        [[link]]
+        name = "wire"
+        capacity = "100mbit"
+        [[vm]]
+        name = "vm1"
+        interface = "t0"
+        channel = "\(dir)/vm1.sock"
+        """.write(toFile: dir + "/host.toml", atomically: true, encoding: .utf8)
+        // The test is the guest, behind the socket QEMU would serve.
+        let listener = try UnixSocket.listen(dir + "/vm1.sock", mode: 0o600)
+        defer { close(listener) }
+        let host = try BackgroundProcess(["ip", "netns", "exec", ns.name, Binaries.path("tandem-host"), "run", "--config", dir + "/host.toml"], log: URL(fileURLWithPath: dir + "/host.log"))
+        defer { host.stop() }
+        var fd: Int32 = -1
+        for _ in 0..<100 where fd < 0 { _ = POSIX.poll([(listener, Int16(POLLIN))], timeoutMilliseconds: 100); fd = UnixSocket.accept(listener) ?? -1 }
+        try #require(fd >= 0, "the controller connected")
+        defer { close(fd) }
+        let session = SessionID(0x5e55)
+        var decoder = FrameDecoder()
+        func next(within seconds: Double) -> HostMessage? {
+            let until = POSIX.now() + seconds
+            while POSIX.now() < until {
+                while let e = decoder.next() {
+                    if case .frame(let f) = e, case .message(let m, _, _) = MessageCodec.decodeHost(f) { return m }
+                }
+                _ = POSIX.poll([(fd, Int16(POLLIN))], timeoutMilliseconds: 20)
+                if case .data(let d)? = try? POSIX.read(fd) { decoder.feed(d) }
+            }
+            return nil
+        }
+        // The host's "who is there" ping comes on connecting.
+        guard case .ping? = next(within: 3) else { Issue.record("no ping from the host"); return }
+        // Several hellos at different points of the 2-s round: each welcomed within a pass.
+        var worst = 0.0
+        for k in 0..<4 {
+            let t0 = POSIX.now()
+            _ = try POSIX.writeSome(fd, MessageCodec.encode(.hello(Hello(agentVersion: "test", interface: "eth0", mac: "52:54:00:00:00:01")), session: session)[...])
+            var welcomed = false
+            while !welcomed, let m = next(within: 3) { if case .welcome = m { welcomed = true } }
+            #expect(welcomed, "hello \(k) welcomed")
+            worst = max(worst, POSIX.now() - t0)
+            usleep(UInt32(370_000 + k * 110_000))
+        }
+        #expect(worst < 0.5, "answered within a pass (100 ms) plus slack, not at the next 2-s round: worst \(worst) s")
+    }
+
+    @Test func adminSocketPolicyPersistenceAndMetrics() async throws {
+        let ns = try Netns(prefix: "tdm-hostd")
+        defer { ns.delete() }
+        try ns.ip("link add t0 type veth peer name t1")
+        try ns.ip("link add t2 type veth peer name t3")
+        for d in ["t0", "t1", "t2", "t3"] { try ns.ip("link set \(d) up") }
+        let dir = NSTemporaryDirectory() + "tandem-host-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = Int.random(in: 20000..<30000)
+        try Self.config(dir: dir, metricsPort: port).write(toFile: dir + "/host.toml", atomically: true, encoding: .utf8)
+        #expect(try Shell.run([Binaries.path("tandem-host"), "run", "--config", dir + "/host.toml", "--check"]).stdout.contains("OK (1 link, 2 VMs)"))
+
+        func start() throws -> BackgroundProcess {
+            let p = try BackgroundProcess(["ip", "netns", "exec", ns.name, Binaries.path("tandem-host"), "run", "--config", dir + "/host.toml"], log: URL(fileURLWithPath: dir + "/host.log"))
+            // Ready when the admin socket answers.
+            for _ in 0..<100 {
+                if (try? LineClient(path: dir + "/host.sock", what: "host").call(AdminRequest(op: "status"), as: AdminResponse.self, timeout: 1)) != nil { break }
+                usleep(50_000)
+            }
+            return p
+        }
+        var host = try start()
+        defer { host.stop() }
+        let cli = Binaries.path("tandem-host")
+        let fairness = try Shell.run([cli, "fairness", "--admin-socket", dir + "/host.sock", "--json"])
+        #expect(fairness.status == 0, "\(fairness.stderr)")
+        #expect(fairness.stdout.contains("\"vm\" : \"vm1\""))
+        let text = try Shell.run([cli, "fairness", "--config", dir + "/host.toml"]).stdout
+        #expect(text.contains("link wire  capacity 100mbit"))
+        #expect(text.contains("AGENT"))
+
+        // Policy: bad values are refused and change nothing; a good one persists.
+        let bad = try Shell.run([cli, "policy", "set", "vm2", "--min", "95mbit", "--admin-socket", dir + "/host.sock"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("more than its capacity 100mbit"))
+        let good = try Shell.run([cli, "policy", "set", "vm2", "--weight", "2", "--max", "80mbit", "--admin-socket", dir + "/host.sock"])
+        #expect(good.status == 0, "\(good.stderr)")
+        #expect(good.stdout.contains("vm2: weight 2, min 0bit, max 80mbit"))
+        let missing = try Shell.run([cli, "policy", "set", "vm9", "--weight", "2", "--admin-socket", dir + "/host.sock"])
+        #expect(missing.stderr.contains("no VM 'vm9'"))
+
+        // Metrics over HTTP, from inside the namespace.
+        try await Task.sleep(for: .milliseconds(300))
+        let metrics = try ns.exec(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/\(port); printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"])
+        #expect(metrics.contains("200 OK"))
+        #expect(metrics.contains("tandem_vm_allocation_bits_per_second"))
+        #expect(metrics.contains("vm=\"vm1\""))
+
+        // Restart: the limits stayed in the kernel meanwhile, and the policy is back.
+        host.stop()
+        let ifb = "tdm-" + TCBackend.hash8("vm1")
+        #expect(try ns.tc("class show dev \(ifb)").contains("class htb 1:10"), "a stopped controller leaves its limits in force")
+        host = try start()
+        let status = try Shell.run([cli, "status", "--json", "--admin-socket", dir + "/host.sock"])
+        #expect(status.status == 0)
+        let after = try Shell.run([cli, "fairness", "--json", "--admin-socket", dir + "/host.sock"]).stdout
+        #expect(after.contains("\"weight\" : 2"))
+        #expect(after.contains("\"max\" : 80000000"))
+    }
+}

@@ -1,0 +1,170 @@
+import Testing
+@testable import TandemProtocol
+
+/// The host's fast path for demand reports and pings (``FastGuestDecoder``): it takes what
+/// agents write, and wherever it takes a frame it decides exactly as the general decoder.
+@Suite struct FastPathAgreement {
+    static func agree(_ frame: [UInt8]) -> Bool {
+        MessageCodec.decodeGuest(frame) == MessageCodec.decodeGuest(frame, fastPath: false)
+    }
+
+    static let s = "0123456789abcdef"
+    static let body = #""sequence":1,"intervalMilliseconds":100,"epoch":0,"rate":5,"wantsMore":false,"unmetReservations":0,"classes":[],"flows":[]"#
+
+    @Test(arguments: Samples.guest)
+    func agentFramesTakeTheFastPathWhereThereIsOne(_ m: GuestMessage) {
+        let frame = Array(MessageCodec.encode(m, session: Samples.session).dropLast())
+        let fast: Bool
+        switch m { case .demand, .ping, .pong: fast = true; default: fast = false }
+        #expect(MessageCodec.fastPathTakes(frame) == fast)
+        #expect(Self.agree(frame))
+        guard case .message(let back, let session, let unknown) = MessageCodec.decodeGuest(frame) else { Issue.record("did not decode"); return }
+        #expect(back == m && session == Samples.session && unknown.isEmpty)
+    }
+
+    /// Reports as busy agents send them: many classes and flows, IPv4 and IPv6, every reason.
+    @Test func fullReportsTakeTheFastPath() {
+        let reasons: [WantReason] = [.notAppLimited, WantReason(rawValue: "newer-reason")]
+        let flows = (0..<64).map { (i: Int) -> FlowDemand in
+            let key: FlowKey = i % 2 == 0 ? Samples.flow : Samples.flow6
+            return FlowDemand(flow: key, bytes: UInt64(i) * 1_000_003, rate: .kbit(UInt64(i) + 1), wantsMore: i % 3 == 0 ? reasons : [])
+        }
+        let classes = (0..<8).map { ClassDemand(name: "rsv-\($0)", bytes: .max, rate: .protocolMaximum, drops: UInt64($0), backlog: 0, wantsMore: [.drops, .backlog, .unmetReservation]) }
+        let m = GuestMessage.demand(DemandReport(sequence: .max, intervalMilliseconds: 60_000, epoch: .max, rate: .protocolMaximum, wantsMore: true, unmetReservations: .gbit(1), classes: classes, flows: flows))
+        let frame = Array(MessageCodec.encode(m, session: Samples.session).dropLast())
+        #expect(MessageCodec.fits(frame))
+        #expect(MessageCodec.fastPathTakes(frame))
+        #expect(Self.agree(frame))
+        if case .message(let back, _, _) = MessageCodec.decodeGuest(frame) { #expect(back == m) } else { Issue.record("did not decode") }
+    }
+
+    /// The fast path reads the kind from where agents write it (last but the session) to read
+    /// the body in place; in any other order it skips the body and comes back to it.
+    @Test(arguments: [
+        #"{"kind":"ping","session":"0123456789abcdef","body":{"nonce":1}}"#,
+        #"{"session":"0123456789abcdef","body":{"nonce":7},"kind":"pong"}"#,
+        #"{"body":{"nonce":1},"kind":"ping"}"#,
+        #"{"kind":"demand","body":{"sequence":1,"intervalMilliseconds":100,"epoch":0,"rate":5,"wantsMore":false,"unmetReservations":0,"classes":[{"name":"tcp","bytes":1,"rate":1,"drops":0,"backlog":0,"wantsMore":["drops"]}],"flows":[]},"session":"0123456789abcdef"}"#,
+    ])
+    func otherKeyOrdersTakeTheFastPathToo(text: String) {
+        let frame = Array(text.utf8)
+        #expect(MessageCodec.fastPathTakes(frame))
+        #expect(Self.agree(frame))
+    }
+
+    /// Anything outside the plain form goes to the general decoder, which decides as before.
+    @Test(arguments: [
+        #"{"kind":"ping","session":"0123456789abcdef","body":{"nonce":1}} "#,                  // whitespace
+        #"{ "kind":"ping","session":"0123456789abcdef","body":{"nonce":1}}"#,
+        #"{"kind":"ping","session":"0123456789abcdef","body":{"nonce":1,"extra":2}}"#,           // unknown field
+        #"{"kind":"ping","session":"0123456789abcdef","extra":1,"body":{"nonce":1}}"#,
+        #"{"kind":"ping","session":"0123456789abcdef","body":{"nonce":1,"nonce":2}}"#,           // duplicate
+        #"{"kind":"ping","kind":"pong","session":"0123456789abcdef","body":{"nonce":1}}"#,
+        #"{"kind":"ping","session":null,"body":{"nonce":1}}"#,                                   // null
+        #"{"kind":"ping","session":"0123456789abcdef","body":{"nonce":1.0}}"#,                   // not an integer
+        #"{"kind":"ping","session":"0123456789abcdef","body":{"nonce":1e2}}"#,
+        #"{"kind":"ping","session":"0123456789abcdef","body":{"nonce":01}}"#,                    // leading zero
+        #"{"kind":"ping","session":"0123456789abcdef","body":{"nonce":-1}}"#,
+        #"{"kind":"ping","session":"0123456789abcdef","body":{"nonce":18446744073709551616}}"#,  // too large
+        #"{"kind":"p\u0069ng","session":"0123456789abcdef","body":{"nonce":1}}"#,                // escape
+        #"{"kind":"ping","session":"0123456789ABCDEF","body":{"nonce":1}}"#,                     // bad session
+        #"{"kind":"ping","session":"0123456789abcdef"}"#,                                        // no body
+        #"{"kind":"ping","session":"0123456789abcdef","body":{"nonce":1}}}"#,                    // trailing
+        #"{"kind":"ping","session":"0123456789abcdef","body":{"nonce":1}"#,                      // cut
+        #"{"kind":"hello","session":"0123456789abcdef","body":{"nonce":1}}"#,                    // other kinds
+        #"{"kind":"demand","session":"0123456789abcdef","body":{"sequence":1}}"#,                // missing fields
+        #"{"kind":"demand","session":"0123456789abcdef","body":{"sequence":1,"intervalMilliseconds":4294967296,"epoch":0,"rate":5,"wantsMore":false,"unmetReservations":0,"classes":[],"flows":[]}}"#,
+        #"{"kind":"demand","session":"0123456789abcdef","body":{"sequence":1,"intervalMilliseconds":100,"epoch":0,"rate":5,"wantsMore":0,"unmetReservations":0,"classes":[],"flows":[]}}"#,
+        #"{"kind":"demand","session":"0123456789abcdef","body":{"sequence":1,"intervalMilliseconds":100,"epoch":0,"rate":5,"wantsMore":false,"unmetReservations":0,"classes":[],"flows":[{"flow":{"proto":"sctp","src":"10.0.0.1","sport":1,"dst":"10.0.0.2","dport":2},"bytes":1,"rate":1,"wantsMore":[]}]}}"#,
+        #"{"kind":"demand","session":"0123456789abcdef","body":{"sequence":1,"intervalMilliseconds":100,"epoch":0,"rate":5,"wantsMore":false,"unmetReservations":0,"classes":[],"flows":[{"flow":{"proto":"tcp","src":"10.0.0.300","sport":1,"dst":"10.0.0.2","dport":2},"bytes":1,"rate":1,"wantsMore":[]}]}}"#,
+        #"{"kind":"demand","session":"0123456789abcdef","body":{"sequence":1,"intervalMilliseconds":100,"epoch":0,"rate":5,"wantsMore":false,"unmetReservations":0,"classes":[],"flows":[{"flow":{"proto":"tcp","src":"10.0.0.1","sport":70000,"dst":"10.0.0.2","dport":2},"bytes":1,"rate":1,"wantsMore":[]}]}}"#,
+        "{\"kind\":\"demand\",\"session\":\"0123456789abcdef\",\"body\":{\"sequence\":1,\"intervalMilliseconds\":100,\"epoch\":0,\"rate\":5,\"wantsMore\":false,\"unmetReservations\":0,\"classes\":[{\"name\":\"t\u{e9}\",\"bytes\":1,\"rate\":1,\"drops\":0,\"backlog\":0,\"wantsMore\":[]}],\"flows\":[]}}",
+    ])
+    func theRestIsLeftToTheGeneralDecoder(text: String) {
+        let frame = Array(text.utf8)
+        #expect(!MessageCodec.fastPathTakes(frame))
+        #expect(Self.agree(frame))
+    }
+
+    /// Values that decode but break a rule are refused the same way on both paths.
+    @Test(arguments: [
+        (#""intervalMilliseconds":0"#, "demand.intervalMilliseconds"),
+        (#""rate":10000000000001"#, "demand.rate"),
+        (#""classes":[{"name":"","bytes":1,"rate":1,"drops":0,"backlog":0,"wantsMore":[]}]"#, "demand.classes.name"),
+        (#""classes":[{"name":"a","bytes":1,"rate":1,"drops":0,"backlog":0,"wantsMore":[""]}]"#, "demand.classes.wantsMore"),
+        (#""flows":[{"flow":{"proto":"tcp","src":"10.0.0.1","sport":1,"dst":"fd00::1","dport":2},"bytes":1,"rate":1,"wantsMore":[]}]"#, "flow"),
+    ])
+    func brokenRulesAreRefusedAlike(replacement: String, field: String) {
+        // The sample body with one field replaced (the key before the colon).
+        let key = String(replacement.prefix { $0 != ":" })
+        var fields = Self.body.components(separatedBy: ",\"").map { $0.hasPrefix("\"") ? $0 : "\"" + $0 }
+        // (Arrays in the sample are empty, so splitting at `,"` splits fields.)
+        fields = fields.map { $0.hasPrefix(key + ":") ? replacement : $0 }
+        let text = #"{"body":{"# + fields.joined(separator: ",") + #"},"kind":"demand","session":"\#(Self.s)"}"#
+        let frame = Array(text.utf8)
+        #expect(MessageCodec.fastPathTakes(frame))
+        #expect(Self.agree(frame))
+        guard case .invalid(.invalidValue(let e)) = MessageCodec.decodeGuest(frame) else { Issue.record("expected a broken rule: \(text)"); return }
+        #expect(e.field.hasPrefix(field))
+    }
+}
+
+extension FastPathAgreement {
+    /// A small generator with a fixed seed, so that a failure repeats.
+    struct SplitMix: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9e37_79b9_7f4a_7c15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce5_e4b9
+            z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+            return z ^ (z >> 31)
+        }
+    }
+
+    /// Agent frames with a few bytes changed, dropped or added (from JSON's own alphabet, so
+    /// that many stay close to valid): both paths decide alike on every one.
+    @Test func mutatedFramesAreDecidedAlike() {
+        var rng = SplitMix(state: 0x7a4d_e5)
+        let alphabet = Array(#"{}[],:"0123456789-.eE+ truefalsnl\abcdefkindsessionbodynoncerateflows"#.utf8)
+        let seeds = Samples.guest.compactMap { m -> [UInt8]? in
+            switch m { case .demand, .ping, .pong: return Array(MessageCodec.encode(m, session: Samples.session).dropLast()); default: return nil }
+        }
+        var taken = 0
+        for _ in 0..<20_000 {
+            var f = seeds.randomElement(using: &rng)!
+            for _ in 0..<Int.random(in: 1...3, using: &rng) {
+                let at = Int.random(in: 0..<f.count, using: &rng)
+                switch Int.random(in: 0..<3, using: &rng) {
+                case 0: f[at] = alphabet.randomElement(using: &rng)!
+                case 1: f.remove(at: at)
+                default: f.insert(alphabet.randomElement(using: &rng)!, at: at)
+                }
+                if f.isEmpty { f = [UInt8(ascii: "{")] }
+            }
+            if MessageCodec.fastPathTakes(f) { taken += 1 }
+            let fast = MessageCodec.decodeGuest(f), general = MessageCodec.decodeGuest(f, fastPath: false)
+            if fast != general {
+                Issue.record("paths disagree on \(String(decoding: f, as: UTF8.self)): fast \(fast), general \(general)")
+                return
+            }
+        }
+        // Enough of the mutants still go the fast way for the comparison to mean something.
+        #expect(taken > 500)
+    }
+}
+
+extension FastPathAgreement {
+    @Test func kindIsReadFromTheTailOfAgentFrames() {
+        for m in Samples.guest {
+            let frame = Array(MessageCodec.encode(m, session: Samples.session).dropLast())
+            let kind = frame.withUnsafeBufferPointer { FastGuestDecoder.kindFromTail($0) }
+            switch m {
+            case .demand: #expect(kind == "demand")
+            case .ping: #expect(kind == "ping")
+            case .pong: #expect(kind == "pong")
+            default: #expect(kind == nil)
+            }
+        }
+    }
+}
