@@ -127,14 +127,6 @@ int tandem_accept(int listener) {
     return fd < 0 ? -errno : fd;
 }
 
-int tandem_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid) {
-    struct ucred cred;
-    socklen_t len = sizeof(cred);
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return -errno;
-    *pid = cred.pid; *uid = cred.uid; *gid = cred.gid;
-    return 0;
-}
-
 int tandem_open_pty(char *path, int path_len) {
     int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (m < 0) return -errno;

@@ -1,21 +1,24 @@
 import Foundation
+import NIOCore
+import NIOPosix
 import TandemProtocol
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A byte stream carrying Tandem frames, kept open across the peer going away.
+/// A byte stream carrying Tandem frames, kept open across the peer going away, on the
+/// swift-nio event loop (``TransportLoop``): the descriptor is handed to
+/// `NIOPipeBootstrap.takingOwnershipOfDescriptor(inputOutput:)`, frames are split with
+/// ``FrameDecoder``, and what happens is reported as ``Event``s on an AsyncStream.
 ///
-/// One OS thread owns the descriptor: it (re)opens it with backoff, reads and splits frames
-/// with ``FrameDecoder`` and writes queued frames without ever blocking. What happens is
-/// reported as ``Event``s on an AsyncStream.
-///
-/// Two kinds of endpoint differ in what "read returned 0" means:
-/// - ``Endpoint/absentOnEnd``, a virtio-serial port seen from the guest: 0 means no host is
-///   attached right now (poll reports POLLHUP at once). The port stays open; the thread backs
-///   off and looks again. Writes while no host is there are dropped, never blocked on.
-/// - ``Endpoint/closedOnEnd``, a unix socket: 0 means the peer closed; the thread
-///   reconnects with backoff (the VM restarting, QEMU's socket coming back).
+/// Two kinds of endpoint differ in what "end of input" means:
+/// - ``Endpoint/absentOnEnd``, a virtio-serial port seen from the guest: no host is attached
+///   right now (a virtio port reads end-of-file, and polls `POLLHUP`, whenever the host side
+///   is closed). This is the port's own behaviour, and why the channel needs code of its own
+///   here: the descriptor is closed and the port opened again after a pause (at most half a
+///   second), until a host speaks. Frames sent while no host is there are dropped.
+/// - ``Endpoint/closedOnEnd``, a unix socket or a pseudo-terminal's master: the peer closed;
+///   the channel reopens with backoff (the VM restarting, QEMU's socket coming back).
 public final class FrameChannel: @unchecked Sendable {
     public enum Event: Sendable, Equatable {
         case connected
@@ -36,195 +39,258 @@ public final class FrameChannel: @unchecked Sendable {
     private let continuation: AsyncStream<Event>.Continuation
     private let opener: Opener
     private let endpoint: Endpoint
-    private let wake = WakePipe()
-    private let lock = NSLock()
-    private var queue: OutboundQueue
-    private var stopped = false
-    private var fdForTests: Int32 = -1
-    /// Frames dropped because nobody was there or the queue was full.
-    public var dropped: Int { lock.withLock { queue.dropped } }
-    /// Most frames read per second: beyond it the thread stops reading for the rest of the
-    /// second, so a flooding peer fills its own socket buffer, not this process's memory.
-    public let maxFramesPerSecond: Int
-
-    /// Most bytes waiting to be written; older frames are dropped beyond it.
-    public let maxQueuedBytes: Int
-    let minBackoff: Double
-    let maxBackoff: Double
-
-    /// Called with every event on the channel's own thread, before it goes to ``events``:
-    /// for a reader that must not depend on the cooperative pool (a test's stand-in host).
+    private let loop: EventLoop
+    /// Called with every event on the event loop, before it goes to ``events``: for a reader
+    /// that must not depend on the cooperative pool (a test's stand-in host).
     let observer: (@Sendable (Event) -> Void)?
+    /// Most frames read per second: beyond it reading stops for the rest of the second, so a
+    /// flooding peer fills its own buffer, not this process's memory.
+    public let maxFramesPerSecond: Int
+    /// Most bytes waiting to be written; frames beyond it are dropped.
+    public let maxQueuedBytes: Int
+
+    // Below: on the event loop, except where a lock is named.
+    private let lock = NSLock()
+    private var channel: Channel?      // under lock
+    private var present = false        // under lock: a peer is attached / connected
+    private var stopped = false        // under lock
+    private var droppedCount = 0       // under lock
+    /// A socket being opened (closedOnEnd): frames sent meanwhile wait for it, up to
+    /// `maxQueuedBytes`, and go out first once it is open.
+    private var opening = false        // under lock
+    private var pending: OutboundQueue  // under lock
+    private var backoff: Backoff
+    private var pausedUntil = 0.0
+    private var generation = 0
+
+    /// Frames dropped because nobody was there or too much waited to be written.
+    public var dropped: Int { lock.withLock { droppedCount + pending.dropped } }
 
     public init(name: String, endpoint: Endpoint, maxQueuedBytes: Int = 1 << 20, minBackoff: Double = 0.05, maxBackoff: Double = 2,
                 maxFramesPerSecond: Int = 1000, observer: (@Sendable (Event) -> Void)? = nil, opener: @escaping Opener) {
         self.name = name
-        self.observer = observer
-        self.maxFramesPerSecond = maxFramesPerSecond
         self.endpoint = endpoint
         self.opener = opener
+        self.observer = observer
+        self.maxFramesPerSecond = maxFramesPerSecond
         self.maxQueuedBytes = maxQueuedBytes
-        self.minBackoff = minBackoff
-        self.maxBackoff = maxBackoff
-        self.queue = OutboundQueue(maxBytes: maxQueuedBytes)
+        self.backoff = Backoff(min: minBackoff, max: maxBackoff)
+        self.pending = OutboundQueue(maxBytes: maxQueuedBytes)
+        self.loop = TransportLoop.group.next()
         (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(4096))
     }
 
-    private func emit(_ e: Event) {
+    fileprivate func emit(_ e: Event) {
         observer?(e)
         continuation.yield(e)
     }
 
-    public func start() {
-        startThread("tandem-channel-\(name)") { [self] in loop() }
-    }
+    public func start() { loop.execute { self.open() } }
 
-    /// Queues a frame; it is written when the peer can take it.
+    /// Writes a frame when a peer is there; dropped otherwise (never delivered late: stale
+    /// heartbeats would flood a peer that comes back), and when more than `maxQueuedBytes`
+    /// wait to be written.
     public func send(_ frame: [UInt8]) {
-        lock.withLock {
-            queue.append(frame)
+        let ch = lock.withLock { () -> Channel? in
+            if present, let c = channel { return c }
+            if opening { pending.append(frame) } else { droppedCount += 1 }
+            return nil
         }
-        wake.wake()
+        guard let ch else { return }
+        ch.eventLoop.execute {
+            guard ch.isWritable else { self.lock.withLock { self.droppedCount += 1 }; return }
+            ch.writeAndFlush(ch.allocator.buffer(bytes: frame), promise: nil)
+        }
     }
 
     /// Closes the connection and does not reopen it for `seconds` (a misbehaving peer).
     public func disconnect(for seconds: Double) {
-        lock.withLock { pauseFor = seconds }
-        wake.wake()
+        loop.execute {
+            self.pausedUntil = POSIX.now() + seconds
+            let (ch, was) = self.lock.withLock { () -> (Channel?, Bool) in
+                let c = self.channel, p = self.present
+                self.channel = nil; self.present = false
+                return (c, p)
+            }
+            self.generation += 1
+            if was { self.emit(.disconnected("cut off for \(seconds)s")) }
+            ch?.close(promise: nil)
+            self.schedule(after: seconds) { self.open() }
+        }
     }
-    private var pauseFor: Double? = nil
 
     public func stop() {
-        lock.withLock { stopped = true }
-        wake.wake()
+        let ch = lock.withLock { () -> Channel? in
+            stopped = true
+            let c = channel
+            channel = nil
+            return c
+        }
+        ch?.close(promise: nil)
+        continuation.finish()
     }
 
     private var isStopped: Bool { lock.withLock { stopped } }
 
-    private func loop() {
-        var fd: Int32 = -1
-        var backoff = Backoff(min: minBackoff, max: maxBackoff)
-        var decoder = FrameDecoder()
-        var present = false          // a peer is attached (absentOnEnd) / connected (closedOnEnd)
-        var partial: ArraySlice<UInt8> = []
-        var second = 0.0, framesThisSecond = 0
-        defer {
-            if fd >= 0 { close(fd) }
-            continuation.finish()
+    private func schedule(after seconds: Double, _ body: @escaping @Sendable () -> Void) {
+        loop.scheduleTask(in: .nanoseconds(Int64(max(0, seconds) * 1e9))) { body() }
+    }
+
+    // MARK: on the event loop
+
+    private func open() {
+        guard !isStopped, lock.withLock({ channel == nil }) else { return }
+        let now = POSIX.now()
+        if now < pausedUntil { schedule(after: pausedUntil - now) { self.open() }; return }
+        let fd: Int32
+        do { fd = try opener() } catch {
+            emit(.openFailed(String(describing: error)))
+            schedule(after: backoff.next()) { self.open() }
+            return
         }
-        func sleep(_ s: Double) { _ = POSIX.poll([(wake.readFD, Int16(POLLIN))], timeoutMilliseconds: Int32(s * 1000)); wake.drain() }
-
-        while !isStopped {
-            if let pause = lock.withLock({ () -> Double? in let p = pauseFor; pauseFor = nil; return p }) {
-                if fd >= 0 { close(fd); fd = -1 }
-                if present { emit(.disconnected("cut off for \(pause)s")) }
-                present = false
-                partial = []
-                lock.withLock { queue.dropAll() }
-                let until = POSIX.now() + pause
-                while !isStopped && POSIX.now() < until { sleep(min(0.2, until - POSIX.now())) }
-                continue
-            }
-            if fd < 0 {
-                do {
-                    fd = try opener()
-                    POSIX.setNonBlocking(fd)
-                    decoder.reset()
-                    partial = []
-                    backoff.reset()
-                    if endpoint == .closedOnEnd {
-                        present = true
-                        emit(.connected)
-                        _ = try? POSIX.writeSome(fd, [UInt8(ascii: "\n")][...])
-                    }
-                } catch {
-                    emit(.openFailed(String(describing: error)))
-                    sleep(backoff.next())
-                    continue
+        generation += 1
+        let gen = generation
+        let handler = Reader(channel: self, generation: gen)
+        if endpoint == .closedOnEnd { lock.withLock { opening = true } }
+        NIOPipeBootstrap(group: loop)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.writeBufferWaterMark, value: .init(low: maxQueuedBytes / 2, high: maxQueuedBytes))
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(Splitter()))
+                    try ch.pipeline.syncOperations.addHandler(handler)
                 }
             }
-            let wantWrite = present && (!partial.isEmpty || lock.withLock { !queue.isEmpty })
-            // Everything that needs the loop (a frame to send, stop, a pause) writes the wake
-            // pipe: the timeout is only a safety net, long, so that idle channels cost nothing.
-            let ev = POSIX.poll([(fd, Int16(POLLIN) | (wantWrite ? Int16(POLLOUT) : 0)), (wake.readFD, Int16(POLLIN))], timeoutMilliseconds: 5000)
-            if ev[1] != 0 { wake.drain() }
-            let r = ev[0]
-            if r & Int16(POLLNVAL) != 0 { close(fd); fd = -1; continue }
-
-            if r & Int16(POLLIN) != 0 || r & Int16(POLLHUP) != 0 || r & Int16(POLLERR) != 0 {
-                let result: POSIX.ReadResult
-                do { result = try POSIX.read(fd) } catch {
-                    // EIO on a pty whose master went away, ECONNRESET on a socket: reopen.
-                    if present { emit(.disconnected(error.description)) }
-                    present = false
-                    close(fd); fd = -1
-                    sleep(backoff.next())
-                    continue
-                }
+            .takingOwnershipOfDescriptor(inputOutput: fd)
+            .whenComplete { result in
                 switch result {
-                case .data(let bytes):
-                    if !present {
-                        present = true
-                        emit(.connected)
+                case .failure(let error):
+                    // (NIO owns the descriptor from here, also on failure.)
+                    self.lock.withLock { self.opening = false; self.pending.dropAll() }
+                    self.emit(.openFailed(String(describing: error)))
+                    self.schedule(after: self.backoff.next()) { self.open() }
+                case .success(let ch):
+                    var waiting: [[UInt8]] = []
+                    let late = self.lock.withLock { () -> Bool in
+                        self.opening = false
+                        if self.stopped || self.generation != gen { self.pending.dropAll(); return true }
+                        self.channel = ch
+                        if self.endpoint == .closedOnEnd { self.present = true }
+                        while let f = self.pending.popFirst() { waiting.append(f) }
+                        return false
                     }
-                    decoder.feed(bytes)
-                    while let e = decoder.next() {
-                        switch e {
-                        case .frame(let f): emit(.frame(f))
-                        case .oversize(let n): emit(.oversize(n))
-                        }
-                        framesThisSecond += 1
+                    if late { ch.close(promise: nil); return }
+                    if self.endpoint == .closedOnEnd {
+                        self.backoff.reset()
+                        self.emit(.connected)
+                        // A bare newline ends whatever cut frame the peer may hold; then what
+                        // was sent while the socket was being opened.
+                        ch.write(ch.allocator.buffer(bytes: [UInt8(ascii: "\n")]), promise: nil)
+                        for f in waiting { ch.write(ch.allocator.buffer(bytes: f), promise: nil) }
+                        ch.flush()
                     }
-                    let now = POSIX.now()
-                    if now - second >= 1 { second = now; framesThisSecond = 0 }
-                    else if framesThisSecond >= maxFramesPerSecond { sleep(second + 1 - now) }
-                    backoff.reset()
-                case .wouldBlock:
-                    if r & Int16(POLLHUP) != 0 && endpoint == .absentOnEnd { fallthrough }
-                case .end:
-                    switch endpoint {
-                    case .absentOnEnd:
-                        // No host on the port: keep it open, keep enforcing, look again later.
-                        if present { emit(.disconnected("no host on the port")) }
-                        present = false
-                        decoder.reset()
-                        // (At most half a second between looks: a host that comes is seen soon.)
-                        sleep(min(backoff.next(), 0.5))
-                    case .closedOnEnd:
-                        emit(.disconnected("peer closed the connection"))
-                        present = false
-                        close(fd); fd = -1
-                        sleep(backoff.next())
-                    }
-                    continue
                 }
             }
+    }
 
-            // Write what is queued, without blocking.
-            if present {
-                while true {
-                    if partial.isEmpty {
-                        guard let next: [UInt8] = lock.withLock({
-                            queue.popFirst()
-                        }) else { break }
-                        partial = next[...]
+    /// A frame (or an oversize line) read from the channel of generation `gen`.
+    fileprivate func received(_ e: FrameDecoder.Event, generation gen: Int) {
+        guard gen == generation else { return }
+        let first = lock.withLock { () -> Bool in
+            if present { return false }
+            present = true
+            return true
+        }
+        if first { emit(.connected) }
+        backoff.reset()
+        switch e {
+        case .frame(let f): emit(.frame(f))
+        case .oversize(let n): emit(.oversize(n))
+        }
+    }
+
+    /// End of input, an error, or the channel closing, on the channel of generation `gen`.
+    fileprivate func ended(_ why: String, generation gen: Int) {
+        guard gen == generation else { return }
+        generation += 1
+        let (ch, was) = lock.withLock { () -> (Channel?, Bool) in
+            let c = channel, p = present
+            channel = nil; present = false
+            return (c, p)
+        }
+        ch?.close(promise: nil)
+        if isStopped { return }
+        switch endpoint {
+        case .absentOnEnd:
+            // No host on the port: look again soon (a host that comes is seen within half a
+            // second); the last allocation stays in force meanwhile.
+            if was { emit(.disconnected("no host on the port")) }
+            schedule(after: min(backoff.next(), 0.5)) { self.open() }
+        case .closedOnEnd:
+            emit(.disconnected(why))
+            schedule(after: backoff.next()) { self.open() }
+        }
+    }
+
+    /// Splits the stream into frames with the protocol's decoder.
+    struct Splitter: ByteToMessageDecoder {
+        typealias InboundOut = FrameDecoder.Event
+        var frames = FrameDecoder()
+
+        mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+            guard buffer.readableBytes > 0 else { return .needMoreData }
+            buffer.withUnsafeReadableBytes { frames.feed($0.bindMemory(to: UInt8.self)) }
+            buffer.moveReaderIndex(to: buffer.writerIndex)
+            while let e = frames.next() { context.fireChannelRead(wrapInboundOut(e)) }
+            return .needMoreData
+        }
+
+        mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+            try decode(context: context, buffer: &buffer)
+        }
+    }
+
+    /// Frames to the channel's events, within the frame rate; the end of input to ``ended``.
+    final class Reader: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = FrameDecoder.Event
+        let channel: FrameChannel
+        let generation: Int
+        var second = 0.0
+        var framesThisSecond = 0
+
+        init(channel: FrameChannel, generation: Int) { self.channel = channel; self.generation = generation }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            channel.received(unwrapInboundIn(data), generation: generation)
+            let now = POSIX.now()
+            if now - second >= 1 { second = now; framesThisSecond = 0 }
+            framesThisSecond += 1
+            if framesThisSecond >= channel.maxFramesPerSecond {
+                // Over the rate: no more reads until the second is out.
+                let ch = context.channel
+                ch.setOption(.autoRead, value: false).whenSuccess {
+                    ch.eventLoop.scheduleTask(in: .nanoseconds(Int64((self.second + 1 - now) * 1e9))) {
+                        ch.setOption(.autoRead, value: true).whenSuccess { ch.read() }
                     }
-                    let n: Int
-                    do { n = try POSIX.writeSome(fd, partial) } catch {
-                        emit(.disconnected(error.description))
-                        present = false
-                        if endpoint == .closedOnEnd { close(fd); fd = -1 }
-                        partial = []
-                        break
-                    }
-                    if n == 0 { break }
-                    partial = partial.dropFirst(n)
                 }
-            } else {
-                // Nobody to write to: what was queued for an absent peer is dropped, never
-                // delivered late (stale heartbeats would flood a peer that comes back).
-                lock.withLock { queue.dropAll() }
             }
+        }
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if let e = event as? ChannelEvent, e == .inputClosed {
+                channel.ended("peer closed the connection", generation: generation)
+            } else {
+                context.fireUserInboundEventTriggered(event)
+            }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            channel.ended("peer closed the connection", generation: generation)
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: Error) {
+            // EIO on a pseudo-terminal whose other side went away, ECONNRESET on a socket.
+            channel.ended(String(describing: error), generation: generation)
         }
     }
 }

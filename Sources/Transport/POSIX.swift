@@ -142,13 +142,6 @@ public enum UnixSocket {
         let fd = tandem_accept(listener)
         return fd >= 0 ? fd : nil
     }
-
-    /// The peer's pid, uid and gid (SO_PEERCRED).
-    public static func peerCredentials(_ fd: Int32) -> (pid: Int32, uid: UInt32, gid: UInt32)? {
-        var pid: Int32 = 0, uid: UInt32 = 0, gid: UInt32 = 0
-        guard tandem_peer_credentials(fd, &pid, &uid, &gid) == 0 else { return nil }
-        return (pid, uid, gid)
-    }
 }
 
 /// Pseudo-terminals: the lab's and the tests' stand-in for a virtio-serial port.

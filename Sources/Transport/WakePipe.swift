@@ -29,11 +29,3 @@ final class WakePipe: @unchecked Sendable {
 
     deinit { close(readFD); close(writeFD) }
 }
-
-/// Starts a named OS thread: blocking I/O loops live on these, never on Swift's task pool
-/// (two threads on a 2-core machine), and report through AsyncStreams.
-func startThread(_ name: String, _ body: @escaping @Sendable () -> Void) {
-    let t = Thread { body() }
-    t.name = name
-    t.start()
-}

@@ -23,6 +23,9 @@ struct TCBackendTests {
             let backend = TCBackend(vm: "vm-test", interface: "t0", netlink: nl)
             try await backend.prepare(initialLimit: .mbit(40))
             #expect(try await backend.currentLimit() == .mbit(40))
+            // Reconciled: the same desired tree a second time finds nothing to do.
+            #expect(try await backend.installed() == InstalledHostTree(ifbExists: true, ifbUp: true, root: .ours, limit: .mbit(40), ingress: true, redirect: true))
+            #expect(try await backend.reconcile(limit: .mbit(40)).isEmpty)
             #expect(try pair.a.tc("filter show dev t0 ingress").contains("Egress Redirect to device \(backend.ifb)"))
 
             let r40 = try Iperf.client(in: pair.b, host: "10.99.0.1", port: 5401, seconds: 3)

@@ -51,9 +51,6 @@ int tandem_sock_diag_dump(int fd, uint8_t family, uint8_t protocol, uint32_t sta
 /// accept4(2) with SOCK_CLOEXEC|SOCK_NONBLOCK; returns the fd or -errno.
 int tandem_accept(int listener);
 
-/// SO_PEERCRED of a unix socket; returns 0 or -errno.
-int tandem_peer_credentials(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
-
 /// Opens a pseudo-terminal master (raw mode, non-blocking) and writes the slave's path
 /// into `path`. Returns the master fd or -errno.
 int tandem_open_pty(char *path, int path_len);
