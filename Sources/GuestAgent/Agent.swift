@@ -114,7 +114,7 @@ public actor Agent: Service {
         try FileManager.default.createDirectory(atPath: (options.socketPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         server = try LineServer(path: options.socketPath, mode: 0o660)
         channel.start()
-        server.start()
+        try server.start()
         log.info("agent started", metadata: ["channel": "\(spec)", "socket": "\(options.socketPath)"])
         notifier.ready(status: "shaping \(options.interface) at \(options.initialLimit) until the host's first allocation")
 

@@ -22,7 +22,8 @@ public actor Controller {
         }
         var config: HostConfig.VMConfig
         var policy: VMPolicy
-        let backend: any HardLimitBackend
+        /// Replaced when a reload names another device for the VM.
+        var backend: any HardLimitBackend
         /// Replaced when a reload names another socket for the VM.
         var channel: (any GuestChannel)?
         var meter: RateMeter
@@ -178,14 +179,14 @@ public actor Controller {
     // MARK: reload
 
     /// Applies a new configuration while running (SIGHUP): VMs gone from it are released,
-    /// new ones set up and limited now (at their fair share, or what the kernel has), VMs
-    /// whose backend changed are released and set up again, those whose link or channel
-    /// changed keep their backend, and those whose policy changed take it (unless
-    /// `policy set` overrode it: that stays, as at a start). VMs it does not name as changed
-    /// are not touched: no kernel request is made for them here. `[controller]` keys other
-    /// than `step` and `soft_limit` keep their values until a restart (the result names them).
-    /// The caller has checked the whole file (``HostConfig/load(path:)``): nothing of a bad
-    /// one is applied.
+    /// new ones set up and limited now (at their fair share, or what the kernel has). A VM
+    /// whose backend changed keeps its state and gets the new device set up before the old one
+    /// is released; one whose link or channel changed keeps its backend; a changed policy is
+    /// taken (unless `policy set` overrode it: that stays, as at a start) and told to a
+    /// connected guest. VMs it does not name as changed are not touched: no kernel request is
+    /// made for them here. `[controller]` keys other than `step` and `soft_limit` keep their
+    /// values until a restart (the result names them). The caller has checked the whole file
+    /// (``HostConfig/load(path:)``): nothing of a bad one is applied.
     @discardableResult
     public func reload(_ new: HostConfig, attach: any VMAttachments) async -> ConfigChange {
         let change = ConfigChange(from: config, to: new)
@@ -193,15 +194,12 @@ public actor Controller {
         next.controller = config.controller
         next.controller.step = new.controller.step
         next.controller.softFraction = new.controller.softFraction
-        var fresh: [HostConfig.VMConfig] = change.added
+        let fresh = change.added
         for name in change.removed { await release(name, attach: attach) }
         for vm in change.replaced {
             guard let state = vms[vm.name] else { continue }
-            if state.config.backend != vm.backend {
-                await release(vm.name, attach: attach)
-                fresh.append(vm)
-                continue
-            }
+            let capacity = next.links.first { $0.name == vm.link }!.capacity
+            if state.config.backend != vm.backend { await replaceBackend(state, with: vm, attach: attach, capacity: capacity) }
             if state.config.channel != vm.channel {
                 attach.detach(vm.name)
                 state.channel = attach.channel(for: vm)
@@ -209,27 +207,16 @@ public actor Controller {
                 state.handshake.reset()
                 state.report = nil
             }
-            if state.config.link != vm.link {
-                let capacity = next.links.first { $0.name == vm.link }!.capacity
-                state.meter = RateMeter(ceiling: capacity + capacity)
-            }
+            if state.config.link != vm.link { state.meter = RateMeter(ceiling: capacity + capacity) }
             state.config = vm
-            if persisted.policies[vm.name] == nil { state.policy = vm.policy }
+            takePolicy(state, vm)
         }
         for vm in change.repoliced {
             guard let state = vms[vm.name] else { continue }
             state.config = vm
-            if persisted.policies[vm.name] == nil {
-                state.policy = vm.policy
-                welcomeAgain(state)
-            } else {
-                log.notice("policy set at runtime overrides the configuration", metadata: ["vm": "\(vm.name)", "state": "\(store?.path ?? "")"])
-            }
+            takePolicy(state, vm)
         }
         config = next
-        for l in change.relinked {
-            for vm in members[l.name] ?? [] { vm.meter = RateMeter(ceiling: l.capacity + l.capacity) }
-        }
         for vm in fresh {
             vms[vm.name] = Self.makeState(vm, capacity: link(vm.link).capacity, backend: attach.backend(for: vm), channel: attach.channel(for: vm),
                                           persisted: persisted, statePath: store?.path, log: log)
@@ -237,6 +224,10 @@ public actor Controller {
         order = config.vms.map(\.name)
         (roster, members) = Self.roster(order, vms)
         fairShares = [:]
+        // (After the roster: a VM that moved off a changed link keeps its new link's meter.)
+        for l in change.relinked {
+            for vm in members[l.name] ?? [] { vm.meter = RateMeter(ceiling: l.capacity + l.capacity) }
+        }
         for vm in fresh {
             guard let state = vms[vm.name] else { continue }
             let fair = fairShare(vm.name)
@@ -253,6 +244,45 @@ public actor Controller {
         return change
     }
 
+    /// The file's policy for a VM, unless `policy set` overrode it at runtime (that stays, as
+    /// at a start); a connected guest is told a policy that changed.
+    func takePolicy(_ state: VM, _ vm: HostConfig.VMConfig) {
+        guard persisted.policies[vm.name] == nil else {
+            if state.policy != vm.policy {
+                log.notice("policy set at runtime overrides the configuration", metadata: ["vm": "\(vm.name)", "state": "\(store?.path ?? "")"])
+            }
+            return
+        }
+        guard state.policy != vm.policy else { return }
+        state.policy = vm.policy
+        welcomeAgain(state)
+    }
+
+    /// A VM's backend changes (another interface, PF or VF; or `set_min` on the same VF). The
+    /// VM keeps its state (policy, reservations, agent session). Another device is set up
+    /// first, at the VM's current limit, and only then is the old one released: the VM is
+    /// never without a limit. The same VF is taken over as it is (its limit kept) and the new
+    /// backend applies its limit in the next round.
+    func replaceBackend(_ state: VM, with vm: HostConfig.VMConfig, attach: any VMAttachments, capacity: BitRate) async {
+        let old = state.backend
+        let sameDevice: Bool
+        switch (state.config.backend, vm.backend) {
+        case (.sriov(let p1, let v1, _), .sriov(let p2, let v2, _)): sameDevice = p1 == p2 && v1 == v2
+        default: sameDevice = false
+        }
+        state.backend = attach.backend(for: vm)
+        state.applied = nil
+        state.meter = RateMeter(ceiling: capacity + capacity)
+        state.lastDrops = nil
+        await prepareBackend(state, initialLimit: state.limit > .zero ? state.limit : fairShare(vm.name))
+        if !sameDevice {
+            do { try await old.teardown() } catch {
+                log.error("old backend not released", metadata: ["vm": "\(vm.name)", "backend": "\(old.describe)", "error": "\(error)"])
+            }
+        }
+        log.info("backend replaced", metadata: ["vm": "\(vm.name)", "old": "\(old.describe)", "new": "\(state.backend.describe)"])
+    }
+
     /// A VM leaves: its limit lifted (the backend's teardown: the IFB and redirect removed,
     /// or the VF's rate set to 0, no limit), its channel closed, its runtime policy and
     /// reservations forgotten.
@@ -263,7 +293,9 @@ public actor Controller {
         do { try await vm.backend.teardown() } catch {
             log.error("backend not released", metadata: ["vm": "\(name)", "backend": "\(vm.backend.describe)", "error": "\(error)"])
         }
-        if persisted.policies.removeValue(forKey: name) != nil || persisted.reservations.removeValue(forKey: name) != nil { saveNow() }
+        let hadPolicy = persisted.policies.removeValue(forKey: name) != nil
+        let hadReservations = persisted.reservations.removeValue(forKey: name) != nil
+        if hadPolicy || hadReservations { saveNow() }
         log.info("VM released", metadata: ["vm": "\(name)", "backend": "\(vm.backend.describe)"])
     }
 

@@ -14,7 +14,7 @@ import UnixSignals
 /// as a swift-service-lifecycle service. A graceful shutdown (SIGTERM) stops it with every
 /// limit left in force; SIGHUP reads the configuration file again and applies what changed
 /// (``Controller/reload(_:attach:)``); under systemd it says `READY=1` after the first round
-/// and pings the watchdog every round.
+/// and pings the watchdog at every pass (rounds, and channel passes between them).
 public struct HostDaemon: Service {
     public let config: HostConfig
     /// The file SIGHUP reads again; nil: no reloads (the configuration was given as a value).
@@ -60,6 +60,8 @@ public struct HostDaemon: Service {
     }
 
     public func run() async throws {
+        // SIGHUP's default action ends the process: trapped before anything else.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         let netlink = try RouteSocket()
         let hub = ChannelHub()
         let attach = Attachments(netlink: netlink, hub: hub)
@@ -83,12 +85,11 @@ public struct HostDaemon: Service {
 
         try FileManager.default.createDirectory(atPath: (config.controller.adminSocket as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let admin = try LineServer(path: config.controller.adminSocket, mode: 0o600, maxLine: 4096, linesPerSecond: 100)
-        admin.start()
+        try admin.start()
         log.info("controller started", metadata: ["vms": "\(config.vms.count)", "links": "\(config.links.count)", "admin": "\(config.controller.adminSocket)"])
 
         let (events, sink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(65536))
         let interval = config.controller.interval
-        let hangups = await UnixSignalsSequence(trapping: .sighup)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { for await e in admin.events { sink.yield(.admin(e)) } }
             group.addTask { for await _ in hangups { sink.yield(.reload) } }
@@ -107,6 +108,8 @@ public struct HostDaemon: Service {
                     let now = POSIX.now()
                     switch e {
                     case .tick, .channels:
+                        // The watchdog hears from every pass: rounds may be up to 60 s apart.
+                        if ready { notifier.watchdog(now: now) }
                         // What the guests sent, then (in a round) what to do about it.
                         for (name, ce) in hub.service(now: now) { await controller.receive(name, ce, now: now) }
                         if case .tick = e {
@@ -117,7 +120,7 @@ public struct HostDaemon: Service {
                                 ready = true
                                 notifier.ready(status: "\(config.vms.count) VMs on \(config.links.count) links")
                             }
-                            notifier.watchdog(now: now)
+
                         }
                     case .admin(let ae): await Self.handleAdmin(ae, controller: controller, server: admin, now: now)
                     case .reload: await reload(controller, attach: attach)

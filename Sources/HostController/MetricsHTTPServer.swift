@@ -21,6 +21,9 @@ final class MetricsHTTPServer: @unchecked Sendable {
         let address = host == "localhost" ? "127.0.0.1" : host
         let bootstrap = ServerBootstrap(group: TransportLoop.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // A client that asks and does not read: at most this much waits for it, then it is
+            // closed (see `respond`).
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1 << 20))
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
                     channel.pipeline.addHandler(MetricsHandler(registry: registry))
@@ -75,6 +78,8 @@ final class MetricsHTTPServer: @unchecked Sendable {
         }
 
         func respond(_ context: ChannelHandlerContext, _ h: HTTPRequestHead) {
+            // Answers it has not read are piling up (pipelined requests): it goes.
+            guard context.channel.isWritable else { context.close(promise: nil); return }
             var body: [UInt8] = []
             let status: HTTPResponseStatus
             if h.method == .GET && (h.uri == "/metrics" || h.uri.hasPrefix("/metrics?")) {
@@ -92,10 +97,15 @@ final class MetricsHTTPServer: @unchecked Sendable {
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: status, headers: headers))), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
             let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
-                if !keepAlive { channel.close(promise: nil) }
+            let deadline = context.eventLoop.scheduleTask(in: .seconds(MetricsHTTPServer.requestSeconds)) { channel.close(promise: nil) }
+            self.deadline = deadline
+            // The next request's time starts once this answer is written (not merely queued).
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { [self] _ in
+                if !keepAlive { channel.close(promise: nil); return }
+                deadline.cancel()
+                self.deadline?.cancel()
+                self.deadline = channel.eventLoop.scheduleTask(in: .seconds(MetricsHTTPServer.requestSeconds)) { channel.close(promise: nil) }
             }
-            if keepAlive { arm(context) }
         }
 
         func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }

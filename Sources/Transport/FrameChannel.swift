@@ -55,9 +55,11 @@ public final class FrameChannel: @unchecked Sendable {
     private var present = false        // under lock: a peer is attached / connected
     private var stopped = false        // under lock
     private var droppedCount = 0       // under lock
-    /// A socket being opened (closedOnEnd): frames sent meanwhile wait for it, up to
-    /// `maxQueuedBytes`, and go out first once it is open.
+    /// A socket being opened (closedOnEnd): frames sent meanwhile wait for it and go out
+    /// first once it is open.
     private var opening = false        // under lock
+    /// Frames not yet handed to swift-nio: while opening, or while the peer does not read
+    /// (at most `maxQueuedBytes`, the oldest dropped first).
     private var pending: OutboundQueue  // under lock
     private var backoff: Backoff
     private var pausedUntil = 0.0
@@ -88,19 +90,26 @@ public final class FrameChannel: @unchecked Sendable {
     public func start() { loop.execute { self.open() } }
 
     /// Writes a frame when a peer is there; dropped otherwise (never delivered late: stale
-    /// heartbeats would flood a peer that comes back), and when more than `maxQueuedBytes`
-    /// wait to be written.
+    /// heartbeats would flood a peer that comes back). A peer that does not read gets the
+    /// newest frames: beyond `maxQueuedBytes` waiting, the oldest are dropped.
     public func send(_ frame: [UInt8]) {
         let ch = lock.withLock { () -> Channel? in
-            if present, let c = channel { return c }
+            if present, let c = channel { pending.append(frame); return c }
             if opening { pending.append(frame) } else { droppedCount += 1 }
             return nil
         }
         guard let ch else { return }
-        ch.eventLoop.execute {
-            guard ch.isWritable else { self.lock.withLock { self.droppedCount += 1 }; return }
-            ch.writeAndFlush(ch.allocator.buffer(bytes: frame), promise: nil)
+        ch.eventLoop.execute { self.drain(ch) }
+    }
+
+    /// Writes what waits, as far as the channel is writable (the rest when it is again).
+    fileprivate func drain(_ ch: Channel) {
+        var wrote = false
+        while ch.isWritable, let f = lock.withLock({ channel === ch ? pending.popFirst() : nil }) {
+            ch.write(ch.allocator.buffer(bytes: f), promise: nil)
+            wrote = true
         }
+        if wrote { ch.flush() }
     }
 
     /// Closes the connection and does not reopen it for `seconds` (a misbehaving peer).
@@ -110,6 +119,7 @@ public final class FrameChannel: @unchecked Sendable {
             let (ch, was) = self.lock.withLock { () -> (Channel?, Bool) in
                 let c = self.channel, p = self.present
                 self.channel = nil; self.present = false
+                self.pending.dropAll()
                 return (c, p)
             }
             self.generation += 1
@@ -154,7 +164,8 @@ public final class FrameChannel: @unchecked Sendable {
         if endpoint == .closedOnEnd { lock.withLock { opening = true } }
         NIOPipeBootstrap(group: loop)
             .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.writeBufferWaterMark, value: .init(low: maxQueuedBytes / 2, high: maxQueuedBytes))
+            // swift-nio's own buffer stays small; what waits beyond it is `pending` (oldest dropped).
+            .channelOption(.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 64 * 1024))
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
                     try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(Splitter()))
@@ -165,18 +176,18 @@ public final class FrameChannel: @unchecked Sendable {
             .whenComplete { result in
                 switch result {
                 case .failure(let error):
-                    // (NIO owns the descriptor from here, also on failure.)
+                    // A failed future leaves the descriptor ours (swift-nio's contract): a
+                    // regular file given as the port, say.
+                    close(fd)
                     self.lock.withLock { self.opening = false; self.pending.dropAll() }
                     self.emit(.openFailed(String(describing: error)))
                     self.schedule(after: self.backoff.next()) { self.open() }
                 case .success(let ch):
-                    var waiting: [[UInt8]] = []
                     let late = self.lock.withLock { () -> Bool in
                         self.opening = false
                         if self.stopped || self.generation != gen { self.pending.dropAll(); return true }
                         self.channel = ch
                         if self.endpoint == .closedOnEnd { self.present = true }
-                        while let f = self.pending.popFirst() { waiting.append(f) }
                         return false
                     }
                     if late { ch.close(promise: nil); return }
@@ -186,7 +197,7 @@ public final class FrameChannel: @unchecked Sendable {
                         // A bare newline ends whatever cut frame the peer may hold; then what
                         // was sent while the socket was being opened.
                         ch.write(ch.allocator.buffer(bytes: [UInt8(ascii: "\n")]), promise: nil)
-                        for f in waiting { ch.write(ch.allocator.buffer(bytes: f), promise: nil) }
+                        self.drain(ch)
                         ch.flush()
                     }
                 }
@@ -216,6 +227,7 @@ public final class FrameChannel: @unchecked Sendable {
         let (ch, was) = lock.withLock { () -> (Channel?, Bool) in
             let c = channel, p = present
             channel = nil; present = false
+            pending.dropAll()
             return (c, p)
         }
         ch?.close(promise: nil)
@@ -274,6 +286,11 @@ public final class FrameChannel: @unchecked Sendable {
                     }
                 }
             }
+        }
+
+        func channelWritabilityChanged(context: ChannelHandlerContext) {
+            if context.channel.isWritable { channel.drain(context.channel) }
+            context.fireChannelWritabilityChanged()
         }
 
         func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

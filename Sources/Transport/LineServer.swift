@@ -41,6 +41,9 @@ public final class LineServer: @unchecked Sendable {
     private var nextID = 1
     private var server: Channel?
     private var stopped = false
+    /// swift-nio took (or is taking) the listening descriptor: it is closed with the server
+    /// channel, or by ``start()`` if swift-nio refused it, never by ``stop()``.
+    private var handedOver = false
     public let maxLine: Int
     public let maxClients: Int
     public let linesPerSecond: Double
@@ -56,8 +59,9 @@ public final class LineServer: @unchecked Sendable {
         (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(8192))
     }
 
-    /// Serves the socket on the event loop.
-    public func start() {
+    /// Serves the socket on the event loop. Throws (and closes the socket) if swift-nio cannot
+    /// take it: the daemon must not run without its socket.
+    public func start() throws {
         let bootstrap = ServerBootstrap(group: TransportLoop.group)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: Self.maxQueuedBytes / 2, high: Self.maxQueuedBytes))
             .childChannelInitializer { [self] channel in
@@ -66,14 +70,24 @@ public final class LineServer: @unchecked Sendable {
                     try channel.pipeline.syncOperations.addHandler(ClientHandler(server: self))
                 }
             }
-        do {
-            let ch = try bootstrap.withBoundSocket(listener).wait()
-            let late = lock.withLock { () -> Bool in server = ch; return stopped }
-            if late { ch.close(promise: nil) }
-        } catch {
-            continuation.yield(.closed(Client(id: 0, pid: -1, uid: .max, gid: .max)))
+        // While swift-nio takes the descriptor, stop() leaves it alone (see `handedOver`).
+        guard lock.withLock({ () -> Bool in
+            guard !stopped && !handedOver else { return false }
+            handedOver = true
+            return true
+        }) else { return }
+        let ch: Channel
+        do { ch = try bootstrap.withBoundSocket(listener).wait() } catch {
+            // On failure the descriptor is still ours (swift-nio's contract).
+            Glibc.close(listener)
+            lock.withLock { stopped = true }
+            unlink(path)
             continuation.finish()
+            throw SystemError("listen", "\(path) (swift-nio: \(error))", errno: (error as? IOError)?.errnoCode ?? EINVAL)
         }
+        // From here swift-nio owns the descriptor and closes it with the channel.
+        let late = lock.withLock { () -> Bool in server = ch; return stopped }
+        if late { ch.close(promise: nil) }
     }
 
     /// Writes a reply; a client that has gone is ignored (nothing is kept for it). A client
@@ -99,14 +113,14 @@ public final class LineServer: @unchecked Sendable {
     /// Stops serving; the socket file goes at once, so a process that starts next finds no
     /// stale one. Clients are closed; the event stream ends.
     public func stop() {
-        let (first, ch, open) = lock.withLock { () -> (Bool, Channel?, [Channel]) in
+        let (first, ch, open, ours) = lock.withLock { () -> (Bool, Channel?, [Channel], Bool) in
             let f = !stopped
             stopped = true
-            return (f, server, Array(clients.values))
+            return (f, server, Array(clients.values), !handedOver)
         }
         guard first else { return }
         unlink(path)
-        if ch == nil { Glibc.close(listener) }
+        if ours { Glibc.close(listener) }
         ch?.close(promise: nil)
         for c in open { c.close(promise: nil) }
         continuation.finish()

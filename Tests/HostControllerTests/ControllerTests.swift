@@ -36,7 +36,9 @@ final class FakeBackend: HardLimitBackend, @unchecked Sendable {
     func currentLimit() async throws -> BitRate? { lock.withLock { kernelLimit } }
     func counters() async throws -> (sentBytes: UInt64, drops: UInt64?) { lock.withLock { directReads += 1; return (sentBytes, 0) } }
     var teardowns = 0
-    func teardown() async throws { lock.withLock { teardowns += 1; kernelLimit = nil } }
+    /// The limit this backend had when it was torn down.
+    var appliedBeforeTeardown: BitRate?
+    func teardown() async throws { lock.withLock { teardowns += 1; appliedBeforeTeardown = kernelLimit; kernelLimit = nil } }
     /// Batch mode: the round's batch carries this backend's counters and limit (as a PF dump
     /// carries its VFs'); `directReads` counts the reads that did not come from a batch.
     var batched = false

@@ -141,6 +141,55 @@ final class FakeAttachments: VMAttachments, @unchecked Sendable {
         #expect(row.weight == 3 && row.min == 80_000_000)
     }
 
+    /// state.json with a runtime policy and a reservation for vm2.
+    func seedState(_ dir: String) throws {
+        var state = PersistedState()
+        state.policies["vm2"] = VMPolicy(weight: 4, guarantee: .mbit(30), cap: nil)
+        state.reservations["vm2"] = [GrantedReservation(id: "r-1", rate: .mbit(10), selector: FlowSelector(proto: .tcp, destinationPort: 5201))]
+        try StateStore(directory: dir).save(state)
+    }
+
+    @Test func aRemovedVMLeavesNothingBehindInTheStateFile() async throws {
+        let dir = NSTemporaryDirectory() + "tandem-reload-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try seedState(dir)
+        let (c, _, _) = try controller(Self.base, dir: dir)
+        #expect(await c.snapshot("vm2")?.reservations.map(\.id) == ["r-1"])
+        let without = Self.base.replacingOccurrences(of: """
+            [[vm]]
+            name = "vm2"
+            link = "other"
+            interface = "v2"
+            channel = "/tmp/vm2.sock"
+            """, with: "")
+        _ = await c.reload(try HostConfig.parse(without), attach: FakeAttachments())
+        let saved = try StateStore(directory: dir).load()
+        #expect(saved.policies["vm2"] == nil, "its runtime policy is forgotten")
+        #expect(saved.reservations["vm2"] == nil, "and its reservations, with it")
+        // Back again: it starts from the file, holding nothing.
+        _ = await c.reload(try HostConfig.parse(Self.base), attach: FakeAttachments())
+        #expect(await c.snapshot("vm2")?.reservations.isEmpty == true)
+        #expect(await c.fairness().last?.vms.first?.weight == 1)
+    }
+
+    @Test func aNewDeviceIsSetUpBeforeTheOldIsReleasedAndTheVMKeepsItsState() async throws {
+        let dir = NSTemporaryDirectory() + "tandem-reload-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try seedState(dir)
+        let (c, backends, _) = try controller(Self.base, dir: dir)
+        await c.prepare()
+        let old = backends["vm2"]!
+        let attach = FakeAttachments()
+        _ = await c.reload(try HostConfig.parse(Self.base.replacingOccurrences(of: #"interface = "v2""#, with: #"interface = "v9""#)), attach: attach)
+        let new = try #require(attach.backends["vm2"])
+        #expect(new.prepares == 1 && old.teardowns == 1)
+        #expect(new.limit == old.appliedBeforeTeardown, "the new device starts at the limit the old one had")
+        let snap = try #require(await c.snapshot("vm2"))
+        #expect(snap.reservations.map(\.id) == ["r-1"], "reservations kept")
+        #expect(await c.fairness().last?.vms.first?.weight == 4, "the runtime policy kept")
+        #expect(try StateStore(directory: dir).load().policies["vm2"]?.weight == 4)
+    }
+
     @Test func controllerKeysThatNeedARestartAreNamedAndKept() async throws {
         let dir = NSTemporaryDirectory() + "tandem-reload-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -13,7 +13,7 @@ import Glibc
     func withServer(maxLine: Int = 64, linesPerSecond: Double = 50, _ body: (LineServer, String) async throws -> Void) async throws {
         let path = NSTemporaryDirectory() + "tandem-lines-\(UUID().uuidString.prefix(8)).sock"
         let server = try LineServer(path: path, mode: 0o600, maxLine: maxLine, linesPerSecond: linesPerSecond)
-        server.start()
+        try server.start()
         defer { server.stop() }
         // Answers every line with the line itself.
         let echo = Task {
@@ -37,7 +37,7 @@ import Glibc
     @Test func peerCredentialsAreTheKernels() async throws {
         let path = NSTemporaryDirectory() + "tandem-lines-\(UUID().uuidString.prefix(8)).sock"
         let server = try LineServer(path: path, mode: 0o600)
-        server.start()
+        try server.start()
         defer { server.stop() }
         let c = try LineClient(path: path, what: "test")
         defer { c.close() }
@@ -60,7 +60,7 @@ import Glibc
     @Test func theSocketFileGoesWithStop() throws {
         let path = NSTemporaryDirectory() + "tandem-lines-\(UUID().uuidString.prefix(8)).sock"
         let server = try LineServer(path: path, mode: 0o600)
-        server.start()
+        try server.start()
         #expect(FileManager.default.fileExists(atPath: path))
         server.stop()
         #expect(!FileManager.default.fileExists(atPath: path))
