@@ -120,7 +120,6 @@ public struct HostDaemon: Service {
                                 ready = true
                                 notifier.ready(status: "\(config.vms.count) VMs on \(config.links.count) links")
                             }
-
                         }
                     case .admin(let ae): await Self.handleAdmin(ae, controller: controller, server: admin, now: now)
                     case .reload: await reload(controller, attach: attach)
