@@ -168,7 +168,7 @@ public final class FrameChannel: @unchecked Sendable {
             .channelOption(.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 64 * 1024))
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(Splitter()))
+                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameSplitter()))
                     try ch.pipeline.syncOperations.addHandler(handler)
                 }
             }
@@ -241,24 +241,6 @@ public final class FrameChannel: @unchecked Sendable {
         case .closedOnEnd:
             emit(.disconnected(why))
             schedule(after: backoff.next()) { self.open() }
-        }
-    }
-
-    /// Splits the stream into frames with the protocol's decoder.
-    struct Splitter: ByteToMessageDecoder {
-        typealias InboundOut = FrameDecoder.Event
-        var frames = FrameDecoder()
-
-        mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-            guard buffer.readableBytes > 0 else { return .needMoreData }
-            buffer.withUnsafeReadableBytes { frames.feed($0.bindMemory(to: UInt8.self)) }
-            buffer.moveReaderIndex(to: buffer.writerIndex)
-            while let e = frames.next() { context.fireChannelRead(wrapInboundOut(e)) }
-            return .needMoreData
-        }
-
-        mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-            try decode(context: context, buffer: &buffer)
         }
     }
 

@@ -7,7 +7,8 @@ import Glibc
 #endif
 
 /// A unix-socket server speaking one JSON request per line, for the agent's reservation
-/// socket and the host's admin socket, on swift-nio (``TransportLoop``).
+/// socket and the host's admin socket, on swift-nio (``TransportLoop``); lines are split by
+/// ``FrameSplitter`` (the protocol's decoder) under `maxLine`.
 ///
 /// Each client is identified by a number and the peer credentials the kernel gives
 /// (SO_PEERCRED). A line longer than `maxLine` is refused (``Event/oversize``) and skipped; a
@@ -66,7 +67,7 @@ public final class LineServer: @unchecked Sendable {
             .childChannelOption(.writeBufferWaterMark, value: .init(low: Self.maxQueuedBytes / 2, high: Self.maxQueuedBytes))
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineDecoder(maxLine: maxLine)))
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameSplitter(maxFrameBytes: maxLine + 1)))
                     try channel.pipeline.syncOperations.addHandler(ClientHandler(server: self))
                 }
             }
@@ -149,7 +150,7 @@ public final class LineServer: @unchecked Sendable {
 
     /// One client's lines: its credentials, its token bucket.
     final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
-        typealias InboundIn = LineDecoder.Item
+        typealias InboundIn = FrameDecoder.Event
         let server: LineServer
         var client: Client?
         var tokens: Double
@@ -181,7 +182,7 @@ public final class LineServer: @unchecked Sendable {
             guard let client else { return }
             switch unwrapInboundIn(data) {
             case .oversize: server.yield(.oversize(client))
-            case .line(let bytes):
+            case .frame(let bytes):
                 let now = POSIX.now()
                 let rate = server.linesPerSecond
                 tokens = min(rate, tokens + (now - lastRefill) * rate)
@@ -198,33 +199,6 @@ public final class LineServer: @unchecked Sendable {
         }
 
         func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
-    }
-}
-
-/// Lines of at most `maxLine` bytes, split by the protocol's own ``FrameDecoder`` (empty
-/// lines skipped; a longer line dropped whole and reported once, when its end arrives).
-struct LineDecoder: ByteToMessageDecoder {
-    enum Item { case line([UInt8]), oversize }
-    typealias InboundOut = Item
-    var frames: FrameDecoder
-
-    init(maxLine: Int) { frames = FrameDecoder(maxFrameBytes: maxLine + 1) }
-
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard buffer.readableBytes > 0 else { return .needMoreData }
-        buffer.withUnsafeReadableBytes { frames.feed($0.bindMemory(to: UInt8.self)) }
-        buffer.moveReaderIndex(to: buffer.writerIndex)
-        while let e = frames.next() {
-            switch e {
-            case .frame(let f): context.fireChannelRead(wrapInboundOut(.line(f)))
-            case .oversize: context.fireChannelRead(wrapInboundOut(.oversize))
-            }
-        }
-        return .needMoreData
-    }
-
-    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        try decode(context: context, buffer: &buffer)
     }
 }
 

@@ -3,6 +3,8 @@ import Testing
 /// iperf3 runs on a 2-core machine would measure each other.
 public actor TrafficGate {
     public static let shared = TrafficGate()
+    /// The gate behind ``Exclusive`` (a gate of its own, taken before ``shared``).
+    public static let exclusive = TrafficGate()
     private var busy = false
     private var waiters: [CheckedContinuation<Void, Never>] = []
 
@@ -32,24 +34,11 @@ public struct Exclusive: SuiteTrait, TestTrait, TestScoping {
     public func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
         // Suites are scoped too: only the tests themselves take the gate.
         guard testCase != nil else { try await function(); return }
-        try await ExclusiveGate.shared.run { try await function() }
+        try await TrafficGate.exclusive.run { try await function() }
     }
 }
 
 extension Trait where Self == Exclusive {
     /// See ``Exclusive``.
     public static var exclusive: Exclusive { Exclusive() }
-}
-
-/// The gate behind ``Exclusive`` (a gate of its own, taken before ``TrafficGate``).
-public actor ExclusiveGate {
-    public static let shared = ExclusiveGate()
-    private var busy = false
-    private var waiters: [CheckedContinuation<Void, Never>] = []
-
-    public func run<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
-        if busy { await withCheckedContinuation { waiters.append($0) } } else { busy = true }
-        defer { if waiters.isEmpty { busy = false } else { waiters.removeFirst().resume() } }
-        return try await body()
-    }
 }
