@@ -32,6 +32,15 @@ let package = Package(
             pkgConfig: "libnl-route-3.0",
             providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]
         ),
+        // libvirt's C API through pkg-config (callback shims for the domain events).
+        .systemLibrary(
+            name: "CLibvirt",
+            path: "Sources/CLibvirt",
+            pkgConfig: "libvirt",
+            providers: [.apt(["libvirt-dev"])]
+        ),
+        // libvirt wrapped: connection, domains' state and live XML, events on their own thread.
+        .target(name: "TandemLibvirt", dependencies: ["CLibvirt"], path: "Sources/Libvirt"),
         // The kernel's struct tcp_info and inet_diag layouts (they clash with glibc's).
         .target(name: "CKernel", path: "Sources/CKernel"),
 
@@ -75,7 +84,7 @@ let package = Package(
         .target(
             name: "HostController",
             dependencies: [
-                "TandemProtocol", "HostCore", "Netlink", "TandemTransport", "TandemDaemon",
+                "TandemProtocol", "HostCore", "Netlink", "TandemTransport", "TandemDaemon", "TandemLibvirt",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -142,11 +151,11 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["TandemTransport", "TandemTestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["TandemDaemon", "TandemTestSupport", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "TandemLabSupport", "TandemTestSupport"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "HostControllerTests", dependencies: ["HostController", "HostCore", "TandemTransport", "TandemLabSupport", "TandemTestSupport"]),
+        .testTarget(name: "HostControllerTests", dependencies: ["HostController", "HostCore", "TandemLibvirt", "TandemTransport", "TandemLabSupport", "TandemTestSupport"]),
         .testTarget(name: "GuestAgentTests", dependencies: ["GuestAgent", "AgentCore", "TandemTransport", "TandemLabSupport", "TandemTestSupport"]),
         .testTarget(name: "DeployTests", dependencies: ["HostController", "HostCore", "TandemLabSupport", "TandemTestSupport"]),
         .testTarget(name: "LabTests", dependencies: ["TandemLab", "HostController", "HostCore", "TandemLabSupport", "TandemTestSupport"]),
-        .testTarget(name: "VMTests", dependencies: ["HostController", "HostCore", "TandemTransport", "TandemLabSupport", "TandemTestSupport"]),
+        .testTarget(name: "VMTests", dependencies: ["HostController", "HostCore", "TandemLibvirt", "TandemTransport", "TandemLabSupport", "TandemTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -119,10 +119,12 @@ public actor Controller {
     /// A VM's state, with the policy and reservations kept in state.json if any.
     static func makeState(_ vm: HostConfig.VMConfig, capacity: BitRate, backend: any HardLimitBackend, channel: (any GuestChannel)?,
                           persisted: PersistedState, statePath: String?, log: Logger) -> VM {
-        let state = VM(config: vm, policy: persisted.policies[vm.name] ?? vm.policy, backend: backend, channel: channel,
+        // A libvirt VM's policy is its domain's metadata: nothing in state.json overrides it.
+        let runtime = vm.origin == .file ? persisted.policies[vm.name] : nil
+        let state = VM(config: vm, policy: runtime ?? vm.policy, backend: backend, channel: channel,
                        meter: RateMeter(ceiling: capacity + capacity), agent: channel == nil ? .none : .absent)
         for r in persisted.reservations[vm.name] ?? [] { state.reservations[r.id] = r }
-        if let p = persisted.policies[vm.name], p != vm.policy {
+        if let p = runtime, p != vm.policy {
             log.notice("policy set at runtime overrides the configuration", metadata: ["vm": "\(vm.name)", "weight": "\(p.weight)", "min": "\(p.guarantee)", "max": "\(p.cap.map(\.description) ?? "none")", "state": "\(statePath ?? "")"])
         }
         return state
@@ -188,7 +190,7 @@ public actor Controller {
     /// values until a restart (the result names them). The caller has checked the whole file
     /// (``HostConfig/load(path:)``): nothing of a bad one is applied.
     @discardableResult
-    public func reload(_ new: HostConfig, attach: any VMAttachments) async -> ConfigChange {
+    public func reload(_ new: HostConfig, attach: any VMAttachments, why: String = "configuration reloaded") async -> ConfigChange {
         let change = ConfigChange(from: config, to: new)
         var next = new
         next.controller = config.controller
@@ -237,7 +239,7 @@ public actor Controller {
         if !change.needsRestart.isEmpty {
             log.warning("configuration keys changed that take effect at a restart", metadata: ["keys": "\(change.needsRestart.joined(separator: ", "))"])
         }
-        log.notice("configuration reloaded", metadata: [
+        log.notice("\(why)", metadata: [
             "added": "\(change.added.map(\.name))", "removed": "\(change.removed)", "replaced": "\(change.replaced.map(\.name))",
             "policies": "\(change.repoliced.map(\.name))", "links": "\(change.relinked.map(\.name))",
         ])
@@ -247,7 +249,7 @@ public actor Controller {
     /// The file's policy for a VM, unless `policy set` overrode it at runtime (that stays, as
     /// at a start); a connected guest is told a policy that changed.
     func takePolicy(_ state: VM, _ vm: HostConfig.VMConfig) {
-        guard persisted.policies[vm.name] == nil else {
+        guard persisted.policies[vm.name] == nil || vm.origin != .file else {
             if state.policy != vm.policy {
                 log.notice("policy set at runtime overrides the configuration", metadata: ["vm": "\(vm.name)", "state": "\(store?.path ?? "")"])
             }
@@ -639,6 +641,7 @@ public actor Controller {
 
     public func setPolicy(vm name: String, weight: Double?, min: BitRate?, max: BitRate??) throws -> VMPolicy {
         guard let vm = vms[name] else { throw PolicyError.noSuchVM(name, known: order) }
+        if case .libvirt = vm.config.origin { throw PolicyError.fromLibvirt(name) }
         var p = vm.policy
         if let weight { p.weight = weight }
         if let min { p.guarantee = min }
@@ -690,8 +693,14 @@ public actor Controller {
                        HostStatus.VM(name: v.config.name, link: v.config.link, backend: v.backend.describe, channel: v.config.channel,
                                      agent: v.agent.rawValue, session: v.handshake.session?.rawValue, limit: v.applied?.bitsPerSecond, epoch: v.epoch,
                                      reservations: v.reservations.count, messages: v.messages, violations: v.violations,
-                                     disconnects: v.disconnects, lastError: v.lastError, resets: v.resets)
+                                     disconnects: v.disconnects, lastError: v.lastError, resets: v.resets,
+                                     origin: v.config.origin == .file ? "file" : "libvirt")
                    })
+    }
+
+    /// The VMs that come from libvirt domains, in order.
+    public func libvirtVMs() -> [String] {
+        order.filter { name in vms[name].map { $0.config.origin != .file } ?? false }
     }
 
     /// For tests and the admin API: a VM's limit in force and its reservations.

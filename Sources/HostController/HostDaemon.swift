@@ -7,6 +7,7 @@ import TandemProtocol
 import HostCore
 import ServiceLifecycle
 import TandemDaemon
+import TandemLibvirt
 import TandemTransport
 import UnixSignals
 
@@ -21,9 +22,12 @@ public struct HostDaemon: Service {
     public let configPath: String?
     let log: Logger
     let notifier: SystemdNotifier
+    /// How libvirt domains' devices are found on the host (sysfs; a recorded tree in tests).
+    let devices: LibvirtInventory.Devices
 
-    public init(config: HostConfig, configPath: String? = nil, logger: Logger, notifier: SystemdNotifier = SystemdNotifier()) {
-        self.config = config; self.configPath = configPath; self.log = logger; self.notifier = notifier
+    public init(config: HostConfig, configPath: String? = nil, logger: Logger, notifier: SystemdNotifier = SystemdNotifier(),
+                devices: LibvirtInventory.Devices = .host()) {
+        self.config = config; self.configPath = configPath; self.log = logger; self.notifier = notifier; self.devices = devices
     }
 
     enum Event: Sendable {
@@ -35,6 +39,8 @@ public struct HostDaemon: Service {
         case channels
         /// SIGHUP: read the configuration again.
         case reload
+        /// What the libvirt watcher read.
+        case libvirt(LibvirtWatcher.Update)
     }
 
     /// Backends and channels for the VMs of the configuration, as the controller takes them on.
@@ -90,9 +96,13 @@ public struct HostDaemon: Service {
 
         let (events, sink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(65536))
         let interval = config.controller.interval
+        let watcher = config.libvirt.map { LibvirtWatcher(uri: $0.uri) }
+        if let watcher { log.info("following libvirt", metadata: ["uri": "\(watcher.uri)"]) }
+        watcher?.start()
         await withTaskGroup(of: Void.self) { group in
             group.addTask { for await e in admin.events { sink.yield(.admin(e)) } }
             group.addTask { for await _ in hangups { sink.yield(.reload) } }
+            if let watcher { group.addTask { for await u in watcher.updates { sink.yield(.libvirt(u)) } } }
             let ticker = Ticker(period: interval) { sink.yield(.tick) }
             ticker.start()
             defer { ticker.stop() }
@@ -103,6 +113,8 @@ public struct HostDaemon: Service {
             defer { passes?.stop() }
             group.addTask { [self] in
                 var ready = false
+                var file = config
+                var source = config.libvirt.map { LibvirtSource(uri: $0.uri) }
                 for await e in events {
                     if Task.isCancelled { break }
                     let now = POSIX.now()
@@ -121,8 +133,27 @@ public struct HostDaemon: Service {
                                 notifier.ready(status: "\(config.vms.count) VMs on \(config.links.count) links")
                             }
                         }
-                    case .admin(let ae): await Self.handleAdmin(ae, controller: controller, server: admin, now: now)
-                    case .reload: await reload(controller, attach: attach)
+                    case .admin(let ae):
+                        let libvirt = await source.asyncMap { s in s.status(managed: await controller.libvirtVMs(), now: now) }
+                        await Self.handleAdmin(ae, controller: controller, server: admin, libvirt: libvirt, now: now)
+                    case .reload:
+                        if let new = await reload(controller, attach: attach, source: source) { file = new }
+                    case .libvirt(let update):
+                        guard var s = source else { break }
+                        let changed = s.apply(update, now: now)
+                        if case .unreachable(let why, let retryIn) = update {
+                            log.warning("libvirt unreachable; limits stay in force, retrying", metadata: ["uri": "\(s.uri)", "error": "\(why)", "retry_in": "\(retryIn)s"])
+                        }
+                        if case .resync(let all) = update { log.info("libvirt connected", metadata: ["uri": "\(s.uri)", "active_domains": "\(all.count)", "resync": "\(s.resyncs)"]) }
+                        if changed {
+                            let why: String
+                            switch update {
+                            case .domain(_, _, _, let event): why = "libvirt: \(event)"
+                            default: why = "libvirt: resync"
+                            }
+                            s.unmanaged = await apply(file: file, source: s, controller: controller, attach: attach, why: why)
+                        }
+                        source = s
                     }
                     // Frames are written when sent; what a full socket did not take goes now.
                     for (name, ce) in hub.flush(now: now) { await controller.receive(name, ce, now: now) }
@@ -134,6 +165,7 @@ public struct HostDaemon: Service {
             group.cancelAll()
             sink.finish()
         }
+        watcher?.stop()
         hub.stop()
         await controller.flush()
         admin.stop()
@@ -143,24 +175,42 @@ public struct HostDaemon: Service {
     }
 
     /// SIGHUP: the file is read and checked whole; a bad one changes nothing (the error is
-    /// logged and shown in systemd's status), a good one is applied.
-    func reload(_ controller: Controller, attach: Attachments) async {
-        guard let configPath else { log.warning("SIGHUP ignored: no configuration file to read again"); return }
+    /// logged and shown in systemd's status), a good one is applied (with libvirt's VMs
+    /// worked out again against it). Returns the file's configuration now in force.
+    func reload(_ controller: Controller, attach: Attachments, source: LibvirtSource?) async -> HostConfig? {
+        guard let configPath else { log.warning("SIGHUP ignored: no configuration file to read again"); return nil }
         notifier.reloading()
         let new: HostConfig
         do { new = try HostConfig.load(path: configPath) } catch {
             log.error("configuration not reloaded: nothing changed", metadata: ["error": "\(error)"])
             notifier.ready(status: "reload failed: \(error)")
-            return
+            return nil
         }
-        let change = await controller.reload(new, attach: attach)
+        if new.libvirt != config.libvirt {
+            log.warning("[libvirt] changed: it takes effect at a restart", metadata: ["uri": "\(config.libvirt?.uri ?? "none")"])
+        }
+        let inventory = source.map { LibvirtInventory.build(file: new, entries: $0.ordered, devices: devices) }
+        let change = await controller.reload(inventory?.config ?? new, attach: attach)
         notifier.ready(status: "\(new.vms.count) VMs on \(new.links.count) links (reloaded: \(change.added.count) added, \(change.removed.count) removed)")
+        return new
+    }
+
+    /// libvirt's domains changed: the VMs are worked out again and the difference applied
+    /// (only the VMs that changed are touched). Returns the domains left unmanaged.
+    func apply(file: HostConfig, source: LibvirtSource, controller: Controller, attach: Attachments, why: String) async -> [UnmanagedDomain] {
+        let inventory = LibvirtInventory.build(file: file, entries: source.ordered, devices: devices)
+        let before = Set(source.unmanaged.map(\.reason))
+        for u in inventory.unmanaged where !before.contains(u.reason) {
+            log.warning("libvirt domain not managed", metadata: ["domain": "\(u.domain)", "reason": "\(u.reason)"])
+        }
+        await controller.reload(inventory.config, attach: attach, why: why)
+        return inventory.unmanaged
     }
 
     /// Longest a guest's frame waits to be read when rounds are further apart than this.
     static let channelPassSeconds = 0.1
 
-    static func handleAdmin(_ e: LineServer.Event, controller: Controller, server: LineServer, now: Double) async {
+    static func handleAdmin(_ e: LineServer.Event, controller: Controller, server: LineServer, libvirt: LibvirtStatus? = nil, now: Double) async {
         if case .line(let client, _) = e, client.uid != 0 && client.uid != geteuid() {
             reply(server, client.id, AdminResponse(ok: false, error: "uid \(client.uid) may not use the admin socket"))
             return
@@ -176,7 +226,10 @@ public struct HostDaemon: Service {
         }
         switch req.op {
         case "fairness": reply(server, client.id, AdminResponse(ok: true, fairness: await controller.fairness()))
-        case "status": reply(server, client.id, AdminResponse(ok: true, status: await controller.status(now: now)))
+        case "status":
+            var status = await controller.status(now: now)
+            status.libvirt = libvirt
+            reply(server, client.id, AdminResponse(ok: true, status: status))
         case "policy-set":
             guard let vm = req.vm else { reply(server, client.id, AdminResponse(ok: false, error: "policy-set needs a vm")); return }
             do {
@@ -199,5 +252,12 @@ public struct HostDaemon: Service {
         guard var d = try? enc.encode(r) else { return }
         d.append(UInt8(ascii: "\n"))
         server.send(id, Array(d))
+    }
+}
+
+extension Optional {
+    func asyncMap<T>(_ body: (Wrapped) async -> T) async -> T? {
+        guard let w = self else { return nil }
+        return await body(w)
     }
 }

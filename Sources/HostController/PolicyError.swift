@@ -1,3 +1,4 @@
+import HostCore
 import TandemProtocol
 
 /// Why a policy change (`tandem-host policy set`) or a controller set-up was refused; the
@@ -10,6 +11,8 @@ public enum PolicyError: Error, CustomStringConvertible, Sendable, Equatable {
     case capAboveLink(cap: BitRate, link: String, capacity: BitRate)
     case guaranteesAboveLink(min: BitRate, link: String, total: BitRate, capacity: BitRate)
     case belowReserved(min: BitRate, reserved: BitRate)
+    /// A libvirt VM: its policy is its domain's metadata, set with virsh.
+    case fromLibvirt(String)
 
     public var description: String {
         switch self {
@@ -20,6 +23,8 @@ public enum PolicyError: Error, CustomStringConvertible, Sendable, Equatable {
         case .guaranteesAboveLink(let min, let link, let total, let capacity):
             "min \(min) would make link \(link)'s guarantees \(total), more than its capacity \(capacity)"
         case .belowReserved(let min, let reserved): "min \(min) is below the \(reserved) the VM has reserved; release reservations first"
+        case .fromLibvirt(let name):
+            "\(name) is a libvirt domain: its policy is its metadata, set it with virsh metadata \(name) --uri \(LibvirtDomain.metadataNamespace) --key tandem --set '<policy weight=\"2\" min=\"1gbit\"/>' --live --config"
         }
     }
 }

@@ -81,15 +81,19 @@ public struct HostStatus: Codable, Sendable {
         public var disconnects: UInt64
         public var lastError: String?
         public var resets: UInt64
-        public init(name: String, link: String, backend: String, channel: String?, agent: String, session: String?, limit: UInt64?, epoch: UInt64, reservations: Int, messages: UInt64, violations: [String: UInt64], disconnects: UInt64, lastError: String?, resets: UInt64) {
-            self.name = name; self.link = link; self.backend = backend; self.channel = channel; self.agent = agent; self.session = session; self.limit = limit; self.epoch = epoch; self.reservations = reservations; self.messages = messages; self.violations = violations; self.disconnects = disconnects; self.lastError = lastError; self.resets = resets
+        /// `file` (a `[[vm]]`) or `libvirt` (a running domain).
+        public var origin: String?
+        public init(name: String, link: String, backend: String, channel: String?, agent: String, session: String?, limit: UInt64?, epoch: UInt64, reservations: Int, messages: UInt64, violations: [String: UInt64], disconnects: UInt64, lastError: String?, resets: UInt64, origin: String? = nil) {
+            self.name = name; self.link = link; self.backend = backend; self.channel = channel; self.agent = agent; self.session = session; self.limit = limit; self.epoch = epoch; self.reservations = reservations; self.messages = messages; self.violations = violations; self.disconnects = disconnects; self.lastError = lastError; self.resets = resets; self.origin = origin
         }
     }
     public var version: String
     public var uptime: Double
     public var links: [String]
     public var vms: [VM]
-    public init(version: String, uptime: Double, links: [String], vms: [VM]) {
-        self.version = version; self.uptime = uptime; self.links = links; self.vms = vms
+    /// The libvirt source, when `[libvirt]` is configured.
+    public var libvirt: LibvirtStatus?
+    public init(version: String, uptime: Double, links: [String], vms: [VM], libvirt: LibvirtStatus? = nil) {
+        self.version = version; self.uptime = uptime; self.links = links; self.vms = vms; self.libvirt = libvirt
     }
 }

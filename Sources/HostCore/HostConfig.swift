@@ -24,6 +24,27 @@ public struct HostConfig: Sendable, Equatable {
         public var capacity: BitRate
         /// Admit reservations beyond a VM's guarantee while the link has unreserved capacity.
         public var reserveBeyondGuarantee: Bool = false
+        /// PFs whose VFs (and macvtaps) are on this link: how a libvirt domain's VF finds it.
+        public var pfs: [String] = []
+        /// Bridges (or macvtap uplinks) whose taps are on this link.
+        public var bridges: [String] = []
+        /// The policy of a libvirt VM on this link whose metadata says nothing (or part).
+        public var defaults = VMPolicy(weight: 1, guarantee: .zero, cap: nil)
+        /// Set the NIC's min TX rate (the guarantee) on libvirt VMs' VFs on this link.
+        public var setMinRate = false
+
+        public init(name: String, capacity: BitRate, reserveBeyondGuarantee: Bool = false, pfs: [String] = [], bridges: [String] = [],
+                    defaults: VMPolicy = VMPolicy(weight: 1, guarantee: .zero, cap: nil), setMinRate: Bool = false) {
+            self.name = name; self.capacity = capacity; self.reserveBeyondGuarantee = reserveBeyondGuarantee
+            self.pfs = pfs; self.bridges = bridges; self.defaults = defaults; self.setMinRate = setMinRate
+        }
+    }
+
+    /// `[libvirt]`: take VMs from libvirt's running domains (docs/LIBVIRT.md).
+    public struct Libvirt: Sendable, Equatable {
+        /// `qemu:///system`.
+        public var uri: String
+        public init(uri: String) { self.uri = uri }
     }
 
     public enum Backend: Sendable, Equatable {
@@ -33,6 +54,13 @@ public struct HostConfig: Sendable, Equatable {
         case sriov(pf: String, vf: UInt32, setMin: Bool)
     }
 
+    /// Where a VM comes from: a `[[vm]]` in the file, or a running libvirt domain.
+    public enum Origin: Sendable, Equatable {
+        case file
+        /// The domain's UUID. Its policy lives in its metadata, not in state.json.
+        case libvirt(uuid: String)
+    }
+
     public struct VMConfig: Sendable, Equatable {
         public var name: String
         public var link: String
@@ -40,11 +68,17 @@ public struct HostConfig: Sendable, Equatable {
         /// The host end of the VM's virtio-serial port (a unix socket QEMU creates), if any.
         public var channel: String?
         public var policy: VMPolicy
+        public var origin: Origin = .file
+
+        public init(name: String, link: String, backend: Backend, channel: String?, policy: VMPolicy, origin: Origin = .file) {
+            self.name = name; self.link = link; self.backend = backend; self.channel = channel; self.policy = policy; self.origin = origin
+        }
     }
 
     public var controller = Controller()
     public var links: [LinkConfig] = []
     public var vms: [VMConfig] = []
+    public var libvirt: Libvirt?
 
     public init() {}
 }
@@ -85,7 +119,7 @@ extension HostConfig {
         }
         let r = Reader(file: file, text: text)
         var cfg = HostConfig()
-        try r.unknownKeys(root, known: ["controller", "link", "vm"], at: "", header: nil)
+        try r.unknownKeys(root, known: ["controller", "link", "vm", "libvirt"], at: "", header: nil)
 
         if let v = root["controller"] {
             guard let t = v.table else { throw r.error("[controller]", nil, "must be a table") }
@@ -120,14 +154,50 @@ extension HostConfig {
         let links = try r.tables(root, "link")
         for (i, t) in links.enumerated() {
             let at = "[[link]] #\(i + 1)"
-            try r.unknownKeys(t, known: ["name", "capacity", "reserve_beyond_guarantee"], at: at, header: "[[link]]", index: i)
+            try r.unknownKeys(t, known: ["name", "capacity", "reserve_beyond_guarantee", "pf", "bridge", "default_weight", "default_min", "default_max", "set_min_rate"],
+                              at: at, header: "[[link]]", index: i)
             guard let name = try r.string(t, "name", at) else { throw r.error(at, "name", "missing", header: "[[link]]", index: i) }
             try r.checkName(name, at, "name", header: "[[link]]", index: i)
             guard let capText = try r.string(t, "capacity", at) else { throw r.error("\(at) (\(name))", "capacity", "missing: the link's capacity, such as \"10gbit\"", header: "[[link]]", index: i) }
             let cap = try r.rate(capText, "\(at) (\(name))", "capacity", header: "[[link]]", index: i)
             guard cap > .zero else { throw r.error("\(at) (\(name))", "capacity", "must be above 0", header: "[[link]]", index: i) }
             if cfg.links.contains(where: { $0.name == name }) { throw r.error(at, "name", "'\(name)' is named twice", header: "[[link]]", index: i) }
-            cfg.links.append(LinkConfig(name: name, capacity: cap, reserveBeyondGuarantee: try r.bool(t, "reserve_beyond_guarantee", at) ?? false))
+            var link = LinkConfig(name: name, capacity: cap, reserveBeyondGuarantee: try r.bool(t, "reserve_beyond_guarantee", at) ?? false)
+            let named = "\(at) (\(name))"
+            link.pfs = try r.strings(t, "pf", named, header: "[[link]]", index: i)
+            link.bridges = try r.strings(t, "bridge", named, header: "[[link]]", index: i)
+            for (key, list) in [("pf", link.pfs), ("bridge", link.bridges)] {
+                for dev in list { try r.checkInterface(dev, named, key, header: "[[link]]", index: i) }
+            }
+            link.defaults.weight = try r.double(t, "default_weight", named) ?? 1
+            if let s = try r.string(t, "default_min", named) { link.defaults.guarantee = try r.rate(s, named, "default_min", header: "[[link]]", index: i) }
+            if let s = try r.string(t, "default_max", named) { link.defaults.cap = try r.rate(s, named, "default_max", header: "[[link]]", index: i) }
+            do { try link.defaults.validate(prefix: "") } catch {
+                throw r.error(named, "default_" + (error.field == "guarantee" ? "min" : error.field == "cap" ? "max" : error.field), error.problem, header: "[[link]]", index: i)
+            }
+            if let c = link.defaults.cap, c > cap { throw r.error(named, "default_max", "\(c) is above the link's capacity \(cap)", header: "[[link]]", index: i) }
+            link.setMinRate = try r.bool(t, "set_min_rate", named) ?? false
+            for other in cfg.links {
+                if let dev = link.pfs.first(where: other.pfs.contains) ?? link.bridges.first(where: other.bridges.contains) {
+                    throw r.error(named, link.pfs.contains(dev) ? "pf" : "bridge", "'\(dev)' is also named by [[link]] \(other.name)", header: "[[link]]", index: i)
+                }
+            }
+            cfg.links.append(link)
+        }
+
+        if let v = root["libvirt"] {
+            guard let t = v.table else { throw r.error("[libvirt]", nil, "must be a table") }
+            try r.unknownKeys(t, known: ["uri"], at: "[libvirt]", header: "[libvirt]")
+            guard let uri = try r.string(t, "uri", "[libvirt]") else {
+                throw r.error("[libvirt]", "uri", "missing: libvirt's connection URI, such as \"qemu:///system\"", header: "[libvirt]")
+            }
+            guard uri.contains(":"), !uri.contains(" "), uri.utf8.count <= 1024 else {
+                throw r.error("[libvirt]", "uri", "'\(uri.prefix(80))' is not a libvirt URI such as \"qemu:///system\"", header: "[libvirt]")
+            }
+            guard !cfg.links.isEmpty else {
+                throw r.error("[libvirt]", nil, "there is no [[link]]: libvirt's VMs are put on the links, add one with its name, capacity and pf or bridge", header: "[libvirt]")
+            }
+            cfg.libvirt = Libvirt(uri: uri)
         }
 
         let vms = try r.tables(root, "vm")
@@ -397,6 +467,19 @@ struct Reader {
         if let d = v.double { return d }
         if let n = v.int { return Double(n) }
         throw error(at, key, "must be a number")
+    }
+
+    /// A string or an array of strings (`pf = "enp3s0f0"` or `pf = ["enp3s0f0", "enp3s0f1"]`).
+    func strings(_ t: TOMLTable, _ key: String, _ at: String, header: String, index: Int) throws(ConfigError) -> [String] {
+        guard let v = t[key] else { return [] }
+        if let s = v.string { return [s] }
+        guard let a = v.array else { throw error(at, key, "must be a string or an array of strings", header: header, index: index) }
+        var out: [String] = []
+        for e in a {
+            guard let s = e.string else { throw error(at, key, "must be a string or an array of strings", header: header, index: index) }
+            out.append(s)
+        }
+        return out
     }
 
     func bool(_ t: TOMLTable, _ key: String, _ at: String) throws(ConfigError) -> Bool? {

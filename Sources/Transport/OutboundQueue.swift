@@ -45,19 +45,19 @@ struct OutboundQueue: Sendable {
 }
 
 /// Reconnection delays: `min`, doubling up to `max`, back to `min` once a peer is heard.
-struct Backoff: Sendable {
+public struct Backoff: Sendable {
     let min: Double
     let max: Double
     private(set) var current: Double
 
-    init(min: Double, max: Double) { self.min = min; self.max = max; current = min }
+    public init(min: Double, max: Double) { self.min = min; self.max = max; current = min }
 
     /// The delay to wait now; the next one is twice as long (up to `max`).
-    mutating func next() -> Double {
+    public mutating func next() -> Double {
         let d = current
         current = Swift.min(current * 2, max)
         return d
     }
 
-    mutating func reset() { current = min }
+    public mutating func reset() { current = min }
 }

@@ -76,8 +76,16 @@ extension TandemHost {
             guard let s = try admin.call(AdminRequest(op: "status")).status else { throw CommandFailure("no status") }
             if json { try printJSON(s); return }
             print("tandem-host \(s.version), up \(Int(s.uptime))s; links: \(s.links.joined(separator: ", "))")
+            if let l = s.libvirt {
+                var line = "libvirt \(l.uri): \(l.state)"
+                if let e = l.error { line += " (\(e))" }
+                if let r = l.retryIn { line += ", retrying in \(String(format: "%.1f", r))s; limits in force stay" }
+                print(line + "; \(l.managed.count) domains managed, \(l.unmanaged.count) not")
+                for u in l.unmanaged { print("    unmanaged: \(u.reason)") }
+            }
             for v in s.vms {
-                print("\(v.name): \(v.backend), link \(v.link), limit \(v.limit.map(rate) ?? "not set"), agent \(v.agent)\(v.channel.map { " on \($0)" } ?? "")")
+                let from = v.origin == "libvirt" ? " (libvirt)" : ""
+                print("\(v.name)\(from): \(v.backend), link \(v.link), limit \(v.limit.map(rate) ?? "not set"), agent \(v.agent)\(v.channel.map { " on \($0)" } ?? "")")
                 print("    epoch \(v.epoch), reservations \(v.reservations), messages \(v.messages), disconnects \(v.disconnects), counter resets \(v.resets)")
                 if !v.violations.isEmpty { print("    refused: " + v.violations.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")) }
                 if let e = v.lastError { print("    error: \(e)") }

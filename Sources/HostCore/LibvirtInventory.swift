@@ -1,0 +1,176 @@
+import TandemProtocol
+
+/// libvirt's running domains turned into the VMs Tandem manages, beside the file's `[[vm]]`
+/// entries. Pure: the file's configuration, the domains (in the order they were first seen)
+/// and a way to look devices up on the host in; the configuration in force and the domains
+/// left unmanaged (each with a reason naming the domain and the element) out. One domain's
+/// problem never touches another VM.
+///
+/// A domain is Tandem's when it has the agent's channel or Tandem's metadata. Its backend is
+/// the one device of it that is on a `[[link]]`: a VF whose PF a link names (`pf`), or a tap
+/// whose bridge (or macvtap uplink) a link names (`bridge`; for an `ethernet` tap, the
+/// bridge the kernel put it in). A host with a single link that names no `pf` and no
+/// `bridge` takes every domain's tap on it. Its policy is its metadata's, the link's
+/// defaults for what the metadata leaves out.
+public enum LibvirtInventory {
+    /// One domain as read from libvirt: its identity and its live XML, read or not.
+    public struct Entry: Sendable, Equatable {
+        public var uuid: String
+        public var name: String
+        public var domain: Result<LibvirtDomain, LibvirtXMLError>
+        public init(uuid: String, name: String, domain: Result<LibvirtDomain, LibvirtXMLError>) {
+            self.uuid = uuid; self.name = name; self.domain = domain
+        }
+    }
+
+    /// What the host's devices say: a VF's PF and index (sysfs), a tap's bridge.
+    public struct Devices: Sendable {
+        public var vf: @Sendable (LibvirtDomain.PCIAddress) throws -> (pf: String, vf: UInt32)
+        public var master: @Sendable (String) -> String?
+        public init(vf: @escaping @Sendable (LibvirtDomain.PCIAddress) throws -> (pf: String, vf: UInt32), master: @escaping @Sendable (String) -> String?) {
+            self.vf = vf; self.master = master
+        }
+    }
+
+    public struct Outcome: Sendable, Equatable {
+        /// The file's configuration with the libvirt VMs after its own.
+        public var config: HostConfig
+        public var unmanaged: [UnmanagedDomain]
+    }
+
+    public static func build(file: HostConfig, entries: [Entry], devices: Devices) -> Outcome {
+        var cfg = file
+        var unmanaged: [UnmanagedDomain] = []
+        let fileNames = Set(file.vms.map(\.name))
+        var guarantees: [String: BitRate] = [:]
+        for vm in file.vms { guarantees[vm.link, default: .zero] = guarantees[vm.link, default: .zero] + vm.policy.guarantee }
+        let catchAll = file.links.count == 1 && file.links[0].pfs.isEmpty && file.links[0].bridges.isEmpty ? file.links[0] : nil
+
+        for entry in entries {
+            let domain: LibvirtDomain
+            switch entry.domain {
+            case .failure(let e):
+                unmanaged.append(UnmanagedDomain(domain: entry.name, uuid: entry.uuid, reason: "domain \(entry.name): its XML could not be read: \(e)"))
+                continue
+            case .success(let d): domain = d
+            }
+            guard domain.isTandem else { continue }
+            func skip(_ reason: String) { unmanaged.append(UnmanagedDomain(domain: entry.name, uuid: entry.uuid, reason: reason)) }
+            let name = domain.name
+            if !domain.problems.isEmpty { skip(domain.problems.joined(separator: "; ")); continue }
+            guard !name.isEmpty, name.utf8.count <= 64, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
+                skip("domain \(name): <name> is not usable as a Tandem VM name (1 to 64 letters, digits, '-', '_' or '.')")
+                continue
+            }
+            if fileNames.contains(name) {
+                skip("domain \(name): <name> is also a [[vm]] in the configuration file: remove the [[vm]] or rename the domain")
+                continue
+            }
+
+            // The devices that are on a link, and why the others are not.
+            var found: [(backend: HostConfig.Backend, link: HostConfig.LinkConfig, what: String)] = []
+            var missed: [String] = []
+            for address in domain.vfs {
+                do {
+                    let m = try devices.vf(address)
+                    if let link = file.links.first(where: { $0.pfs.contains(m.pf) }) {
+                        found.append((.sriov(pf: m.pf, vf: m.vf, setMin: link.setMinRate), link, "VF \(address) (\(m.pf) vf \(m.vf))"))
+                    } else {
+                        missed.append("<hostdev> VF \(address) is on PF \(m.pf), which no [[link]] names (pf = \"\(m.pf)\")")
+                    }
+                } catch {
+                    missed.append("<hostdev> VF \(address): \(error)")
+                }
+            }
+            for tap in domain.taps {
+                let via = tap.source ?? devices.master(tap.device)
+                if let via, let link = file.links.first(where: { $0.bridges.contains(via) || $0.pfs.contains(via) }) {
+                    found.append((.tc(interface: tap.device), link, "interface \(tap.device) (on \(via))"))
+                } else if let link = catchAll {
+                    found.append((.tc(interface: tap.device), link, "interface \(tap.device)"))
+                } else {
+                    missed.append("<interface type='\(tap.type)'> \(tap.device) is \(via.map { "on \($0)" } ?? "on no bridge"), which no [[link]] names (bridge = ...)")
+                }
+            }
+            guard let (backend, link, _) = found.first else {
+                skip("domain \(name): " + (missed.isEmpty ? "no device Tandem can limit (an <interface> with a <target dev=...>, or a VF)" : missed.joined(separator: "; ")))
+                continue
+            }
+            guard found.count == 1 else {
+                skip("domain \(name): \(found.count) devices on Tandem's links (\(found.map(\.what).joined(separator: ", "))): Tandem limits one per VM")
+                continue
+            }
+            if let other = cfg.vms.first(where: { $0.backend.sameDevice(as: backend) }) {
+                skip("domain \(name): \(found[0].what) is also VM \(other.name)'s")
+                continue
+            }
+
+            var policy = link.defaults
+            if let m = domain.policy {
+                if let w = m.weight { policy.weight = w }
+                if let g = m.min { policy.guarantee = g }
+                if let c = m.max { policy.cap = c }
+                // A default cap below the metadata's own guarantee gives way to it.
+                if m.max == nil, let c = policy.cap, c < policy.guarantee { policy.cap = nil }
+            }
+            do { try policy.validate(prefix: "") } catch {
+                skip("domain \(name): <tandem:policy>: \(error.field == "guarantee" ? "min" : error.field == "cap" ? "max" : error.field) \(error.problem)")
+                continue
+            }
+            if let c = policy.cap, c > link.capacity {
+                skip("domain \(name): <tandem:policy max=\"\(c)\"> is above link \(link.name)'s capacity \(link.capacity)")
+                continue
+            }
+            let total = guarantees[link.name, default: .zero] + policy.guarantee
+            if total > link.capacity {
+                skip("domain \(name): <tandem:policy min=\"\(policy.guarantee)\"> would bring link \(link.name)'s guarantees to \(total), more than its capacity \(link.capacity)")
+                continue
+            }
+            if let ch = domain.channels.first, let other = cfg.vms.first(where: { $0.channel == ch }) {
+                skip("domain \(name): <channel> \(ch) is also VM \(other.name)'s")
+                continue
+            }
+            guarantees[link.name] = total
+            cfg.vms.append(HostConfig.VMConfig(name: name, link: link.name, backend: backend, channel: domain.channels.first, policy: policy, origin: .libvirt(uuid: entry.uuid)))
+        }
+        return Outcome(config: cfg, unmanaged: unmanaged)
+    }
+}
+
+extension HostConfig.Backend {
+    /// The same tap, or the same VF of the same PF.
+    public func sameDevice(as other: HostConfig.Backend) -> Bool {
+        switch (self, other) {
+        case (.tc(let a), .tc(let b)): a == b
+        case (.sriov(let p1, let v1, _), .sriov(let p2, let v2, _)): p1 == p2 && v1 == v2
+        default: false
+        }
+    }
+}
+
+/// A libvirt domain that has Tandem's channel or metadata and is not managed, with why.
+public struct UnmanagedDomain: Codable, Sendable, Equatable {
+    public var domain: String
+    public var uuid: String
+    public var reason: String
+    public init(domain: String, uuid: String, reason: String) { self.domain = domain; self.uuid = uuid; self.reason = reason }
+}
+
+/// `status`'s view of the libvirt source.
+public struct LibvirtStatus: Codable, Sendable, Equatable {
+    /// `connecting`, `connected` or `unreachable`.
+    public var state: String
+    public var uri: String
+    /// Why the last connection failed or was lost.
+    public var error: String?
+    /// Seconds until the next attempt, while unreachable.
+    public var retryIn: Double?
+    /// Libvirt domains managed now (as VMs), and those left alone with why.
+    public var managed: [String]
+    public var unmanaged: [UnmanagedDomain]
+    /// Full resyncs done (the first, and one after each reconnection).
+    public var resyncs: UInt64
+    public init(state: String, uri: String, error: String? = nil, retryIn: Double? = nil, managed: [String] = [], unmanaged: [UnmanagedDomain] = [], resyncs: UInt64 = 0) {
+        self.state = state; self.uri = uri; self.error = error; self.retryIn = retryIn; self.managed = managed; self.unmanaged = unmanaged; self.resyncs = resyncs
+    }
+}
