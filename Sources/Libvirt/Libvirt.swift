@@ -198,6 +198,31 @@ public final class LibvirtConnection: @unchecked Sendable {
         return try snapshot(d)
     }
 
+    /// Starts a transient domain from its XML (`virsh create`); returns its UUID. Needs a
+    /// read-write connection. For the tests and the benchmark: Tandem itself writes nothing.
+    public func createDomain(xml: String) throws(LibvirtError) -> String {
+        guard let d = virDomainCreateXML(conn, xml, 0) else { throw .last("create a domain") }
+        defer { virDomainFree(d) }
+        return Self.identity(d).uuid
+    }
+
+    /// Stops a domain at once (`virsh destroy`).
+    public func destroyDomain(uuid: String) throws(LibvirtError) {
+        guard let d = virDomainLookupByUUIDString(conn, uuid) else { throw .last("look up domain \(uuid)") }
+        defer { virDomainFree(d) }
+        guard virDomainDestroy(d) == 0 else { throw .last("destroy domain \(uuid)") }
+    }
+
+    /// Sets (or with nil removes) a domain's metadata element in namespace `uri` under
+    /// prefix `key`, on the running domain (`virsh metadata --live`).
+    public func setMetadata(uuid: String, xml: String?, key: String, uri namespace: String) throws(LibvirtError) {
+        guard let d = virDomainLookupByUUIDString(conn, uuid) else { throw .last("look up domain \(uuid)") }
+        defer { virDomainFree(d) }
+        guard virDomainSetMetadata(d, Int32(VIR_DOMAIN_METADATA_ELEMENT.rawValue), xml, key, namespace, UInt32(VIR_DOMAIN_AFFECT_LIVE.rawValue)) == 0 else {
+            throw .last("set the metadata of domain \(uuid)")
+        }
+    }
+
     /// Whether the connection still answers (`virConnectIsAlive`).
     public var isAlive: Bool { virConnectIsAlive(conn) == 1 }
 

@@ -75,6 +75,55 @@ import TandemProtocol
         }
     }
 
+    @Test func libvirtAndTheLinksDevicesParse() throws {
+        let c = try HostConfig.parse("""
+            [libvirt]
+            uri = "qemu:///system"
+            [[link]]
+            name = "fabric"
+            capacity = "25gbit"
+            pf = ["enp3s0f0", "enp3s0f1"]
+            set_min_rate = true
+            default_weight = 2
+            default_min = "100mbit"
+            default_max = "10gbit"
+            [[link]]
+            name = "lan"
+            capacity = "1gbit"
+            bridge = "br0"
+            """)
+        #expect(c.libvirt == HostConfig.Libvirt(uri: "qemu:///system"))
+        #expect(c.links[0] == HostConfig.LinkConfig(name: "fabric", capacity: .gbit(25), pfs: ["enp3s0f0", "enp3s0f1"], bridges: [],
+                                                    defaults: VMPolicy(weight: 2, guarantee: .mbit(100), cap: .gbit(10)), setMinRate: true))
+        #expect(c.links[1].bridges == ["br0"])
+        #expect(c.links[1].defaults == VMPolicy(weight: 1, guarantee: .zero, cap: nil))
+    }
+
+    @Test(arguments: [
+        ("[libvirt]\n", ["[libvirt]: key 'uri'", "missing"]),
+        ("[libvirt]\nuri = \"system\"\n", ["'system' is not a libvirt URI"]),
+        ("[libvirt]\nuri = \"qemu:///system\"\nurl = \"x\"\n", ["key 'url'", "unknown key"]),
+        ("[[link]]\nname = \"a\"\ncapacity = \"1gbit\"\npf = 3\n", ["key 'pf'", "a string or an array of strings"]),
+        ("[[link]]\nname = \"a\"\ncapacity = \"1gbit\"\nbridge = \"a bridge\"\n", ["key 'bridge'", "not an interface name"]),
+        ("[[link]]\nname = \"a\"\ncapacity = \"1gbit\"\ndefault_max = \"2gbit\"\n", ["key 'default_max'", "above the link's capacity"]),
+        ("[[link]]\nname = \"a\"\ncapacity = \"1gbit\"\ndefault_weight = 0\n", ["key 'default_weight'", "above 0"]),
+        ("[[link]]\nname = \"a\"\ncapacity = \"1gbit\"\npf = \"p0\"\n[[link]]\nname = \"b\"\ncapacity = \"1gbit\"\npf = [\"p1\", \"p0\"]\n", ["(b): key 'pf'", "'p0' is also named by [[link]] a"]),
+    ])
+    func badLibvirtAndLinkDeviceValuesAreNamed(text: String, fragments: [String]) {
+        do {
+            _ = try HostConfig.parse(text, file: "host.toml")
+            Issue.record("expected an error with \(fragments)")
+        } catch {
+            for f in fragments { #expect(error.description.contains(f), "'\(error.description)' lacks '\(f)'") }
+        }
+    }
+
+    @Test func libvirtWithoutALinkIsRefused() {
+        do { _ = try HostConfig.parse("[libvirt]\nuri = \"qemu:///system\"\n"); Issue.record("parsed") } catch {
+            #expect(error.description.contains("there is no [[link]]"))
+        }
+    }
+
     @Test func guaranteesBeyondCapacityAreRefused() {
         let text = Self.good.replacingOccurrences(of: #"min = "100mbit""#, with: #"min = "900mbit""#) + "\nmin = \"200mbit\"\n"
         #expect(throws: ConfigError.self) { try HostConfig.parse(text) }

@@ -2,9 +2,9 @@ import Testing
 import TandemProtocol
 @testable import HostCore
 
-/// Domain XML as libvirt 9 writes a running domain's (`virsh dumpxml`): written here from
-/// libvirt's documented domain format (formatdomain), not yet captured from a libvirtd; the
-/// libvirt issue's tests are to add captures next to these.
+/// Domain XML written here from libvirt's documented domain format (formatdomain), for the
+/// cases a test host cannot start (VFs, another orchestrator's metadata). XML captured from
+/// this machine's libvirtd is read in ``LibvirtInventoryTests``.
 @Suite struct LibvirtDomainTests {
     static let running = """
         <domain type='kvm' id='3'>

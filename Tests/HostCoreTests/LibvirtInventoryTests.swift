@@ -1,0 +1,160 @@
+import Foundation
+import Testing
+import TandemProtocol
+@testable import HostCore
+
+/// Domains to VMs. The XML under Fixtures/libvirt was captured from this machine's libvirt
+/// 9.0 (`virsh dumpxml` of running QEMU/TCG domains; the VF forms from `virsh dumpxml
+/// --inactive` of a defined domain, as no SR-IOV device is here to start one). The host's
+/// devices are a fake (``devices``): sysfs's VF mapping has its own tests on a recorded tree.
+@Suite struct LibvirtInventoryTests {
+    static func fixture(_ name: String) throws -> String {
+        let url = try #require(Bundle.module.url(forResource: "Fixtures/libvirt/\(name)", withExtension: "xml"))
+        return try String(contentsOf: url, encoding: .utf8)
+    }
+
+    /// Fake host devices: VFs of 0000:03:00.0 (PF enp3s0f0) are its functions 0x10.N → vf N-1;
+    /// any other PCI address is not a VF. Taps are in the bridges `masters` says.
+    static func devices(masters: [String: String] = [:]) -> LibvirtInventory.Devices {
+        .init(vf: { a in
+            guard a.bus == 3, a.slot == 0x10, a.function >= 1 else { throw SysfsLikeError(text: "PCI device \(a) is not an SR-IOV VF (it has no physfn)") }
+            return ("enp3s0f0", UInt32(a.function) - 1)
+        }, master: { masters[$0] })
+    }
+    struct SysfsLikeError: Error, CustomStringConvertible { var text: String; var description: String { text } }
+
+    static func file(_ extra: String = "") throws -> HostConfig {
+        try HostConfig.parse("""
+            [libvirt]
+            uri = "qemu:///system"
+            [[link]]
+            name = "wire"
+            capacity = "1gbit"
+            bridge = "tdmbr0"
+            pf = "enp3s0f0"
+            default_weight = 1
+            default_max = "800mbit"
+            \(extra)
+            """)
+    }
+
+    static func entry(_ xml: String, uuid: String? = nil) throws -> LibvirtInventory.Entry {
+        let d = try LibvirtDomain.parse(xml)
+        return .init(uuid: uuid ?? d.uuid ?? d.name, name: d.name, domain: .success(d))
+    }
+
+    static func domain(_ name: String, devices: String, metadata: String = "", channel: Bool = true) -> String {
+        """
+        <domain type='qemu' id='7'><name>\(name)</name><uuid>00000000-0000-0000-0000-\(String(repeating: "0", count: max(0, 12 - name.count)))\(name.prefix(12))</uuid>
+        <metadata>\(metadata)</metadata><devices>\(devices)
+        \(channel ? "<channel type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/channel/target/domain-7-\(name)/org.tandem.agent.0'/><target type='virtio' name='org.tandem.agent.0'/></channel>" : "")
+        </devices></domain>
+        """
+    }
+    static func tap(_ dev: String, bridge: String = "tdmbr0") -> String {
+        "<interface type='bridge'><source bridge='\(bridge)'/><target dev='\(dev)'/></interface>"
+    }
+    static func vf(_ function: Int) -> String {
+        "<interface type='hostdev' managed='yes'><source><address type='pci' domain='0x0000' bus='0x03' slot='0x10' function='0x\(function)'/></source></interface>"
+    }
+
+    @Test func aCapturedRunningDomainOnABridgeBecomesATCVMWithItsChannelAndMetadata() throws {
+        let xml = try Self.fixture("running-bridge-tap-channel-metadata")
+        let out = LibvirtInventory.build(file: try Self.file(), entries: [try Self.entry(xml)], devices: Self.devices())
+        #expect(out.unmanaged.isEmpty)
+        let vm = try #require(out.config.vms.first)
+        #expect(vm.name == "tdm-probe")
+        #expect(vm.link == "wire")
+        #expect(vm.backend == .tc(interface: "vnet1"))
+        // The path libvirt chose (the XML given to it had none).
+        #expect(vm.channel == "/var/lib/libvirt/qemu/channel/target/domain-3-tdm-probe/org.tandem.agent.0")
+        // weight and min from the metadata, max from the link's default.
+        #expect(vm.policy == VMPolicy(weight: 2, guarantee: .mbit(10), cap: .mbit(800)))
+        guard case .libvirt(let uuid) = vm.origin else { Issue.record("origin \(vm.origin)"); return }
+        #expect(uuid == LibvirtDomain.parseOrNil(xml)?.uuid)
+    }
+
+    @Test func anEthernetTapFindsItsLinkThroughTheBridgeTheKernelPutItIn() throws {
+        let xml = try Self.fixture("running-ethernet-tap-channel")
+        let inBridge = LibvirtInventory.build(file: try Self.file(), entries: [try Self.entry(xml)], devices: Self.devices(masters: ["vnet0": "tdmbr0"]))
+        #expect(inBridge.config.vms.map(\.backend) == [.tc(interface: "vnet0")])
+        // No metadata: the link's defaults.
+        #expect(inBridge.config.vms.first?.policy == VMPolicy(weight: 1, guarantee: .zero, cap: .mbit(800)))
+
+        let alone = LibvirtInventory.build(file: try Self.file(), entries: [try Self.entry(xml)], devices: Self.devices())
+        #expect(alone.config.vms.isEmpty)
+        #expect(alone.unmanaged.first?.reason == "domain tdm-ethernet: <interface type='ethernet'> vnet0 is on no bridge, which no [[link]] names (bridge = ...)")
+
+        // A host with one link that names no bridge and no PF takes every tap on it.
+        let simple = try HostConfig.parse("[libvirt]\nuri = \"qemu:///system\"\n[[link]]\nname = \"wire\"\ncapacity = \"1gbit\"\n")
+        #expect(LibvirtInventory.build(file: simple, entries: [try Self.entry(xml)], devices: Self.devices()).config.vms.map(\.link) == ["wire"])
+    }
+
+    @Test func libvirt9sHostdevFormsAreReadEvenWhenTheDomainIsOnlyDefined() throws {
+        let d = try LibvirtDomain.parse(try Self.fixture("defined-interface-hostdev-and-hostdev"))
+        #expect(d.vfs.map(\.description) == ["0000:03:10.1", "0000:03:10.3"])
+        // Not running: its channel has no socket yet, which names the domain and the element.
+        #expect(d.problems == ["domain tdm-vfs: <channel> for org.tandem.agent.0 has no <source path=...> (the live XML of a running domain has one)"])
+    }
+
+    @Test func aVFOnANamedPFIsAnSRIOVVMAndOneOnAnotherPFIsUnmanagedWithTheReason() throws {
+        let file = try Self.file("set_min_rate = true")
+        let good = try Self.entry(Self.domain("vf-vm", devices: Self.vf(2)))
+        let elsewhere = try Self.entry(Self.domain("far-vm", devices: "<hostdev mode='subsystem' type='pci'><source><address domain='0x0000' bus='0x05' slot='0x00' function='0x0'/></source></hostdev>"))
+        let out = LibvirtInventory.build(file: file, entries: [good, elsewhere], devices: Self.devices())
+        #expect(out.config.vms.map(\.name) == ["vf-vm"])
+        #expect(out.config.vms[0].backend == .sriov(pf: "enp3s0f0", vf: 1, setMin: true))
+        #expect(out.unmanaged.map(\.reason) == ["domain far-vm: <hostdev> VF 0000:05:00.0: PCI device 0000:05:00.0 is not an SR-IOV VF (it has no physfn)"])
+
+        var other = file
+        other.links[0].pfs = ["enp4s0"]
+        let unnamed = LibvirtInventory.build(file: other, entries: [good], devices: Self.devices())
+        #expect(unnamed.unmanaged.map(\.reason) == [#"domain vf-vm: <hostdev> VF 0000:03:10.2 is on PF enp3s0f0, which no [[link]] names (pf = "enp3s0f0")"#])
+    }
+
+    @Test func oneBadDomainIsUnmanagedAndTheOthersAreUntouched() throws {
+        let file = try Self.file("""
+            [[vm]]
+            name = "static"
+            interface = "tap9"
+            min = "300mbit"
+            """)
+        let entries = try [
+            Self.entry(Self.domain("a", devices: Self.tap("vnet1"))),
+            Self.entry(Self.domain("bad-meta", devices: Self.tap("vnet2"), metadata: #"<tandem:policy xmlns:tandem="urn:tandem:policy:1" weight="-1"/>"#)),
+            Self.entry(Self.domain("static", devices: Self.tap("vnet3"))),
+            Self.entry(Self.domain("two", devices: Self.tap("vnet4") + Self.vf(1))),
+            Self.entry(Self.domain("greedy", devices: Self.tap("vnet5"), metadata: #"<tandem:policy xmlns:tandem="urn:tandem:policy:1" min="800mbit"/>"#)),
+            Self.entry(Self.domain("same-tap", devices: Self.tap("vnet1"))),
+            Self.entry(Self.domain("plain", devices: Self.tap("vnet6"), channel: false)),
+            Self.entry(Self.domain("b", devices: Self.tap("vnet7"), metadata: #"<tandem:policy xmlns:tandem="urn:tandem:policy:1" weight="3" min="100mbit" max="1gbit"/>"#)),
+            .init(uuid: "u-broken", name: "broken", domain: .failure(.notXML("the text ends before </domain>"))),
+        ]
+        let out = LibvirtInventory.build(file: file, entries: entries, devices: Self.devices())
+        #expect(out.config.vms.map(\.name) == ["static", "a", "b"])
+        #expect(out.config.vms.last?.policy == VMPolicy(weight: 3, guarantee: .mbit(100), cap: .gbit(1)))
+        let reasons = Dictionary(uniqueKeysWithValues: out.unmanaged.map { ($0.domain, $0.reason) })
+        #expect(reasons["bad-meta"] == #"domain bad-meta: <tandem:policy weight="-1">: a weight is a number above 0 and at most 10000"#)
+        #expect(reasons["static"] == "domain static: <name> is also a [[vm]] in the configuration file: remove the [[vm]] or rename the domain")
+        #expect(reasons["two"] == "domain two: 2 devices on Tandem's links (VF 0000:03:10.1 (enp3s0f0 vf 0), interface vnet4 (on tdmbr0)): Tandem limits one per VM")
+        #expect(reasons["greedy"] == #"domain greedy: <tandem:policy min="800mbit"> would bring link wire's guarantees to 1.1gbit, more than its capacity 1gbit"#)
+        #expect(reasons["same-tap"] == "domain same-tap: interface vnet1 (on tdmbr0) is also VM a's")
+        #expect(reasons["broken"] == "domain broken: its XML could not be read: not XML: the text ends before </domain>")
+        // A domain with neither Tandem's channel nor its metadata is not Tandem's: not listed.
+        #expect(reasons["plain"] == nil)
+        #expect(out.unmanaged.count == 6)
+    }
+
+    @Test func theFilesVMsAndSettingsAreKeptAsTheyAre() throws {
+        let file = try Self.file("[[vm]]\nname = \"static\"\ninterface = \"tap9\"\n")
+        let out = LibvirtInventory.build(file: file, entries: [try Self.entry(Self.domain("a", devices: Self.tap("vnet1")))], devices: Self.devices())
+        var expected = file
+        expected.vms.append(out.config.vms[1])
+        #expect(out.config == expected)
+        #expect(out.config.vms[0].origin == .file)
+    }
+}
+
+extension LibvirtDomain {
+    static func parseOrNil(_ xml: String) -> LibvirtDomain? { try? parse(xml) }
+}
