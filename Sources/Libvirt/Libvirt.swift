@@ -93,6 +93,7 @@ public struct LibvirtDomainEvent: Sendable, Equatable, CustomStringConvertible {
     public var uuid: String
     public var name: String
     public var kind: Kind
+    public init(uuid: String, name: String, kind: Kind) { self.uuid = uuid; self.name = name; self.kind = kind }
 
     public var description: String {
         switch kind {
