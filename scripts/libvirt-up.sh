@@ -17,8 +17,13 @@ fi
 pgrep -x virtlogd >/dev/null || virtlogd -d
 # A libvirtd still shutting down holds its pid file and the new one exits at once: start it
 # again until one runs.
+# The pid of a libvirtd started here goes to $MINE: the tests restart only that one.
+MINE=/run/tandem-test-libvirtd.pid
 for _ in $(seq 1 200); do
-  pgrep -x libvirtd >/dev/null || libvirtd -d || true
+  if ! pgrep -x libvirtd >/dev/null; then
+    libvirtd -d || true
+    pgrep -x libvirtd > "$MINE" || rm -f "$MINE"
+  fi
   virsh -c qemu:///system version >/dev/null 2>&1 && exit 0
   sleep 0.1
 done

@@ -151,7 +151,7 @@ public struct HostDaemon: Service {
                             case .domain(_, _, _, let event): why = "libvirt: \(event)"
                             default: why = "libvirt: resync"
                             }
-                            s.unmanaged = await apply(file: file, source: s, controller: controller, attach: attach, why: why)
+                            (s.unmanaged, s.kept) = await apply(file: file, source: s, controller: controller, attach: attach, why: why)
                         }
                         source = s
                     }
@@ -189,7 +189,8 @@ public struct HostDaemon: Service {
         if new.libvirt != config.libvirt {
             log.warning("[libvirt] changed: it takes effect at a restart", metadata: ["uri": "\(config.libvirt?.uri ?? "none")"])
         }
-        let inventory = source.map { LibvirtInventory.build(file: new, entries: $0.ordered, devices: devices) }
+        let previous = await Self.libvirtVMs(controller)
+        let inventory = source.map { LibvirtInventory.build(file: new, entries: $0.ordered, devices: devices, previous: previous) }
         let change = await controller.reload(inventory?.config ?? new, attach: attach)
         notifier.ready(status: "\(new.vms.count) VMs on \(new.links.count) links (reloaded: \(change.added.count) added, \(change.removed.count) removed)")
         return new
@@ -197,14 +198,24 @@ public struct HostDaemon: Service {
 
     /// libvirt's domains changed: the VMs are worked out again and the difference applied
     /// (only the VMs that changed are touched). Returns the domains left unmanaged.
-    func apply(file: HostConfig, source: LibvirtSource, controller: Controller, attach: Attachments, why: String) async -> [UnmanagedDomain] {
-        let inventory = LibvirtInventory.build(file: file, entries: source.ordered, devices: devices)
-        let before = Set(source.unmanaged.map(\.reason))
+    func apply(file: HostConfig, source: LibvirtSource, controller: Controller, attach: Attachments, why: String) async -> ([UnmanagedDomain], [UnmanagedDomain]) {
+        let inventory = LibvirtInventory.build(file: file, entries: source.ordered, devices: devices, previous: await Self.libvirtVMs(controller))
+        let before = Set((source.unmanaged + source.kept).map(\.reason))
         for u in inventory.unmanaged where !before.contains(u.reason) {
             log.warning("libvirt domain not managed", metadata: ["domain": "\(u.domain)", "reason": "\(u.reason)"])
         }
+        for u in inventory.kept where !before.contains(u.reason) {
+            log.warning("libvirt domain's metadata refused", metadata: ["domain": "\(u.domain)", "reason": "\(u.reason)"])
+        }
         await controller.reload(inventory.config, attach: attach, why: why)
-        return inventory.unmanaged
+        return (inventory.unmanaged, inventory.kept)
+    }
+
+    /// The libvirt VMs in force, by domain UUID.
+    static func libvirtVMs(_ controller: Controller) async -> [String: HostConfig.VMConfig] {
+        var out: [String: HostConfig.VMConfig] = [:]
+        for vm in await controller.config.vms { if case .libvirt(let uuid) = vm.origin { out[uuid] = vm } }
+        return out
     }
 
     /// Longest a guest's frame waits to be read when rounds are further apart than this.

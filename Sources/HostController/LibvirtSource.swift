@@ -14,6 +14,7 @@ struct LibvirtSource {
     var retryAt: Double?
     var resyncs: UInt64 = 0
     var unmanaged: [UnmanagedDomain] = []
+    var kept: [UnmanagedDomain] = []
 
     init(uri: String) { self.uri = uri }
 
@@ -51,6 +52,6 @@ struct LibvirtSource {
     }
 
     func status(managed: [String], now: Double) -> LibvirtStatus {
-        LibvirtStatus(state: state, uri: uri, error: error, retryIn: retryAt.map { max(0, $0 - now) }, managed: managed, unmanaged: unmanaged, resyncs: resyncs)
+        LibvirtStatus(state: state, uri: uri, error: error, retryIn: retryAt.map { max(0, $0 - now) }, managed: managed, unmanaged: unmanaged, kept: kept, resyncs: resyncs)
     }
 }

@@ -36,11 +36,16 @@ public enum LibvirtInventory {
         /// The file's configuration with the libvirt VMs after its own.
         public var config: HostConfig
         public var unmanaged: [UnmanagedDomain]
+        /// Managed VMs whose metadata is wrong now: their last good policy stays, with why.
+        public var kept: [UnmanagedDomain] = []
     }
 
-    public static func build(file: HostConfig, entries: [Entry], devices: Devices) -> Outcome {
+    /// `previous`: the libvirt VMs in force, by domain UUID (a VM whose metadata turns bad
+    /// keeps its policy from there).
+    public static func build(file: HostConfig, entries: [Entry], devices: Devices, previous: [String: HostConfig.VMConfig] = [:]) -> Outcome {
         var cfg = file
         var unmanaged: [UnmanagedDomain] = []
+        var kept: [UnmanagedDomain] = []
         let fileNames = Set(file.vms.map(\.name))
         var guarantees: [String: BitRate] = [:]
         for vm in file.vms { guarantees[vm.link, default: .zero] = guarantees[vm.link, default: .zero] + vm.policy.guarantee }
@@ -57,7 +62,13 @@ public enum LibvirtInventory {
             guard domain.isTandem else { continue }
             func skip(_ reason: String) { unmanaged.append(UnmanagedDomain(domain: entry.name, uuid: entry.uuid, reason: reason)) }
             let name = domain.name
-            if !domain.problems.isEmpty { skip(domain.problems.joined(separator: "; ")); continue }
+            // Problems with the policy metadata alone leave a VM that was managed with its last
+            // good policy (an operator's typo does not lift a running VM's limit); any other
+            // problem leaves the domain unmanaged.
+            let policyProblems = domain.problems.filter { $0.contains("<tandem:") }
+            let otherProblems = domain.problems.filter { !$0.contains("<tandem:") }
+            let earlier = previous[entry.uuid].flatMap { $0.name == name ? $0 : nil }
+            if !otherProblems.isEmpty || (!policyProblems.isEmpty && earlier == nil) { skip(domain.problems.joined(separator: "; ")); continue }
             guard !name.isEmpty, name.utf8.count <= 64, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
                 skip("domain \(name): <name> is not usable as a Tandem VM name (1 to 64 letters, digits, '-', '_' or '.')")
                 continue
@@ -104,6 +115,10 @@ public enum LibvirtInventory {
                 skip("domain \(name): \(found[0].what) is also VM \(other.name)'s")
                 continue
             }
+            if let ch = domain.channels.first, let other = cfg.vms.first(where: { $0.channel == ch }) {
+                skip("domain \(name): <channel> \(ch) is also VM \(other.name)'s")
+                continue
+            }
 
             var policy = link.defaults
             if let m = domain.policy {
@@ -113,27 +128,27 @@ public enum LibvirtInventory {
                 // A default cap below the metadata's own guarantee gives way to it.
                 if m.max == nil, let c = policy.cap, c < policy.guarantee { policy.cap = nil }
             }
-            do { try policy.validate(prefix: "") } catch {
-                skip("domain \(name): <tandem:policy>: \(error.field == "guarantee" ? "min" : error.field == "cap" ? "max" : error.field) \(error.problem)")
-                continue
+            func problem(_ p: VMPolicy) -> String? {
+                do { try p.validate(prefix: "") } catch {
+                    return "domain \(name): <tandem:policy>: \(error.field == "guarantee" ? "min" : error.field == "cap" ? "max" : error.field) \(error.problem)"
+                }
+                if let c = p.cap, c > link.capacity { return "domain \(name): <tandem:policy max=\"\(c)\"> is above link \(link.name)'s capacity \(link.capacity)" }
+                let total = guarantees[link.name, default: .zero] + p.guarantee
+                if total > link.capacity {
+                    return "domain \(name): <tandem:policy min=\"\(p.guarantee)\"> would bring link \(link.name)'s guarantees to \(total), more than its capacity \(link.capacity)"
+                }
+                return nil
             }
-            if let c = policy.cap, c > link.capacity {
-                skip("domain \(name): <tandem:policy max=\"\(c)\"> is above link \(link.name)'s capacity \(link.capacity)")
-                continue
+            if let why = policyProblems.isEmpty ? problem(policy) : policyProblems.joined(separator: "; ") {
+                guard let earlier, earlier.link == link.name, problem(earlier.policy) == nil else { skip(why); continue }
+                kept.append(UnmanagedDomain(domain: entry.name, uuid: entry.uuid, reason: why + " (its last good policy stays in force)"))
+                policy = earlier.policy
             }
             let total = guarantees[link.name, default: .zero] + policy.guarantee
-            if total > link.capacity {
-                skip("domain \(name): <tandem:policy min=\"\(policy.guarantee)\"> would bring link \(link.name)'s guarantees to \(total), more than its capacity \(link.capacity)")
-                continue
-            }
-            if let ch = domain.channels.first, let other = cfg.vms.first(where: { $0.channel == ch }) {
-                skip("domain \(name): <channel> \(ch) is also VM \(other.name)'s")
-                continue
-            }
             guarantees[link.name] = total
             cfg.vms.append(HostConfig.VMConfig(name: name, link: link.name, backend: backend, channel: domain.channels.first, policy: policy, origin: .libvirt(uuid: entry.uuid)))
         }
-        return Outcome(config: cfg, unmanaged: unmanaged)
+        return Outcome(config: cfg, unmanaged: unmanaged, kept: kept)
     }
 }
 
@@ -168,9 +183,11 @@ public struct LibvirtStatus: Codable, Sendable, Equatable {
     /// Libvirt domains managed now (as VMs), and those left alone with why.
     public var managed: [String]
     public var unmanaged: [UnmanagedDomain]
+    /// Managed domains whose metadata is wrong now, kept at their last good policy.
+    public var kept: [UnmanagedDomain]
     /// Full resyncs done (the first, and one after each reconnection).
     public var resyncs: UInt64
-    public init(state: String, uri: String, error: String? = nil, retryIn: Double? = nil, managed: [String] = [], unmanaged: [UnmanagedDomain] = [], resyncs: UInt64 = 0) {
-        self.state = state; self.uri = uri; self.error = error; self.retryIn = retryIn; self.managed = managed; self.unmanaged = unmanaged; self.resyncs = resyncs
+    public init(state: String, uri: String, error: String? = nil, retryIn: Double? = nil, managed: [String] = [], unmanaged: [UnmanagedDomain] = [], kept: [UnmanagedDomain] = [], resyncs: UInt64 = 0) {
+        self.state = state; self.uri = uri; self.error = error; self.retryIn = retryIn; self.managed = managed; self.unmanaged = unmanaged; self.kept = kept; self.resyncs = resyncs
     }
 }

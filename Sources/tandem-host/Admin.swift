@@ -82,6 +82,7 @@ extension TandemHost {
                 if let r = l.retryIn { line += ", retrying in \(String(format: "%.1f", r))s; limits in force stay" }
                 print(line + "; \(l.managed.count) domains managed, \(l.unmanaged.count) not")
                 for u in l.unmanaged { print("    unmanaged: \(u.reason)") }
+                for u in l.kept { print("    metadata refused: \(u.reason)") }
             }
             for v in s.vms {
                 let from = v.origin == "libvirt" ? " (libvirt)" : ""

@@ -145,6 +145,25 @@ import TandemProtocol
         #expect(out.unmanaged.count == 6)
     }
 
+    @Test func aManagedVMWhoseMetadataTurnsBadKeepsItsLastGoodPolicy() throws {
+        let file = try Self.file()
+        let good = try Self.entry(Self.domain("a", devices: Self.tap("vnet1"), metadata: #"<tandem:policy xmlns:tandem="urn:tandem:policy:1" weight="4"/>"#))
+        let first = LibvirtInventory.build(file: file, entries: [good], devices: Self.devices())
+        let previous = Dictionary(uniqueKeysWithValues: first.config.vms.compactMap { vm -> (String, HostConfig.VMConfig)? in
+            if case .libvirt(let u) = vm.origin { (u, vm) } else { nil }
+        })
+        for bad in [#"weight="heavy""#, #"min="900mbit" max="100mbit""#, #"min="2gbit""#] {
+            let typo = try Self.entry(Self.domain("a", devices: Self.tap("vnet1"), metadata: "<tandem:policy xmlns:tandem=\"urn:tandem:policy:1\" \(bad)/>"))
+            let after = LibvirtInventory.build(file: file, entries: [typo], devices: Self.devices(), previous: previous)
+            #expect(after.config.vms.map(\.policy.weight) == [4], "\(bad)")
+            #expect(after.unmanaged.isEmpty)
+            #expect(after.kept.count == 1 && after.kept[0].reason.hasSuffix("(its last good policy stays in force)"), "\(after.kept)")
+            // A domain first seen with it is not managed.
+            let fresh = LibvirtInventory.build(file: file, entries: [typo], devices: Self.devices())
+            #expect(fresh.config.vms.isEmpty && fresh.unmanaged.count == 1, "\(bad)")
+        }
+    }
+
     @Test func theFilesVMsAndSettingsAreKeptAsTheyAre() throws {
         let file = try Self.file("[[vm]]\nname = \"static\"\ninterface = \"tap9\"\n")
         let out = LibvirtInventory.build(file: file, entries: [try Self.entry(Self.domain("a", devices: Self.tap("vnet1")))], devices: Self.devices())
