@@ -139,7 +139,7 @@ let package = Package(
             name: "tandem-bench",
             dependencies: [
                 "Netlink", "TandemTransport", "TandemDaemon", "TandemLabSupport", "TandemProtocol", "AgentCore", "GuestAgent", "HostCore",
-                "HostController", "TandemLab", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "HostController", "TandemLab", "TandemLibvirt", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 

@@ -5,7 +5,7 @@ import Foundation
 /// Not a test.
 @main
 struct TandemBench: AsyncParsableCommand {
-    static let kinds = ["netlink", "allocator", "codec", "overhead", "accuracy", "reaction"]
+    static let kinds = ["netlink", "allocator", "codec", "overhead", "accuracy", "reaction", "libvirt"]
 
     static let configuration = CommandConfiguration(
         commandName: "tandem-bench",
@@ -30,7 +30,7 @@ struct TandemBench: AsyncParsableCommand {
         for w in selected where !Self.kinds.contains(w) {
             throw ValidationError("unknown benchmark '\(w)': use \(Self.kinds.joined(separator: ", ")) or all")
         }
-        let needsRoot = Set(selected).subtracting(["allocator", "codec"])
+        let needsRoot = Set(selected).subtracting(["allocator", "codec", "libvirt"])
         if !needsRoot.isEmpty && getuid() != 0 { throw ValidationError("\(needsRoot.sorted().joined(separator: ", ")) need root (network namespaces)") }
         if let compare, FileManager.default.contents(atPath: compare).flatMap({ try? JSONDecoder().decode([Result].self, from: $0) }) == nil {
             throw ValidationError("--compare \(compare): cannot read results from it")
@@ -67,6 +67,7 @@ struct TandemBench: AsyncParsableCommand {
                                         + SystemBench.controllerOverhead(guests: .busySynthetic) + SystemBench.agentOverhead())
             case "accuracy": show("accuracy (100% = goodput equal to 95% of the limit; target within 3%)", try await SystemBench.accuracy())
             case "reaction": show("reaction in the lab (\(repetitions) repetitions)", try Reaction.run(repetitions: repetitions))
+            case "libvirt": show("libvirt (\(repetitions) starts)", try await LibvirtBench.run(repetitions: repetitions))
             default: break
             }
         }

@@ -209,6 +209,35 @@ import TandemLabSupport
         #expect(r.status == 0, "the comment's example: \(r.stderr)")
     }
 
+    /// The libvirt example domain and host file: the domain as libvirt runs it (its tap and
+    /// channel socket filled in as libvirt fills them) is a VM on the `lan` link with the
+    /// example's policy; as written (not running) only its channel's socket is missing.
+    @Test func libvirtExampleDomainBecomesAVMWithTheExampleHostFile() throws {
+        let cfg = try HostConfig.load(path: Self.deploy("examples/host-libvirt.toml"))
+        #expect(cfg.libvirt?.uri == "qemu:///system")
+        #expect(cfg.vms.isEmpty)
+        #expect(cfg.links.map(\.pfs) == [["enp3s0f0", "enp3s0f1"], []])
+        #expect(cfg.links.map(\.bridges) == [[], ["br0"]])
+        let xml = try String(contentsOfFile: Self.deploy("libvirt/domain-tandem.xml"), encoding: .utf8)
+        let asWritten = try LibvirtDomain.parse(xml)
+        #expect(asWritten.problems.count == 1 && asWritten.problems[0].contains("has no <source path=...>"), "\(asWritten.problems)")
+        let live = xml.replacingOccurrences(of: "<model type='virtio'/>", with: "<target dev='vnet7'/><model type='virtio'/>")
+            .replacingOccurrences(of: "<channel type='unix'>", with: "<channel type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/channel/target/domain-7-vm1/org.tandem.agent.0'/>")
+        let domain = try LibvirtDomain.parse(live)
+        let out = LibvirtInventory.build(file: cfg, entries: [.init(uuid: "u1", name: "vm1", domain: .success(domain))],
+                                         devices: .init(vf: { _ in throw SysfsVFError.noSuchDevice("-") }, master: { _ in nil }))
+        #expect(out.unmanaged.isEmpty, "\(out.unmanaged)")
+        let vm = try #require(out.config.vms.first)
+        #expect(vm.link == "lan" && vm.backend == .tc(interface: "vnet7"))
+        #expect(vm.policy == VMPolicy(weight: 2, guarantee: try BitRate(parsing: "1gbit"), cap: try BitRate(parsing: "8gbit")))
+    }
+
+    @Test(.enabled(if: Shell.has("xmllint") || Privileged.isCI, "needs xmllint (Debian: libxml2-utils); runs and fails in CI"))
+    func libvirtExampleDomainIsWellFormed() throws {
+        let lint = try Shell.run(["xmllint", "--noout", Self.deploy("libvirt/domain-tandem.xml")])
+        #expect(lint.status == 0, "xmllint: \(lint.stderr)")
+    }
+
     /// Every ```xml block in deploy/README.md (channel, hostdev and bridge interfaces).
     @Test(.enabled(if: Shell.has("xmllint") || Privileged.isCI, "needs xmllint (Debian: libxml2-utils); runs and fails in CI"))
     func readmeXMLSnippetsAreWellFormed() throws {
