@@ -10,6 +10,8 @@ packages=(
   iputils-ping                                 # counters move in the link tests
   systemd libxml2-utils                        # deploy tests: systemd-analyze verify, xmllint
   python3                                      # the unprivileged-user socket test, the overhead benchmark
+  libvirt-dev                                  # CLibvirt builds against libvirt through pkg-config
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients  # the libvirt tests: libvirtd, virsh
 )
 
 if [ "$(id -u)" -ne 0 ]; then

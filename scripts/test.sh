@@ -7,5 +7,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 # The VM tests' kernel, modules (netdevsim built out of tree) and initramfs; cached.
 ./deploy/qemu/prepare.sh >/dev/null
+# libvirtd (and virtlogd) for the libvirt tests, started without systemd.
+if [ "$(id -u)" -eq 0 ]; then ./scripts/libvirt-up.sh; fi
 swift build --build-tests
 swift test --skip-build --no-parallel
