@@ -36,7 +36,8 @@ public enum LibvirtInventory {
         /// The file's configuration with the libvirt VMs after its own.
         public var config: HostConfig
         public var unmanaged: [UnmanagedDomain]
-        /// Managed VMs whose metadata is wrong now: their last good policy stays, with why.
+        /// Managed VMs whose metadata (or devices) went wrong: their last good policy (or the
+        /// device in force) stays, with why.
         public var kept: [UnmanagedDomain] = []
     }
 
@@ -103,16 +104,21 @@ public enum LibvirtInventory {
                     missed.append("<interface type='\(tap.type)'> \(tap.device) is \(via.map { "on \($0)" } ?? "on no bridge"), which no [[link]] names (bridge = ...)")
                 }
             }
-            guard let (backend, link, _) = found.first else {
+            guard !found.isEmpty else {
                 skip("domain \(name): " + (missed.isEmpty ? "no device Tandem can limit (an <interface> with a <target dev=...>, or a VF)" : missed.joined(separator: "; ")))
                 continue
             }
-            guard found.count == 1 else {
-                skip("domain \(name): \(found.count) devices on Tandem's links (\(found.map(\.what).joined(separator: ", "))): Tandem limits one per VM")
-                continue
+            var chosen = found[0]
+            if found.count > 1 {
+                let why = "domain \(name): \(found.count) devices on Tandem's links (\(found.map(\.what).joined(separator: ", "))): Tandem limits one per VM"
+                // A device hot-plugged beside the one in force does not lift its limit.
+                guard let earlier, let same = found.first(where: { $0.backend == earlier.backend }) else { skip(why); continue }
+                kept.append(UnmanagedDomain(domain: entry.name, uuid: entry.uuid, reason: why + " (the one in force, \(same.what), stays)"))
+                chosen = same
             }
+            let (backend, link) = (chosen.backend, chosen.link)
             if let other = cfg.vms.first(where: { $0.backend.sameDevice(as: backend) }) {
-                skip("domain \(name): \(found[0].what) is also VM \(other.name)'s")
+                skip("domain \(name): \(chosen.what) is also VM \(other.name)'s")
                 continue
             }
             if let ch = domain.channels.first, let other = cfg.vms.first(where: { $0.channel == ch }) {

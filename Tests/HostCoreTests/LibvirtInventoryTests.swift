@@ -164,6 +164,19 @@ import TandemProtocol
         }
     }
 
+    @Test func aSecondDeviceHotPluggedBesideTheOneInForceDoesNotLiftItsLimit() throws {
+        let file = try Self.file()
+        let first = LibvirtInventory.build(file: file, entries: [try Self.entry(Self.domain("a", devices: Self.tap("vnet1")))], devices: Self.devices())
+        let vm = try #require(first.config.vms.first)
+        let plugged = try Self.entry(Self.domain("a", devices: Self.tap("vnet1") + Self.vf(1)))
+        guard case .libvirt(let uuid) = vm.origin else { Issue.record("origin"); return }
+        let after = LibvirtInventory.build(file: file, entries: [plugged], devices: Self.devices(), previous: [uuid: vm])
+        #expect(after.config.vms.map(\.backend) == [.tc(interface: "vnet1")])
+        #expect(after.kept.map(\.reason) == ["domain a: 2 devices on Tandem's links (VF 0000:03:10.1 (enp3s0f0 vf 0), interface vnet1 (on tdmbr0)): Tandem limits one per VM (the one in force, interface vnet1 (on tdmbr0), stays)"])
+        // First seen with two: not managed.
+        #expect(LibvirtInventory.build(file: file, entries: [plugged], devices: Self.devices()).unmanaged.count == 1)
+    }
+
     @Test func theFilesVMsAndSettingsAreKeptAsTheyAre() throws {
         let file = try Self.file("[[vm]]\nname = \"static\"\ninterface = \"tap9\"\n")
         let out = LibvirtInventory.build(file: file, entries: [try Self.entry(Self.domain("a", devices: Self.tap("vnet1")))], devices: Self.devices())

@@ -186,6 +186,14 @@ struct LibvirtHostTests {
             }
             _ = try await Self.within(10, "both agents connected") { try [a, b].allSatisfy { try row($0)?.agent == "connected" } ? true : nil }
 
+            // A suspended domain stays managed and limited (its allocation may move with the
+            // round, as any VM's).
+            _ = try Libvirtd.virsh("suspend", a)
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try status().vms.first { $0.name == a }?.limit != nil)
+            #expect(try Shell.check(["tc", "qdisc", "show", "dev", String(try #require(try status().vms.first { $0.name == a }).backend.split(separator: " ")[1])]).contains("ingress"))
+            _ = try Libvirtd.virsh("resume", a)
+
             // The weight moves with virsh metadata --live.
             _ = try Libvirtd.virsh("metadata", a, "--uri", LibvirtDomain.metadataNamespace, "--key", "tandem", "--set", #"<policy weight="5" min="20mbit"/>"#, "--live")
             let (_, tWeight) = try await Self.within(5, "weight 5 in fairness") { try row(a)?.weight == 5 ? true : nil }
