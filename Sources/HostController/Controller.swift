@@ -210,6 +210,8 @@ public actor Controller {
                 state.report = nil
             }
             if state.config.link != vm.link { state.meter = RateMeter(ceiling: capacity + capacity) }
+            // Now a libvirt domain: its policy is its metadata's, no longer state.json's.
+            if state.config.origin == .file, vm.origin != .file, persisted.policies.removeValue(forKey: vm.name) != nil { saveNow() }
             state.config = vm
             takePolicy(state, vm)
         }

@@ -115,6 +115,7 @@ public struct HostDaemon: Service {
                 var ready = false
                 var file = config
                 var source = config.libvirt.map { LibvirtSource(uri: $0.uri) }
+                var lastLook = 0.0
                 for await e in events {
                     if Task.isCancelled { break }
                     let now = POSIX.now()
@@ -126,6 +127,15 @@ public struct HostDaemon: Service {
                         for (name, ce) in hub.service(now: now) { await controller.receive(name, ce, now: now) }
                         if case .tick = e {
                             await controller.tick(now: now)
+                            // What the host's devices say may change without a libvirt event (a
+                            // tap put in its bridge after the start, a PF's driver loaded): the
+                            // domains left out, or kept on their old device, are looked at again.
+                            if var s = source, !(s.unmanaged.isEmpty && s.kept.isEmpty), now - lastLook >= Self.libvirtLookSeconds {
+                                lastLook = now
+                                let before = await controller.config
+                                (s.unmanaged, s.kept) = await apply(file: file, source: s, controller: controller, attach: attach, why: "libvirt: devices looked at again", unlessSame: before)
+                                source = s
+                            }
                             if !ready {
                                 // Every backend has been set up (or said why not) and the first
                                 // limits are in the kernel.
@@ -137,7 +147,10 @@ public struct HostDaemon: Service {
                         let libvirt = await source.asyncMap { s in s.status(managed: await controller.libvirtVMs(), now: now) }
                         await Self.handleAdmin(ae, controller: controller, server: admin, libvirt: libvirt, now: now)
                     case .reload:
-                        if let new = await reload(controller, attach: attach, source: source) { file = new }
+                        if let (new, inventory) = await reload(controller, attach: attach, source: source) {
+                            file = new
+                            if let inventory { source?.unmanaged = inventory.unmanaged; source?.kept = inventory.kept }
+                        }
                     case .libvirt(let update):
                         guard var s = source else { break }
                         let changed = s.apply(update, now: now)
@@ -145,6 +158,9 @@ public struct HostDaemon: Service {
                             log.warning("libvirt unreachable; limits stay in force, retrying", metadata: ["uri": "\(s.uri)", "error": "\(why)", "retry_in": "\(retryIn)s"])
                         }
                         if case .resync(let all) = update { log.info("libvirt connected", metadata: ["uri": "\(s.uri)", "active_domains": "\(all.count)", "resync": "\(s.resyncs)"]) }
+                        if case .readFailed(_, let name, let why) = update {
+                            log.warning("libvirt domain not read after an event; kept as last read", metadata: ["domain": "\(name)", "error": "\(why)"])
+                        }
                         if changed {
                             let why: String
                             switch update {
@@ -177,7 +193,7 @@ public struct HostDaemon: Service {
     /// SIGHUP: the file is read and checked whole; a bad one changes nothing (the error is
     /// logged and shown in systemd's status), a good one is applied (with libvirt's VMs
     /// worked out again against it). Returns the file's configuration now in force.
-    func reload(_ controller: Controller, attach: Attachments, source: LibvirtSource?) async -> HostConfig? {
+    func reload(_ controller: Controller, attach: Attachments, source: LibvirtSource?) async -> (HostConfig, LibvirtInventory.Outcome?)? {
         guard let configPath else { log.warning("SIGHUP ignored: no configuration file to read again"); return nil }
         notifier.reloading()
         let new: HostConfig
@@ -193,13 +209,18 @@ public struct HostDaemon: Service {
         let inventory = source.map { LibvirtInventory.build(file: new, entries: $0.ordered, devices: devices, previous: previous) }
         let change = await controller.reload(inventory?.config ?? new, attach: attach)
         notifier.ready(status: "\(new.vms.count) VMs on \(new.links.count) links (reloaded: \(change.added.count) added, \(change.removed.count) removed)")
-        return new
+        return (new, inventory)
     }
+
+    /// How often domains left unmanaged (or kept on their old device) are looked at again.
+    static let libvirtLookSeconds = 5.0
 
     /// libvirt's domains changed: the VMs are worked out again and the difference applied
     /// (only the VMs that changed are touched). Returns the domains left unmanaged.
-    func apply(file: HostConfig, source: LibvirtSource, controller: Controller, attach: Attachments, why: String) async -> ([UnmanagedDomain], [UnmanagedDomain]) {
+    /// `unlessSame`: nothing is applied (or logged as a reload) when the VMs come out as these.
+    func apply(file: HostConfig, source: LibvirtSource, controller: Controller, attach: Attachments, why: String, unlessSame: HostConfig? = nil) async -> ([UnmanagedDomain], [UnmanagedDomain]) {
         let inventory = LibvirtInventory.build(file: file, entries: source.ordered, devices: devices, previous: await Self.libvirtVMs(controller))
+        if let unlessSame, unlessSame.vms == inventory.config.vms { return (inventory.unmanaged, inventory.kept) }
         let before = Set((source.unmanaged + source.kept).map(\.reason))
         for u in inventory.unmanaged where !before.contains(u.reason) {
             log.warning("libvirt domain not managed", metadata: ["domain": "\(u.domain)", "reason": "\(u.reason)"])

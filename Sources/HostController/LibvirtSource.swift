@@ -43,6 +43,8 @@ struct LibvirtSource {
         case .unreachable(let why, let retryIn):
             state = "unreachable"; error = why; retryAt = now + retryIn
             return false
+        case .readFailed:
+            return false
         }
     }
 

@@ -18,6 +18,9 @@ public final class LibvirtWatcher: @unchecked Sendable {
         case domain(uuid: String, name: String, LibvirtDomainSnapshot?, event: LibvirtDomainEvent)
         /// No connection: why, and the seconds until the next attempt. Nothing is released.
         case unreachable(error: String, retryIn: Double)
+        /// A domain could not be read after an event (the connection is up): it stays as
+        /// last read.
+        case readFailed(uuid: String, name: String, error: String)
     }
 
     public let uri: String
@@ -38,15 +41,16 @@ public final class LibvirtWatcher: @unchecked Sendable {
 
     public func start() { queue.async { self.connect() } }
 
-    /// Closes the connection; no more updates.
+    /// No more updates from now; the connection is closed on the watcher's queue, behind a
+    /// call in flight (which may wait for a hung libvirtd: nothing here waits for it).
     public func stop() {
-        queue.sync {
-            stopped = true
-            generation += 1
-            connection?.close()
-            connection = nil
-        }
         sink.finish()
+        queue.async {
+            self.stopped = true
+            self.generation += 1
+            self.connection?.close()
+            self.connection = nil
+        }
     }
 
     func connect() {
@@ -67,28 +71,36 @@ public final class LibvirtWatcher: @unchecked Sendable {
             backoff.reset()
             sink.yield(.resync(all))
         } catch {
+            // A close callback this attempt caused is queued behind it: it must not start a
+            // second retry chain.
+            generation += 1
             retry("\(error)")
         }
     }
 
-    func changed(_ e: LibvirtDomainEvent, _ gen: Int) {
+    func changed(_ e: LibvirtDomainEvent, _ gen: Int, attempt: Int = 1) {
         guard gen == generation, let c = connection else { return }
         do {
+            // nil: libvirt has no such domain, or it stopped while being read.
             let now = try c.domain(uuid: e.uuid)
             sink.yield(.domain(uuid: e.uuid, name: e.name, now.flatMap { $0.state.isActive ? $0 : nil }, event: e))
         } catch {
-            // A failed read on a live connection (the domain went away mid-read) is the
-            // domain's; on a dead one it is the connection's.
-            if c.isAlive {
-                sink.yield(.domain(uuid: e.uuid, name: e.name, nil, event: e))
+            // Any other failure says nothing about the domain: it stays as last read. On a
+            // dead connection the close callback follows (and a resync after it); on a live
+            // one the read is tried again, a few times.
+            guard c.isAlive else { return }
+            if attempt < Self.readAttempts {
+                queue.asyncAfter(deadline: .now() + 0.2 * Double(attempt)) { [weak self] in self?.changed(e, gen, attempt: attempt + 1) }
             } else {
-                lost("\(error)", gen)
+                sink.yield(.readFailed(uuid: e.uuid, name: e.name, error: "\(error)"))
             }
         }
     }
 
+    static let readAttempts = 3
+
     func lost(_ why: String, _ gen: Int) {
-        guard gen == generation, !stopped else { return }
+        guard gen == generation, connection != nil, !stopped else { return }
         generation += 1
         connection?.close()
         connection = nil

@@ -8,7 +8,8 @@ public struct ConfigChange: Sendable, Equatable {
     public var removed: [String] = []
     /// VMs new in the file, in the file's order: set up and limited within a round.
     public var added: [HostConfig.VMConfig] = []
-    /// VMs whose backend, link or channel changed: released, then set up as new.
+    /// VMs whose backend, link, channel or origin (a `[[vm]]` now a libvirt domain, or back)
+    /// changed: their state kept, what changed set up again.
     public var replaced: [HostConfig.VMConfig] = []
     /// VMs whose policy alone changed: kept as they are, the new policy applied.
     public var repoliced: [HostConfig.VMConfig] = []
@@ -29,7 +30,7 @@ public struct ConfigChange: Sendable, Equatable {
         removed = old.vms.map(\.name).filter { !after.contains($0) }
         for vm in new.vms {
             guard let was = before[vm.name] else { added.append(vm); continue }
-            if was.backend != vm.backend || was.link != vm.link || was.channel != vm.channel {
+            if was.backend != vm.backend || was.link != vm.link || was.channel != vm.channel || was.origin != vm.origin {
                 replaced.append(vm)
             } else if was.policy != vm.policy {
                 repoliced.append(vm)

@@ -177,8 +177,13 @@ extension HostConfig {
             }
             if let c = link.defaults.cap, c > cap { throw r.error(named, "default_max", "\(c) is above the link's capacity \(cap)", header: "[[link]]", index: i) }
             link.setMinRate = try r.bool(t, "set_min_rate", named) ?? false
+            // A device names one link (a macvtap's uplink is looked up among both lists).
+            if let dev = link.pfs.first(where: link.bridges.contains) {
+                throw r.error(named, "bridge", "'\(dev)' is also this link's pf", header: "[[link]]", index: i)
+            }
             for other in cfg.links {
-                if let dev = link.pfs.first(where: other.pfs.contains) ?? link.bridges.first(where: other.bridges.contains) {
+                let theirs = other.pfs + other.bridges
+                if let dev = (link.pfs + link.bridges).first(where: theirs.contains) {
                     throw r.error(named, link.pfs.contains(dev) ? "pf" : "bridge", "'\(dev)' is also named by [[link]] \(other.name)", header: "[[link]]", index: i)
                 }
             }

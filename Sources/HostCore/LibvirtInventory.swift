@@ -41,16 +41,26 @@ public enum LibvirtInventory {
         public var kept: [UnmanagedDomain] = []
     }
 
-    /// `previous`: the libvirt VMs in force, by domain UUID (a VM whose metadata turns bad
-    /// keeps its policy from there).
+    /// `previous`: the libvirt VMs in force, by domain UUID. A VM in force whose metadata
+    /// turns bad keeps its policy from there, one whose new policy does not fit keeps its
+    /// old one, and one that gets a second device or channel keeps the one in force: an
+    /// operator's mistake does not lift a running VM's limit.
     public static func build(file: HostConfig, entries: [Entry], devices: Devices, previous: [String: HostConfig.VMConfig] = [:]) -> Outcome {
-        var cfg = file
         var unmanaged: [UnmanagedDomain] = []
         var kept: [UnmanagedDomain] = []
         let fileNames = Set(file.vms.map(\.name))
-        var guarantees: [String: BitRate] = [:]
-        for vm in file.vms { guarantees[vm.link, default: .zero] = guarantees[vm.link, default: .zero] + vm.policy.guarantee }
         let catchAll = file.links.count == 1 && file.links[0].pfs.isEmpty && file.links[0].bridges.isEmpty ? file.links[0] : nil
+
+        /// A domain that can be managed, before admission of its guarantee.
+        struct Candidate {
+            var entry: Entry
+            var vm: HostConfig.VMConfig
+            var what: String
+            var earlier: HostConfig.VMConfig?
+            /// Why its earlier policy is used (its metadata is wrong), if it is.
+            var keptPolicy: String?
+        }
+        var candidates: [Candidate] = []
 
         for entry in entries {
             let domain: LibvirtDomain
@@ -62,14 +72,20 @@ public enum LibvirtInventory {
             }
             guard domain.isTandem else { continue }
             func skip(_ reason: String) { unmanaged.append(UnmanagedDomain(domain: entry.name, uuid: entry.uuid, reason: reason)) }
+            func keep(_ reason: String) { kept.append(UnmanagedDomain(domain: entry.name, uuid: entry.uuid, reason: reason)) }
             let name = domain.name
-            // Problems with the policy metadata alone leave a VM that was managed with its last
-            // good policy (an operator's typo does not lift a running VM's limit); any other
-            // problem leaves the domain unmanaged.
-            let policyProblems = domain.problems.filter { $0.contains("<tandem:") }
-            let otherProblems = domain.problems.filter { !$0.contains("<tandem:") }
             let earlier = previous[entry.uuid].flatMap { $0.name == name ? $0 : nil }
-            if !otherProblems.isEmpty || (!policyProblems.isEmpty && earlier == nil) { skip(domain.problems.joined(separator: "; ")); continue }
+            // A second agent channel beside the one in force: that one stays.
+            var channel = domain.channels.first
+            var problems = domain.problems
+            if domain.channels.count > 1, let ch = earlier?.channel, domain.channels.contains(ch) {
+                problems.removeAll { $0.hasPrefix("domain \(name): \(domain.channels.count) channels named") }
+                keep("domain \(name): \(domain.channels.count) channels named \(LibvirtDomain.portName) (\(domain.channels.joined(separator: ", "))) (the one in force, \(ch), stays)")
+                channel = ch
+            }
+            let policyProblems = problems.filter { $0.contains("<tandem:") }
+            let otherProblems = problems.filter { !$0.contains("<tandem:") }
+            if !otherProblems.isEmpty || (!policyProblems.isEmpty && earlier == nil) { skip(problems.joined(separator: "; ")); continue }
             guard !name.isEmpty, name.utf8.count <= 64, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
                 skip("domain \(name): <name> is not usable as a Tandem VM name (1 to 64 letters, digits, '-', '_' or '.')")
                 continue
@@ -113,18 +129,10 @@ public enum LibvirtInventory {
                 let why = "domain \(name): \(found.count) devices on Tandem's links (\(found.map(\.what).joined(separator: ", "))): Tandem limits one per VM"
                 // A device hot-plugged beside the one in force does not lift its limit.
                 guard let earlier, let same = found.first(where: { $0.backend == earlier.backend }) else { skip(why); continue }
-                kept.append(UnmanagedDomain(domain: entry.name, uuid: entry.uuid, reason: why + " (the one in force, \(same.what), stays)"))
+                keep(why + " (the one in force, \(same.what), stays)")
                 chosen = same
             }
-            let (backend, link) = (chosen.backend, chosen.link)
-            if let other = cfg.vms.first(where: { $0.backend.sameDevice(as: backend) }) {
-                skip("domain \(name): \(chosen.what) is also VM \(other.name)'s")
-                continue
-            }
-            if let ch = domain.channels.first, let other = cfg.vms.first(where: { $0.channel == ch }) {
-                skip("domain \(name): <channel> \(ch) is also VM \(other.name)'s")
-                continue
-            }
+            let link = chosen.link
 
             var policy = link.defaults
             if let m = domain.policy {
@@ -134,27 +142,62 @@ public enum LibvirtInventory {
                 // A default cap below the metadata's own guarantee gives way to it.
                 if m.max == nil, let c = policy.cap, c < policy.guarantee { policy.cap = nil }
             }
-            func problem(_ p: VMPolicy) -> String? {
-                do { try p.validate(prefix: "") } catch {
-                    return "domain \(name): <tandem:policy>: \(error.field == "guarantee" ? "min" : error.field == "cap" ? "max" : error.field) \(error.problem)"
-                }
-                if let c = p.cap, c > link.capacity { return "domain \(name): <tandem:policy max=\"\(c)\"> is above link \(link.name)'s capacity \(link.capacity)" }
-                let total = guarantees[link.name, default: .zero] + p.guarantee
-                if total > link.capacity {
-                    return "domain \(name): <tandem:policy min=\"\(p.guarantee)\"> would bring link \(link.name)'s guarantees to \(total), more than its capacity \(link.capacity)"
-                }
-                return nil
-            }
-            if let why = policyProblems.isEmpty ? problem(policy) : policyProblems.joined(separator: "; ") {
-                guard let earlier, earlier.link == link.name, problem(earlier.policy) == nil else { skip(why); continue }
-                kept.append(UnmanagedDomain(domain: entry.name, uuid: entry.uuid, reason: why + " (its last good policy stays in force)"))
+            var keptPolicy: String?
+            if let why = policyProblems.isEmpty ? problem(policy, name: name, link: link) : policyProblems.joined(separator: "; ") {
+                guard let earlier, earlier.link == link.name, problem(earlier.policy, name: name, link: link) == nil else { skip(why); continue }
+                keptPolicy = why
                 policy = earlier.policy
             }
-            let total = guarantees[link.name, default: .zero] + policy.guarantee
-            guarantees[link.name] = total
-            cfg.vms.append(HostConfig.VMConfig(name: name, link: link.name, backend: backend, channel: domain.channels.first, policy: policy, origin: .libvirt(uuid: entry.uuid)))
+            let vm = HostConfig.VMConfig(name: name, link: link.name, backend: chosen.backend, channel: channel, policy: policy, origin: .libvirt(uuid: entry.uuid))
+            candidates.append(Candidate(entry: entry, vm: vm, what: chosen.what, earlier: earlier, keptPolicy: keptPolicy))
         }
+
+        // Admission, VMs in force first: guarantees (and devices, channels) already granted
+        // are not taken away by a domain that came later or a policy raised since. Within a
+        // group, the order the domains were first seen.
+        func rank(_ c: Candidate) -> Int {
+            guard let e = c.earlier else { return 2 }
+            return e.policy == c.vm.policy && e.link == c.vm.link ? 0 : 1
+        }
+        var guarantees: [String: BitRate] = [:]
+        for vm in file.vms { guarantees[vm.link, default: .zero] = guarantees[vm.link, default: .zero] + vm.policy.guarantee }
+        var admitted: [Int: HostConfig.VMConfig] = [:]
+        var taken = file.vms
+        let order = candidates.indices.sorted { (rank(candidates[$0]), $0) < (rank(candidates[$1]), $1) }
+        for i in order {
+            var c = candidates[i]
+            func skip(_ reason: String) { unmanaged.append(UnmanagedDomain(domain: c.entry.name, uuid: c.entry.uuid, reason: reason)) }
+            if let other = taken.first(where: { $0.backend.sameDevice(as: c.vm.backend) }) { skip("domain \(c.vm.name): \(c.what) is also VM \(other.name)'s"); continue }
+            if let ch = c.vm.channel, let other = taken.first(where: { $0.channel == ch }) { skip("domain \(c.vm.name): <channel> \(ch) is also VM \(other.name)'s"); continue }
+            let capacity = file.links.first { $0.name == c.vm.link }!.capacity
+            let already = guarantees[c.vm.link, default: .zero]
+            if already + c.vm.policy.guarantee > capacity {
+                let why = "domain \(c.vm.name): <tandem:policy min=\"\(c.vm.policy.guarantee)\"> would bring link \(c.vm.link)'s guarantees to \(already + c.vm.policy.guarantee), more than its capacity \(capacity)"
+                guard let e = c.earlier, e.link == c.vm.link, already + e.policy.guarantee <= capacity else { skip(why); continue }
+                c.keptPolicy = why
+                c.vm.policy = e.policy
+            }
+            if let why = c.keptPolicy {
+                kept.append(UnmanagedDomain(domain: c.entry.name, uuid: c.entry.uuid, reason: why + " (its last good policy stays in force)"))
+            }
+            guarantees[c.vm.link] = already + c.vm.policy.guarantee
+            admitted[i] = c.vm
+            taken.append(c.vm)
+        }
+        var cfg = file
+        cfg.vms += candidates.indices.compactMap { admitted[$0] }
         return Outcome(config: cfg, unmanaged: unmanaged, kept: kept)
+    }
+
+    /// What is wrong with a policy on its own (the guarantees of the link are checked at
+    /// admission).
+    static func problem(_ p: VMPolicy, name: String, link: HostConfig.LinkConfig) -> String? {
+        do { try p.validate(prefix: "") } catch {
+            return "domain \(name): <tandem:policy>: \(error.field == "guarantee" ? "min" : error.field == "cap" ? "max" : error.field) \(error.problem)"
+        }
+        if let c = p.cap, c > link.capacity { return "domain \(name): <tandem:policy max=\"\(c)\"> is above link \(link.name)'s capacity \(link.capacity)" }
+        if p.guarantee > link.capacity { return "domain \(name): <tandem:policy min=\"\(p.guarantee)\"> is above link \(link.name)'s capacity \(link.capacity)" }
+        return nil
     }
 }
 

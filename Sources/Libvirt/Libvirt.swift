@@ -114,10 +114,14 @@ public final class LibvirtConnection: @unchecked Sendable {
     let conn: OpaquePointer
     public let uri: String
     private let lock = NSLock()
-    private var box: Unmanaged<Handlers>?
     private var callbackIDs: [Int32] = []
+    private var closeRegistered = false
     private var closed = false
 
+    /// What a callback calls. Each registration holds a reference of its own (passed as
+    /// `opaque`), which libvirt gives back through ``releaseHandlers`` once it will not call
+    /// that callback again: a callback running on the event thread while ``close()``
+    /// deregisters it still finds its handlers.
     final class Handlers {
         let event: @Sendable (LibvirtDomainEvent) -> Void
         let lost: @Sendable (String) -> Void
@@ -142,10 +146,8 @@ public final class LibvirtConnection: @unchecked Sendable {
         guard !closed else { return }
         closed = true
         for id in callbackIDs { _ = virConnectDomainEventDeregisterAny(conn, id) }
-        if box != nil { _ = virConnectUnregisterCloseCallback(conn, closeTrampoline) }
+        if closeRegistered { _ = virConnectUnregisterCloseCallback(conn, closeTrampoline) }
         _ = virConnectClose(conn)
-        box?.release()
-        box = nil
     }
 
     /// Follows every domain's lifecycle, metadata and device events, and the connection's
@@ -154,19 +156,25 @@ public final class LibvirtConnection: @unchecked Sendable {
     public func watch(keepalive: Int32 = 5, event: @escaping @Sendable (LibvirtDomainEvent) -> Void, lost: @escaping @Sendable (String) -> Void) throws(LibvirtError) {
         lock.lock()
         defer { lock.unlock() }
-        precondition(box == nil, "watch() is called once per connection")
-        let b = Unmanaged.passRetained(Handlers(event: event, lost: lost))
-        box = b
-        let opaque = b.toOpaque()
+        precondition(callbackIDs.isEmpty && !closeRegistered, "watch() is called once per connection")
+        let handlers = Handlers(event: event, lost: lost)
+        func register(_ body: (UnsafeMutableRawPointer) -> Int32) -> Int32 {
+            let opaque = Unmanaged.passRetained(handlers).toOpaque()
+            let id = body(opaque)
+            // Refused: libvirt keeps nothing and will not call the free function.
+            if id < 0 { Unmanaged<Handlers>.fromOpaque(opaque).release() }
+            return id
+        }
         let ids = [
-            tandem_virt_on_lifecycle(conn, lifecycleTrampoline, opaque),
-            tandem_virt_on_metadata(conn, metadataTrampoline, opaque),
-            tandem_virt_on_device_added(conn, deviceAddedTrampoline, opaque),
-            tandem_virt_on_device_removed(conn, deviceRemovedTrampoline, opaque),
+            register { tandem_virt_on_lifecycle(conn, lifecycleTrampoline, $0, releaseHandlers) },
+            register { tandem_virt_on_metadata(conn, metadataTrampoline, $0, releaseHandlers) },
+            register { tandem_virt_on_device_added(conn, deviceAddedTrampoline, $0, releaseHandlers) },
+            register { tandem_virt_on_device_removed(conn, deviceRemovedTrampoline, $0, releaseHandlers) },
         ]
         callbackIDs = ids.filter { $0 >= 0 }
         guard callbackIDs.count == ids.count else { throw .last("register domain events") }
-        guard virConnectRegisterCloseCallback(conn, closeTrampoline, opaque, nil) == 0 else { throw .last("register the close callback") }
+        guard register({ virConnectRegisterCloseCallback(conn, closeTrampoline, $0, releaseHandlers) }) == 0 else { throw .last("register the close callback") }
+        closeRegistered = true
         // Local drivers (test://) have no keepalive: -1 there is not an error for Tandem.
         _ = virConnectSetKeepAlive(conn, keepalive, 3)
     }
@@ -183,20 +191,34 @@ public final class LibvirtConnection: @unchecked Sendable {
         }
         var out: [LibvirtDomainSnapshot] = []
         for i in 0..<Int(n) {
-            guard let d = list[i], let s = try? snapshot(d) else { continue }
-            out.append(s)
+            guard let d = list[i] else { continue }
+            do { out.append(try snapshot(d)) } catch {
+                // Stopped since the listing: left out. Anything else (libvirtd gone
+                // mid-read) fails the whole listing, which is then not taken for the truth.
+                guard Self.lastErrorIsGoneDomain() else { throw error }
+            }
         }
         return out
     }
 
-    /// The domain with this UUID as it is now, or nil if libvirt has no such domain.
+    /// The domain with this UUID as it is now, or nil if libvirt has no such domain (or it
+    /// stopped while being read).
     public func domain(uuid: String) throws(LibvirtError) -> LibvirtDomainSnapshot? {
         guard let d = virDomainLookupByUUIDString(conn, uuid) else {
-            if let e = virGetLastError(), e.pointee.code == Int32(VIR_ERR_NO_DOMAIN.rawValue) { return nil }
+            if Self.lastErrorIsGoneDomain() { return nil }
             throw .last("look up domain \(uuid)")
         }
         defer { virDomainFree(d) }
-        return try snapshot(d)
+        do { return try snapshot(d) } catch {
+            if Self.lastErrorIsGoneDomain() { return nil }
+            throw error
+        }
+    }
+
+    /// The thread's last error says the domain does not exist or no longer runs.
+    static func lastErrorIsGoneDomain() -> Bool {
+        guard let e = virGetLastError() else { return false }
+        return e.pointee.code == Int32(VIR_ERR_NO_DOMAIN.rawValue) || e.pointee.code == Int32(VIR_ERR_OPERATION_INVALID.rawValue)
     }
 
     /// Starts a transient domain from its XML (`virsh create`); returns its UUID. Needs a
@@ -269,6 +291,10 @@ private let deviceAddedTrampoline: virConnectDomainEventDeviceAddedCallback = { 
 
 private let deviceRemovedTrampoline: virConnectDomainEventDeviceRemovedCallback = { _, dom, alias, opaque in
     LibvirtConnection.deliver(opaque, dom, .deviceRemoved(alias: alias.map { String(cString: $0) } ?? ""))
+}
+
+private let releaseHandlers: virFreeCallback = { opaque in
+    if let opaque { Unmanaged<LibvirtConnection.Handlers>.fromOpaque(opaque).release() }
 }
 
 private let closeTrampoline: virConnectCloseFunc = { _, reason, opaque in

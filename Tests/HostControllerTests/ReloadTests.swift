@@ -141,6 +141,29 @@ final class FakeAttachments: VMAttachments, @unchecked Sendable {
         #expect(row.weight == 3 && row.min == 80_000_000)
     }
 
+    /// A `[[vm]]` that becomes a libvirt domain of the same name (its entry removed from the
+    /// file): its runtime policy from state.json goes, its metadata's policy counts, and
+    /// `policy set` is refused from then on.
+    @Test func aFileVMThatBecomesALibvirtDomainTakesItsPolicyFromLibvirt() async throws {
+        let dir = NSTemporaryDirectory() + "tandem-reload-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (c, backends, _) = try controller(Self.base, dir: dir)
+        await c.prepare()
+        _ = try await c.setPolicy(vm: "vm1", weight: 3, min: nil, max: nil)
+        var next = try HostConfig.parse(Self.base)
+        next.vms[0].origin = .libvirt(uuid: "6a2c4e1e-0000-0000-0000-000000000001")
+        next.vms[0].policy = VMPolicy(weight: 2, guarantee: .mbit(50), cap: nil)
+        let change = await c.reload(next, attach: FakeAttachments())
+        #expect(change.replaced.map(\.name) == ["vm1"])
+        #expect(backends["vm1"]!.teardowns == 0, "the same tap: the backend stays")
+        #expect(await c.fairness().first?.vms.first?.weight == 2)
+        #expect(await c.status(now: 1000).vms.first?.origin == "libvirt")
+        #expect(await c.libvirtVMs() == ["vm1"])
+        await #expect(throws: PolicyError.fromLibvirt("vm1")) { _ = try await c.setPolicy(vm: "vm1", weight: 4, min: nil, max: nil) }
+        let saved = try String(contentsOfFile: dir + "/state.json", encoding: .utf8)
+        #expect(!saved.contains("\"vm1\""), "state.json still holds vm1's runtime policy: \(saved)")
+    }
+
     /// state.json with a runtime policy and a reservation for vm2.
     func seedState(_ dir: String) throws {
         var state = PersistedState()

@@ -49,6 +49,13 @@ import TandemProtocol
         #expect(c.relinked.isEmpty && c.needsRestart.isEmpty && !c.tuned)
     }
 
+    @Test func aVMThatComesFromLibvirtNowIsReplaced() throws {
+        let old = try HostConfig.parse(Self.base)
+        var new = old
+        new.vms[0].origin = .libvirt(uuid: "u1")
+        #expect(ConfigChange(from: old, to: new).replaced.map(\.name) == [new.vms[0].name])
+    }
+
     @Test func linksAndControllerKeys() throws {
         let c = try change {
             "[controller]\ninterval = \"1s\"\nmetrics = \"127.0.0.1:1\"\nsoft_limit = \"90%\"\n" + $0.replacingOccurrences(of: "1gbit", with: "10gbit")

@@ -108,6 +108,7 @@ import TandemProtocol
         ("[[link]]\nname = \"a\"\ncapacity = \"1gbit\"\ndefault_max = \"2gbit\"\n", ["key 'default_max'", "above the link's capacity"]),
         ("[[link]]\nname = \"a\"\ncapacity = \"1gbit\"\ndefault_weight = 0\n", ["key 'default_weight'", "above 0"]),
         ("[[link]]\nname = \"a\"\ncapacity = \"1gbit\"\npf = \"p0\"\n[[link]]\nname = \"b\"\ncapacity = \"1gbit\"\npf = [\"p1\", \"p0\"]\n", ["(b): key 'pf'", "'p0' is also named by [[link]] a"]),
+        ("[[link]]\nname = \"a\"\ncapacity = \"1gbit\"\npf = \"p0\"\n[[link]]\nname = \"b\"\ncapacity = \"1gbit\"\nbridge = \"p0\"\n", ["(b): key 'bridge'", "'p0' is also named by [[link]] a"]),
     ])
     func badLibvirtAndLinkDeviceValuesAreNamed(text: String, fragments: [String]) {
         do {

@@ -177,6 +177,46 @@ import TandemProtocol
         #expect(LibvirtInventory.build(file: file, entries: [plugged], devices: Self.devices()).unmanaged.count == 1)
     }
 
+    static func inForce(_ out: LibvirtInventory.Outcome) -> [String: HostConfig.VMConfig] {
+        Dictionary(uniqueKeysWithValues: out.config.vms.compactMap { vm -> (String, HostConfig.VMConfig)? in
+            if case .libvirt(let u) = vm.origin { (u, vm) } else { nil }
+        })
+    }
+
+    /// Raising one VM's guarantee past what the link has left does not push out another VM
+    /// in force (it was seen later): the raise is refused, the old guarantee stays.
+    @Test func aRaisedGuaranteeThatDoesNotFitKeepsTheOldOneAndReleasesNoOther() throws {
+        let file = try Self.file()
+        func meta(_ min: String) -> String { "<tandem:policy xmlns:tandem=\"urn:tandem:policy:1\" min=\"\(min)\"/>" }
+        let a = try Self.entry(Self.domain("a", devices: Self.tap("vnet1"), metadata: meta("500mbit")))
+        let b = try Self.entry(Self.domain("b", devices: Self.tap("vnet2"), metadata: meta("400mbit")))
+        let first = LibvirtInventory.build(file: file, entries: [a, b], devices: Self.devices())
+        #expect(first.config.vms.map(\.name) == ["a", "b"])
+        let raised = try Self.entry(Self.domain("a", devices: Self.tap("vnet1"), metadata: meta("800mbit")))
+        let after = LibvirtInventory.build(file: file, entries: [raised, b], devices: Self.devices(), previous: Self.inForce(first))
+        #expect(after.config.vms.map(\.name) == ["a", "b"])
+        #expect(after.config.vms.map(\.policy.guarantee) == [.mbit(500), .mbit(400)])
+        #expect(after.unmanaged.isEmpty)
+        #expect(after.kept.map(\.domain) == ["a"])
+        #expect(after.kept.first?.reason.contains("would bring link wire's guarantees to 1.2gbit") == true, "\(after.kept)")
+        // A raise that fits is taken.
+        let fits = try Self.entry(Self.domain("a", devices: Self.tap("vnet1"), metadata: meta("600mbit")))
+        #expect(LibvirtInventory.build(file: file, entries: [fits, b], devices: Self.devices(), previous: Self.inForce(first)).config.vms.map(\.policy.guarantee) == [.mbit(600), .mbit(400)])
+    }
+
+    @Test func aSecondChannelHotPluggedBesideTheOneInForceKeepsIt() throws {
+        let file = try Self.file()
+        let one = try Self.entry(Self.domain("a", devices: Self.tap("vnet1")))
+        let first = LibvirtInventory.build(file: file, entries: [one], devices: Self.devices())
+        let ch = try #require(first.config.vms.first?.channel)
+        let second = "<channel type='unix'><source mode='bind' path='/run/extra.sock'/><target type='virtio' name='org.tandem.agent.0'/></channel>"
+        let two = try Self.entry(Self.domain("a", devices: second + Self.tap("vnet1")))
+        let after = LibvirtInventory.build(file: file, entries: [two], devices: Self.devices(), previous: Self.inForce(first))
+        #expect(after.config.vms.map(\.channel) == [ch])
+        #expect(after.kept.count == 1 && after.kept[0].reason.contains("(the one in force, \(ch), stays)"), "\(after.kept)")
+        #expect(LibvirtInventory.build(file: file, entries: [two], devices: Self.devices()).unmanaged.count == 1)
+    }
+
     @Test func theFilesVMsAndSettingsAreKeptAsTheyAre() throws {
         let file = try Self.file("[[vm]]\nname = \"static\"\ninterface = \"tap9\"\n")
         let out = LibvirtInventory.build(file: file, entries: [try Self.entry(Self.domain("a", devices: Self.tap("vnet1")))], devices: Self.devices())
