@@ -128,20 +128,33 @@ public struct TCBackend: HardLimitBackend {
         try await reconcile(limit: initialLimit)
     }
 
+    /// A filter at the redirect's priority that is not this VM's redirect: another kind, or
+    /// a u32 node redirecting to another device. (u32's hash-table entry at the same
+    /// priority, which carries no action, is part of any u32 filter and not counted.)
+    static func sendsElsewhere(_ f: FilterState, ifb: Int32?) -> Bool {
+        guard f.kind == "u32" else { return true }
+        guard let target = f.redirectIfindex else { return false }
+        return target != ifb
+    }
+
     /// What the kernel has of this VM's host tree (``InstalledHostTree``).
     public func installed() async throws -> InstalledHostTree {
         let vmIndex = try await netlink.index(of: interface)
         let vmQdiscs = try await netlink.qdiscs(ifindex: vmIndex)
         let ingress = vmQdiscs.contains { $0.parent == .ingressParent }
-        let redirect = ingress ? try await netlink.filters(ifindex: vmIndex, parent: .ingress).contains { $0.priority == HostTree.redirectPriority && $0.kind == "u32" } : false
+        let inPlace = ingress ? try await netlink.filters(ifindex: vmIndex, parent: .ingress).filter { $0.priority == HostTree.redirectPriority } : []
         guard let ifbLink = try? await netlink.link(named: ifb) else {
-            return InstalledHostTree(ifbExists: false, ingress: ingress, redirect: redirect)
+            return InstalledHostTree(ifbExists: false, ingress: ingress, redirect: false, foreignRedirect: inPlace.contains { Self.sendsElsewhere($0, ifb: nil) })
         }
+        // Ours only when it points at this VM's IFB: after two taps swapped names a redirect
+        // to the other VM's IFB is there, and must not pass for ours.
+        let redirect = inPlace.contains { $0.kind == "u32" && $0.redirectIfindex == ifbLink.index }
+        let foreign = inPlace.contains { Self.sendsElsewhere($0, ifb: ifbLink.index) }
         let root = try await netlink.rootQdisc(ifindex: ifbLink.index)
         let ours = root?.kind == "htb" && root?.handle == Self.qdisc && root?.htbDefaultClass == Self.leaf.minor
         let limit = ours ? try await netlink.classes(ifindex: ifbLink.index).first { $0.spec.handle == Self.leaf }?.spec.ceil : nil
         return InstalledHostTree(ifbExists: true, ifbUp: ifbLink.isUp, root: ours ? .ours : (root == nil ? .none : .other), limit: limit,
-                                 ingress: ingress, redirect: redirect)
+                                 ingress: ingress, redirect: redirect, foreignRedirect: foreign)
     }
 
     /// Makes the kernel's host tree the desired one (``HostTreePlanner``): what is missing is
@@ -158,6 +171,9 @@ public struct TCBackend: HardLimitBackend {
             case .replaceRoot: try await withIFB { try await netlink.replaceHTBRoot(ifindex: $0, handle: Self.qdisc, defaultClass: Self.leaf.minor) }
             case .setLimit(let l): try await withIFB { try await netlink.setHTBClass(ifindex: $0, leafClass(l), mode: .replace) }
             case .addIngress: try await netlink.addIngress(ifindex: try await cache.get(interface) { try await netlink.index(of: interface) })
+            case .deleteRedirect:
+                let vmIndex = try await cache.get(interface) { try await netlink.index(of: interface) }
+                try await netlink.deleteFilter(ifindex: vmIndex, parent: .ingress, priority: HostTree.redirectPriority, family: .all)
             case .addRedirect:
                 let vmIndex = try await cache.get(interface) { try await netlink.index(of: interface) }
                 let ifbIndex = try await ifbIndex()
@@ -223,8 +239,10 @@ public struct TCBackend: HardLimitBackend {
     public func isIntact() async -> Bool {
         var vmIndex = cache.peek(interface)
         if vmIndex == nil { vmIndex = try? await netlink.index(of: interface) }
-        guard let vmIndex, let filters = try? await netlink.filters(ifindex: vmIndex, parent: .ingress) else { return false }
-        return filters.contains { $0.priority == 1 && $0.kind == "u32" }
+        guard let vmIndex, let filters = try? await netlink.filters(ifindex: vmIndex, parent: .ingress),
+              let ifbIndex = try? await ifbIndex() else { return false }
+        // The redirect, to this VM's own IFB (not one a swap of names left pointing elsewhere).
+        return filters.contains { $0.priority == HostTree.redirectPriority && $0.kind == "u32" && $0.redirectIfindex == ifbIndex }
     }
 
     public func teardown() async throws {

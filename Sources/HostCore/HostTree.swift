@@ -46,10 +46,15 @@ public struct InstalledHostTree: Equatable, Sendable {
     /// The limit class's ceiling, if the class exists.
     public var limit: BitRate?
     public var ingress: Bool
+    /// The redirect to this VM's own IFB.
     public var redirect: Bool
+    /// A filter in the redirect's place that sends the traffic elsewhere (another VM's IFB
+    /// after two taps swapped names, or anything else): it is deleted first.
+    public var foreignRedirect: Bool
 
-    public init(ifbExists: Bool, ifbUp: Bool = false, root: Root = .none, limit: BitRate? = nil, ingress: Bool = false, redirect: Bool = false) {
+    public init(ifbExists: Bool, ifbUp: Bool = false, root: Root = .none, limit: BitRate? = nil, ingress: Bool = false, redirect: Bool = false, foreignRedirect: Bool = false) {
         self.ifbExists = ifbExists; self.ifbUp = ifbUp; self.root = root; self.limit = limit; self.ingress = ingress; self.redirect = redirect
+        self.foreignRedirect = foreignRedirect
     }
 
     /// Nothing there yet.
@@ -68,6 +73,8 @@ public enum HostTreeOperation: Equatable, Sendable {
     case setLimit(BitRate)
     /// `tc qdisc add dev IF ingress`
     case addIngress
+    /// `tc filter del dev IF parent ffff: prio 1`: a filter there that is not this VM's redirect
+    case deleteRedirect
     /// `tc filter add dev IF parent ffff: prio 1 u32 match u32 0 0 action mirred egress redirect dev IFB`
     case addRedirect
 }
@@ -89,7 +96,11 @@ public enum HostTreePlanner {
         if have == nil || (!keepLimit && have != limit) { ops.append(.setLimit(limit)) }
         // The limit first, so that nothing is redirected into an unlimited device.
         if !installed.ingress { ops.append(.addIngress) }
-        if !(installed.ingress && installed.redirect) { ops.append(.addRedirect) }
+        // A foreign filter in the redirect's place goes, with whatever shares its priority
+        // (ours too, if it is there): then ours is added.
+        let foreign = installed.ingress && installed.foreignRedirect
+        if foreign { ops.append(.deleteRedirect) }
+        if foreign || !(installed.ingress && installed.redirect) { ops.append(.addRedirect) }
         return ops
     }
 }

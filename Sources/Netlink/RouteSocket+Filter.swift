@@ -52,9 +52,12 @@ public struct FilterState: Hashable, Sendable {
     public var handle: UInt32
     /// The class a u32 node classifies into, if any.
     public var classID: TCHandle?
+    /// The interface a u32 node's mirred action redirects to, if it has one.
+    public var redirectIfindex: Int32?
 
-    public init(parent: TCHandle, priority: UInt16, family: UInt16, kind: String, handle: UInt32, classID: TCHandle?) {
+    public init(parent: TCHandle, priority: UInt16, family: UInt16, kind: String, handle: UInt32, classID: TCHandle?, redirectIfindex: Int32? = nil) {
         self.parent = parent; self.priority = priority; self.family = family; self.kind = kind; self.handle = handle; self.classID = classID
+        self.redirectIfindex = redirectIfindex
     }
 }
 
@@ -162,13 +165,23 @@ extension RouteSocket {
             let kind = rtnl_tc_get_kind(tc).map { String(cString: $0) } ?? ""
             var classID: UInt32 = 0
             let hasClass = kind == "u32" && rtnl_u32_get_classid(o, &classID) == 0 && classID != 0
+            // The first mirred action's target (libnl keeps the actions with the filter).
+            var redirect: Int32?
+            var act = kind == "u32" ? rtnl_u32_get_action(o) : nil
+            while let a = act, redirect == nil {
+                if rtnl_tc_get_kind(tandem_tc_cast(UnsafeMutableRawPointer(a))).map({ String(cString: $0) }) == "mirred" {
+                    redirect = Int32(bitPattern: rtnl_mirred_get_ifindex(a))
+                }
+                act = rtnl_act_next(a)
+            }
             out.append(FilterState(
                 parent: TCHandle(rawValue: rtnl_tc_get_parent(tc)),
                 priority: rtnl_cls_get_prio(o),
                 family: rtnl_cls_get_protocol(o),
                 kind: kind,
                 handle: rtnl_tc_get_handle(tc),
-                classID: hasClass ? TCHandle(rawValue: classID) : nil))
+                classID: hasClass ? TCHandle(rawValue: classID) : nil,
+                redirectIfindex: redirect))
         }
         return out
     }

@@ -64,4 +64,37 @@ struct TCBackendTests {
             #expect((try? pair.a.ip("link show \(backend.ifb)")) == nil)
         }
     }
+
+    /// Two taps swap names (a VM restarted into the other's device): each one's redirect now
+    /// points at the other VM's IFB. That is not taken for intact, and the reconcile puts
+    /// each redirect back on its own IFB (issue #18, item 6). No traffic: the filters only.
+    @Test func aRedirectToAnotherVMsIFBIsNotOursAndIsPutRight() async throws {
+        let ns = try Netns(prefix: "tdm-swap")
+        defer { ns.delete() }
+        try ns.ip("link add s0 type veth peer name s0p")
+        try ns.ip("link add s1 type veth peer name s1p")
+        for d in ["s0", "s0p", "s1", "s1p"] { try ns.ip("link set \(d) up") }
+        let nl = try RouteSocket(namespace: ns.name)
+        let a = TCBackend(vm: "vm-a", interface: "s0", netlink: nl)
+        let b = TCBackend(vm: "vm-b", interface: "s1", netlink: nl)
+        try await a.prepare(initialLimit: .mbit(10))
+        try await b.prepare(initialLimit: .mbit(20))
+        #expect(await a.isIntact())
+        #expect(await b.isIntact())
+        // Swap the targets: s0 → b's IFB, s1 → a's IFB.
+        for (dev, other) in [("s0", b.ifb), ("s1", a.ifb)] {
+            try ns.tc("filter del dev \(dev) parent ffff: prio 1")
+            try ns.tc("filter add dev \(dev) parent ffff: prio 1 protocol all u32 match u32 0 0 action mirred egress redirect dev \(other)")
+        }
+        #expect(await !a.isIntact(), "s0 redirects to \(b.ifb), not to its own IFB")
+        #expect(try await a.installed().foreignRedirect)
+        #expect(try await a.reconcile(limit: .mbit(10)) == [.deleteRedirect, .addRedirect])
+        #expect(try await b.reconcile(limit: .mbit(20)) == [.deleteRedirect, .addRedirect])
+        #expect(await a.isIntact())
+        #expect(await b.isIntact())
+        #expect(try ns.tc("filter show dev s0 ingress").contains("Egress Redirect to device \(a.ifb)"))
+        #expect(try ns.tc("filter show dev s1 ingress").contains("Egress Redirect to device \(b.ifb)"))
+        try await a.teardown()
+        try await b.teardown()
+    }
 }

@@ -29,6 +29,10 @@ import TandemProtocol
         (InstalledHostTree(ifbExists: true, ifbUp: true, root: .ours, limit: nil, ingress: true, redirect: true), [.setLimit(.mbit(40))]),
         (InstalledHostTree(ifbExists: true, ifbUp: true, root: .ours, limit: .mbit(40), ingress: true, redirect: false), [.addRedirect]),
         (InstalledHostTree(ifbExists: true, ifbUp: true, root: .ours, limit: .mbit(40), ingress: false, redirect: false), [.addIngress, .addRedirect]),
+        // A redirect in the place of ours that points elsewhere (two taps swapped names): out first.
+        (InstalledHostTree(ifbExists: true, ifbUp: true, root: .ours, limit: .mbit(40), ingress: true, redirect: false, foreignRedirect: true), [.deleteRedirect, .addRedirect]),
+        // ... also beside ours: the delete takes the whole priority, so ours is added again.
+        (InstalledHostTree(ifbExists: true, ifbUp: true, root: .ours, limit: .mbit(40), ingress: true, redirect: true, foreignRedirect: true), [.deleteRedirect, .addRedirect]),
         // A re-created IFB: everything under it again, the redirect (to the old index) too is
         // left to the kernel, which dropped it with the old device.
         (InstalledHostTree(ifbExists: false, ingress: true, redirect: false), [.addIFB, .setIFBUp, .replaceRoot, .setLimit(.mbit(40))] + [.addRedirect]),
