@@ -10,6 +10,7 @@ public final class Netns: Sendable {
     /// Creates `PREFIX-PID-N`, or fails naming what `ip` said. The first call in a process
     /// also removes namespaces of this kind left by processes that are gone (a crashed run).
     public init(prefix: String) throws {
+        precondition(prefix.hasPrefix(Netns.projectPrefix), "a namespace prefix starts with \(Netns.projectPrefix) (cleanStale removes only those)")
         _ = Netns.staleCleaned
         let n = Netns.counter.next()
         name = "\(prefix)-\(getpid())-\(n)"
@@ -66,12 +67,18 @@ public final class Netns: Sendable {
 
     static let counter = Counter()
 
-    /// Deletes `NAME-PID-N` namespaces whose PID no longer runs, killing what is left in them.
+    /// What every namespace this project makes starts with: only those are ever cleaned.
+    public static let projectPrefix = "tdm"
+
+    /// Deletes this project's `tdm...-PID-N` namespaces whose PID no longer runs, killing
+    /// what is left in them. Another program's namespaces, whatever their names, are not
+    /// touched.
     public static func cleanStale() -> [String] {
         guard let out = try? Shell.run(["ip", "netns", "list"]).stdout else { return [] }
         var removed: [String] = []
         for line in out.split(separator: "\n") {
             let name = String(line.split(separator: " ").first ?? "")
+            guard name.hasPrefix(projectPrefix) else { continue }
             let parts = name.split(separator: "-")
             guard parts.count >= 3, Int(parts[parts.count - 1]) != nil, let pid = Int32(parts[parts.count - 2]), pid != getpid() else { continue }
             if kill(pid, 0) == 0 || errno == EPERM { continue }

@@ -40,6 +40,23 @@ struct LabTests {
         #expect(!(try Shell.check(["ip", "netns", "list"])).contains("tdmlab-\(dead)"))
     }
 
+    /// Only this project's namespaces are cleaned: another program's `NAME-PID-N` with a
+    /// dead PID is left alone (issue #18, item 9).
+    @Test func cleaningStaleNamespacesLeavesOtherProgramsAlone() throws {
+        let gone = try BackgroundProcess(["true"])
+        _ = gone.wait(timeout: 5)
+        let dead = gone.pid
+        let theirs = "other-\(dead)-1", ours = "tdm-stale-\(dead)-1"
+        try Shell.check(["ip", "netns", "add", theirs])
+        defer { _ = try? Shell.run(["ip", "netns", "delete", theirs]) }
+        try Shell.check(["ip", "netns", "add", ours])
+        defer { _ = try? Shell.run(["ip", "netns", "delete", ours]) }
+        let removed = Netns.cleanStale()
+        #expect(removed.contains(ours))
+        #expect(!removed.contains(theirs))
+        #expect(try Shell.check(["ip", "netns", "list"]).contains(theirs))
+    }
+
     @Test func labRefusesClearlyWhenItCannotRun() throws {
         let r = try Shell.run([Binaries.path("tandem-host"), "lab", "--vms", "1"])
         #expect(r.status != 0)
