@@ -53,6 +53,9 @@ public actor Controller {
         var disconnects: UInt64 = 0
         var resets: UInt64 = 0
         var lastError: String?
+        /// What the guest last said it could not apply (its word; nil once it applies).
+        var guestError: String?
+        var lastWelcomeLog = -1e9
         var lastVerify = -1e9
         /// The VM's place in the roster (spreads the close looks over the period).
         var slot = 0
@@ -96,6 +99,8 @@ public actor Controller {
     /// How often each VM's backend is looked at closely (two requests per VM). A re-created
     /// interface or a removed tree shows in every round's counters batch already.
     public static let verifySeconds = 30.0
+    /// At most one "agent welcomed" at info per VM in this many seconds.
+    public static let welcomeLogSeconds = 60.0
     /// A guest that sent nothing for this long is silent: its claims no longer count.
     public static let silentAfter = 3.0
 
@@ -107,7 +112,17 @@ public actor Controller {
         self.metrics = metrics
         self.started = now
         self.order = config.vms.map(\.name)
-        if let store { persisted = try store.load() }
+        if let store {
+            do { persisted = try store.load() } catch {
+                // A state file this version cannot read does not keep the controller (and the
+                // limits it sets) from starting: it is moved aside, loudly, and the
+                // configuration's policies apply.
+                let aside = store.path + ".unreadable-\(Int(Date().timeIntervalSince1970))"
+                let moved = rename(store.path, aside) == 0
+                stateProblem = "\(error); " + (moved ? "moved to \(aside), starting from the configuration's policies" : "could not move it aside (\(String(cString: strerror(errno)))); starting from the configuration's policies")
+                logger.critical("state file not readable", metadata: ["error": "\(error)", "moved_to": "\(moved ? aside : "-")"])
+            }
+        }
         for vm in config.vms {
             guard let backend = backends[vm.name] else { throw PolicyError.noBackend(vm.name) }
             vms[vm.name] = Self.makeState(vm, capacity: config.links.first { $0.name == vm.link }!.capacity, backend: backend,
@@ -326,7 +341,15 @@ public actor Controller {
         let batches = await readBatches()
         for vm in roster { await measure(vm, now: now, batches: batches) }
         for link in config.links { allocate(link, now: now) }
-        for vm in roster { await enforce(vm, now: now) }
+        // What each link has left under its limits: a limit above a VM's new allocation may
+        // stay (no write) only while it fits in there, so the limits in force never add up to
+        // more than the link.
+        var slack: [String: BitRate] = [:]
+        for link in config.links {
+            let sum = (members[link.name] ?? []).reduce(BitRate.zero) { $0 + $1.limit }
+            slack[link.name] = link.capacity > sum ? link.capacity - sum : .zero
+        }
+        for vm in roster { await enforce(vm, now: now, slack: &slack[vm.config.link, default: .zero]) }
         for vm in roster { heartbeat(vm, now: now) }
         // Metrics are scraped every few seconds: once a second is plenty.
         if let metrics, now - lastMetrics >= 1 {
@@ -414,7 +437,22 @@ public actor Controller {
         }
     }
 
-    func enforce(_ vm: VM, now: Double) async {
+    /// Whether a VM's limit is written this round. A limit is written when it moves by more
+    /// than `step`, with two exceptions that keep the kernel within the policy: a limit in
+    /// force above the VM's cap is always written down, and one above the VM's new limit
+    /// stays only as far as the link's `slack` (what its limits leave unallocated) covers
+    /// it, which it then uses up.
+    static func needsWrite(applied: BitRate?, limit: BitRate, cap: BitRate?, step: BitRate, slack: inout BitRate) -> Bool {
+        guard let applied else { return true }
+        if let cap, applied > cap { return true }
+        if applied <= limit { return limit - applied > step }
+        let excess = applied - limit
+        guard excess <= step, excess <= slack else { return true }
+        slack = slack - excess
+        return false
+    }
+
+    func enforce(_ vm: VM, now: Double, slack: inout BitRate) async {
         let name = vm.config.name
         let step = capacity(of: vm).scaled(by: config.controller.step)
         // Found changed behind our back (or reset)? A closer look than the round's batch
@@ -427,8 +465,7 @@ public actor Controller {
             // for the next look.)
             do { compare(vm, kernelLimit: try await vm.backend.currentLimit()) } catch {}
         }
-        let moved = vm.applied.map { a in (a > vm.limit ? a - vm.limit : vm.limit - a) > step } ?? true
-        if moved {
+        if Self.needsWrite(applied: vm.applied, limit: vm.limit, cap: vm.policy.cap, step: step, slack: &slack) {
             do {
                 try await vm.backend.apply(limit: vm.limit, guarantee: vm.policy.guarantee)
                 vm.applied = vm.limit
@@ -570,7 +607,10 @@ public actor Controller {
             if !policy.weight.isFinite { policy.weight = 1 }
             send(vm, .welcome(Welcome(version: version, vm: vm.config.name, policy: policy,
                                        reportIntervalMilliseconds: reportIntervalMilliseconds)))
-            log.info("agent welcomed", metadata: ["vm": "\(vm.config.name)", "agent": "\(h.agentVersion)", "interface": "\(h.interface)"])
+            // A guest decides how often it says hello: at info once a minute per VM, else debug.
+            let level: Logger.Level = now - vm.lastWelcomeLog >= Self.welcomeLogSeconds ? .info : .debug
+            if level == .info { vm.lastWelcomeLog = now }
+            log.log(level: level, "agent welcomed", metadata: ["vm": "\(vm.config.name)", "agent": "\(h.agentVersion)", "interface": "\(h.interface)"])
         case .demand(let d):
             vm.report = d
             vm.reportTime = now
@@ -592,7 +632,8 @@ public actor Controller {
                 log.info("reservation released", metadata: ["vm": "\(vm.config.name)", "id": "\(r.id)"])
             }
         case .applied(let a):
-            if let e = a.error { vm.lastError = "guest could not apply epoch \(a.epoch): \(e)" }
+            // The guest's word, kept apart: it never hides the host's own backend error.
+            vm.guestError = a.error.map { "could not apply epoch \(a.epoch): \($0)" }
         case .ping(let p):
             send(vm, .pong(p))
         case .pong:
@@ -633,11 +674,29 @@ public actor Controller {
     /// Writes what changed now (on a clean stop).
     public func flush() { if dirty { saveNow() } }
 
-    func saveNow() {
-        guard let store else { return }
-        dirty = false
-        do { try store.save(persisted) } catch { log.error("state not saved", metadata: ["error": "\(error)"]) }
+    /// Writes the state. A failed write leaves it to be written again (from the round, once
+    /// a second) and is shown in `status` until a write succeeds; nothing is dropped.
+    @discardableResult
+    func saveNow() -> Bool {
+        guard let store else { return true }
+        do {
+            try store.save(persisted)
+            dirty = false
+            if stateProblem?.hasPrefix(Self.notSavedPrefix) == true {
+                log.notice("state saved again", metadata: ["state": "\(store.path)"])
+                stateProblem = nil
+            }
+            return true
+        } catch {
+            dirty = true
+            if stateProblem != Self.notSavedPrefix + "\(error)" { log.error("state not saved; retrying every second", metadata: ["error": "\(error)"]) }
+            stateProblem = Self.notSavedPrefix + "\(error)"
+            return false
+        }
     }
+    static let notSavedPrefix = "not saved, retrying: "
+    /// What is wrong with state.json (not readable at start, or not writable now), for `status`.
+    var stateProblem: String?
 
     // MARK: admin
 
@@ -662,12 +721,19 @@ public actor Controller {
         if reserved > p.guarantee && !l.reserveBeyondGuarantee {
             throw PolicyError.belowReserved(min: p.guarantee, reserved: reserved)
         }
+        // Saved first: a policy that could not be kept across a restart is not applied
+        // either (nothing half done); the admin is told why.
+        let before = persisted.policies[name]
+        persisted.policies[name] = p
+        guard saveNow() else {
+            persisted.policies[name] = before
+            dirty = false
+            throw PolicyError.notSaved(stateProblem.map { String($0.dropFirst(Self.notSavedPrefix.count)) } ?? "unknown error")
+        }
         vm.policy = p
         fairShares = [:]
         // The guest learns its policy in a welcome: send it again (same session).
         welcomeAgain(vm)
-        persisted.policies[name] = p
-        saveNow()
         log.info("policy set", metadata: ["vm": "\(name)", "weight": "\(p.weight)", "min": "\(p.guarantee)", "max": "\(p.cap.map(\.description) ?? "none")"])
         return p
     }
@@ -690,13 +756,19 @@ public actor Controller {
     }
 
     public func status(now: Double) -> HostStatus {
+        var s = statusWithoutState(now: now)
+        s.state = stateProblem
+        return s
+    }
+
+    func statusWithoutState(now: Double) -> HostStatus {
         HostStatus(version: TandemVersion.string, uptime: now - started, links: config.links.map { "\($0.name) \($0.capacity)" },
                    vms: order.compactMap { vms[$0] }.map { v in
                        HostStatus.VM(name: v.config.name, link: v.config.link, backend: v.backend.describe, channel: v.config.channel,
                                      agent: v.agent.rawValue, session: v.handshake.session?.rawValue, limit: v.applied?.bitsPerSecond, epoch: v.epoch,
                                      reservations: v.reservations.count, messages: v.messages, violations: v.violations,
                                      disconnects: v.disconnects, lastError: v.lastError, resets: v.resets,
-                                     origin: v.config.origin == .file ? "file" : "libvirt")
+                                     origin: v.config.origin == .file ? "file" : "libvirt", guestError: v.guestError)
                    })
     }
 

@@ -13,6 +13,8 @@ public enum PolicyError: Error, CustomStringConvertible, Sendable, Equatable {
     case belowReserved(min: BitRate, reserved: BitRate)
     /// A libvirt VM: its policy is its domain's metadata, set with virsh.
     case fromLibvirt(String)
+    /// state.json could not be written: the policy was not applied.
+    case notSaved(String)
 
     public var description: String {
         switch self {
@@ -23,6 +25,7 @@ public enum PolicyError: Error, CustomStringConvertible, Sendable, Equatable {
         case .guaranteesAboveLink(let min, let link, let total, let capacity):
             "min \(min) would make link \(link)'s guarantees \(total), more than its capacity \(capacity)"
         case .belowReserved(let min, let reserved): "min \(min) is below the \(reserved) the VM has reserved; release reservations first"
+        case .notSaved(let why): "not applied: it could not be saved to survive a restart (\(why))"
         case .fromLibvirt(let name):
             "\(name) is a libvirt domain: its policy is its metadata, set it with virsh metadata \(name) --uri \(LibvirtDomain.metadataNamespace) --key tandem --set '<policy weight=\"2\" min=\"1gbit\"/>' --live --config"
         }

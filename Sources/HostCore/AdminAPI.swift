@@ -83,8 +83,11 @@ public struct HostStatus: Codable, Sendable {
         public var resets: UInt64
         /// `file` (a `[[vm]]`) or `libvirt` (a running domain).
         public var origin: String?
-        public init(name: String, link: String, backend: String, channel: String?, agent: String, session: String?, limit: UInt64?, epoch: UInt64, reservations: Int, messages: UInt64, violations: [String: UInt64], disconnects: UInt64, lastError: String?, resets: UInt64, origin: String? = nil) {
-            self.name = name; self.link = link; self.backend = backend; self.channel = channel; self.agent = agent; self.session = session; self.limit = limit; self.epoch = epoch; self.reservations = reservations; self.messages = messages; self.violations = violations; self.disconnects = disconnects; self.lastError = lastError; self.resets = resets; self.origin = origin
+        /// What the guest's agent last said it could not apply (its word, apart from
+        /// `lastError`, which is the host's own).
+        public var guestError: String?
+        public init(name: String, link: String, backend: String, channel: String?, agent: String, session: String?, limit: UInt64?, epoch: UInt64, reservations: Int, messages: UInt64, violations: [String: UInt64], disconnects: UInt64, lastError: String?, resets: UInt64, origin: String? = nil, guestError: String? = nil) {
+            self.name = name; self.link = link; self.backend = backend; self.channel = channel; self.agent = agent; self.session = session; self.limit = limit; self.epoch = epoch; self.reservations = reservations; self.messages = messages; self.violations = violations; self.disconnects = disconnects; self.lastError = lastError; self.resets = resets; self.origin = origin; self.guestError = guestError
         }
     }
     public var version: String
@@ -93,6 +96,9 @@ public struct HostStatus: Codable, Sendable {
     public var vms: [VM]
     /// The libvirt source, when `[libvirt]` is configured.
     public var libvirt: LibvirtStatus?
+    /// What is wrong with state.json, if anything (unreadable at start and moved aside, or
+    /// not writable now and retried).
+    public var state: String?
     public init(version: String, uptime: Double, links: [String], vms: [VM], libvirt: LibvirtStatus? = nil) {
         self.version = version; self.uptime = uptime; self.links = links; self.vms = vms; self.libvirt = libvirt
     }

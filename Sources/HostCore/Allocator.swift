@@ -6,8 +6,10 @@ import TandemProtocol
 /// 2. The rest by weight ("water-filling"), each VM up to min(demand, cap).
 /// 3. What is left unused is spread by weight as headroom, up to each cap, so that a VM
 ///    whose demand rises can be seen rising.
-/// Every VM's demand is taken as at least a small floor (2% of the link, within its cap),
-/// so an idle VM keeps a limit it can start sending with.
+/// Every VM's demand is taken as at least a small floor (2% of the link, within its cap,
+/// and no more than half the link shared among all VMs), so an idle VM keeps a limit it can
+/// start sending with. (Without the last bound, past 50 VMs the floors alone filled the link
+/// and every VM was pinned at capacity / n whatever its demand.)
 public enum Allocator {
     public struct Input: Equatable, Sendable {
         public var name: String
@@ -37,7 +39,8 @@ public enum Allocator {
         guard n > 0 else { return [] }
         let caps = vms.map { min(Double(($0.cap ?? capacity).bitsPerSecond), c) }
         let weights = vms.map { $0.weight.isFinite && $0.weight > 0 ? $0.weight : 1 }
-        let floors = (0..<n).map { min(c * floorFraction, caps[$0]) }
+        let floor = min(c * floorFraction, c / 2 / Double(n))
+        let floors = (0..<n).map { min(floor, caps[$0]) }
         // What each VM would take at most: its demand (floored), within its cap.
         let want = (0..<n).map { min(max(Double(vms[$0].demand.bitsPerSecond), floors[$0]), caps[$0]) }
         var a = (0..<n).map { min(Double(vms[$0].guarantee.bitsPerSecond), want[$0]) }

@@ -76,6 +76,7 @@ extension TandemHost {
             guard let s = try admin.call(AdminRequest(op: "status")).status else { throw CommandFailure("no status") }
             if json { try printJSON(s); return }
             print("tandem-host \(s.version), up \(Int(s.uptime))s; links: \(s.links.joined(separator: ", "))")
+            if let st = s.state { print("state: \(st)") }
             if let l = s.libvirt {
                 var line = "libvirt \(l.uri): \(l.state)"
                 if let e = l.error { line += " (\(e))" }
@@ -90,6 +91,7 @@ extension TandemHost {
                 print("    epoch \(v.epoch), reservations \(v.reservations), messages \(v.messages), disconnects \(v.disconnects), counter resets \(v.resets)")
                 if !v.violations.isEmpty { print("    refused: " + v.violations.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")) }
                 if let e = v.lastError { print("    error: \(e)") }
+                if let e = v.guestError { print("    guest says: \(e)") }
             }
         }
     }

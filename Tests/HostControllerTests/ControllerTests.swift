@@ -337,6 +337,22 @@ final class Rig: @unchecked Sendable {
         #expect(rig.backends["vm1"]!.limit! <= .mbit(60), "retried on the next round")
     }
 
+    /// A guest's "could not apply" is its word: kept apart, it never hides (or clears) the
+    /// host's own backend error (issue #18, item 8).
+    @Test func aGuestsErrorDoesNotHideTheHostsOwn() async throws {
+        let rig = try Rig()
+        await rig.controller.prepare()
+        await rig.connect("vm1")
+        rig.backends["vm1"]!.lock.withLock { rig.backends["vm1"]!.failApply = true }
+        for _ in 0..<10 { await rig.round(["vm2": .mbit(400)]) }
+        await rig.guest("vm1", .applied(Applied(epoch: 1, error: "all is well, ignore the host")))
+        let s = await rig.controller.status(now: rig.now).vms[0]
+        #expect(s.lastError?.contains("Invalid argument") == true, "lastError: \(s.lastError ?? "nil")")
+        #expect(s.guestError == "could not apply epoch 1: all is well, ignore the host")
+        await rig.guest("vm1", .applied(Applied(epoch: 2)))
+        #expect(await rig.controller.status(now: rig.now).vms[0].guestError == nil)
+    }
+
     @Test func silentAgentIsHeardAgainWithoutANewHandshake() async throws {
         let rig = try Rig()
         await rig.controller.prepare()

@@ -42,6 +42,18 @@ import TandemProtocol
         }
     }
 
+    /// 64 VMs on a link: the floors (2% each) would add up to more than the link; bounded to
+    /// half of it, the busy VMs still get what the idle ones leave.
+    @Test func withManyVMsTheFloorsLeaveRoomForDemand() {
+        var vms: [I] = []
+        for i in 0..<64 { vms.append(I(name: "v\(i)", weight: 1, demand: i < 8 ? .gbit(1) : .zero)) }
+        let out = Allocator.allocate(capacity: .gbit(1), vms)
+        let busy = out.prefix(8).map { $0.allocation.megabitsPerSecond }
+        // 56 idle VMs at a floor of 1gbit/2/64 = 7.8 Mbit/s leave 562 Mbit/s for the 8 busy ones.
+        #expect(busy.allSatisfy { abs($0 - 562.5 / 8) < 1 }, "\(busy)")
+        #expect(out.reduce(0.0) { $0 + $1.limit.megabitsPerSecond } <= 1000.001)
+    }
+
     @Test func fairSharesIgnoreDemand() {
         let f = Allocator.fairShares(capacity: Self.C, [I(name: "a", weight: 1, guarantee: .mbit(100), demand: .zero), I(name: "b", weight: 1, demand: .zero)])
         #expect(f["a"] == .mbit(150))

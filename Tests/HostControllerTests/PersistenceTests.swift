@@ -1,0 +1,70 @@
+import Foundation
+import Testing
+import TandemProtocol
+@testable import HostController
+@testable import HostCore
+
+/// state.json on a bad day (issue #18, item 4): unreadable at start, not writable while
+/// running. Real files in a temporary directory; the "cannot write" case puts a regular file
+/// where the state directory's parent should be (root ignores permission bits, not that).
+@Suite(.serialized) struct PersistenceTests {
+    static func tempDir() throws -> String {
+        let d = NSTemporaryDirectory() + "tandem-persist-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    @Test func anUnreadableStateFileIsMovedAsideAndTheConfigurationsPolicyApplies() async throws {
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "{ this is not what tandem wrote".write(toFile: dir + "/state.json", atomically: true, encoding: .utf8)
+        let rig = try Rig(stateDir: dir)
+        await rig.controller.prepare()
+        for _ in 0..<5 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        #expect(rig.backends["vm1"]!.limit != nil, "limits set")
+        let status = await rig.controller.status(now: rig.now)
+        let problem = try #require(status.state)
+        #expect(problem.contains("moved to \(dir)/state.json.unreadable-"), "\(problem)")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir)
+        let aside = try #require(files.first { $0.hasPrefix("state.json.unreadable-") })
+        #expect(try String(contentsOfFile: dir + "/" + aside, encoding: .utf8) == "{ this is not what tandem wrote", "nothing of it lost")
+        #expect(await rig.controller.fairness()[0].vms[0].min == 50_000_000, "the configuration's policy")
+    }
+
+    @Test func aPolicyThatCannotBeSavedIsNotAppliedAndSaysWhy() async throws {
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "".write(toFile: dir + "/blocker", atomically: true, encoding: .utf8)
+        let rig = try Rig(stateDir: dir + "/blocker/state")
+        await rig.controller.prepare()
+        await #expect(throws: PolicyError.self) { _ = try await rig.controller.setPolicy(vm: "vm1", weight: 3, min: nil, max: nil) }
+        do { _ = try await rig.controller.setPolicy(vm: "vm1", weight: 3, min: nil, max: nil) } catch {
+            #expect("\(error)".hasPrefix("not applied: it could not be saved"), "\(error)")
+        }
+        #expect(await rig.controller.fairness()[0].vms[0].weight == 1, "not applied")
+        // The directory can be made now: the same request goes through.
+        try FileManager.default.removeItem(atPath: dir + "/blocker")
+        _ = try await rig.controller.setPolicy(vm: "vm1", weight: 3, min: nil, max: nil)
+        #expect(await rig.controller.fairness()[0].vms[0].weight == 3)
+        #expect(FileManager.default.fileExists(atPath: dir + "/blocker/state/state.json"))
+    }
+
+    @Test func reservationsThatCouldNotBeSavedAreWrittenOnceTheyCanBe() async throws {
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "".write(toFile: dir + "/blocker", atomically: true, encoding: .utf8)
+        let rig = try Rig(stateDir: dir + "/blocker/state")
+        await rig.controller.prepare()
+        await rig.connect("vm1")
+        let selector = FlowSelector(proto: .tcp, destination: IPPrefix("10.0.0.9"), destinationPort: 5201)
+        await rig.guest("vm1", .reserve(ReserveRequest(id: "r-1", rate: .mbit(10), selector: selector)))
+        for _ in 0..<15 { await rig.round(["vm1": .mbit(40)]) }
+        let problem = try #require(await rig.controller.status(now: rig.now).state)
+        #expect(problem.hasPrefix("not saved, retrying: "), "\(problem)")
+        try FileManager.default.removeItem(atPath: dir + "/blocker")
+        for _ in 0..<15 { await rig.round(["vm1": .mbit(40)]) }
+        #expect(await rig.controller.status(now: rig.now).state == nil)
+        let saved = try String(contentsOfFile: dir + "/blocker/state/state.json", encoding: .utf8)
+        #expect(saved.contains("r-1"), "the reservation was kept and written: \(saved)")
+    }
+}
