@@ -65,6 +65,8 @@ public actor Controller {
         /// Reservations the guest has not re-confirmed since it (re)connected, with the time
         /// they are dropped: an agent that restarted no longer holds them.
         var unconfirmed: [String: Double] = [:]
+        /// Since when the agent is not there (absent, silent, cut off); nil while it is.
+        var absentSince: Double?
         /// Since when the guest reports an epoch older than the last allocation sent.
         var staleSince: Double?
     }
@@ -90,6 +92,8 @@ public actor Controller {
     /// more where the report interval is short (three per interval).
     public static let guestMessagesPerSecond = 20.0
     var guestRate: Double { max(Self.guestMessagesPerSecond, 3 / config.controller.interval) }
+    /// How long the reservations of a VM whose agent is not there are kept.
+    public static let absentReservationSeconds = 60.0
     /// How long a reconnected guest has to re-send the reservations it still holds.
     public static let reconfirmSeconds = 10.0
     /// Violations within 10 s that cut a guest off, and for how long.
@@ -382,6 +386,22 @@ public actor Controller {
             if vm.backend.isIntact(in: batch) == false { setUpAgain(vm); return }
             if let k = vm.backend.currentLimit(in: batch) { compare(vm, kernelLimit: k) }
         }
+        // An agent that is not there (gone, cut off, or not back since a controller restart)
+        // holds its reservations for `absentReservationSeconds`: then they lapse (it re-sends
+        // what it still holds when it is back, and they are admitted again).
+        if vm.agent != .connected && vm.agent != .handshaking {
+            let since = vm.absentSince ?? now
+            vm.absentSince = since
+            if now - since >= Self.absentReservationSeconds && !vm.reservations.isEmpty {
+                let ids = vm.reservations.keys.sorted()
+                vm.reservations = [:]
+                vm.unconfirmed = [:]
+                persistReservations(vm)
+                log.info("reservations of an absent agent dropped", metadata: ["vm": "\(name)", "ids": "\(ids)", "absent_for": "\(Int(now - since))s"])
+            }
+        } else {
+            vm.absentSince = nil
+        }
         // Reservations not re-sent after a reconnect: the guest no longer holds them.
         let lapsed = vm.unconfirmed.filter { $0.value <= now }.map(\.key)
         if !lapsed.isEmpty {
@@ -641,12 +661,13 @@ public actor Controller {
         }
     }
 
-    /// Admission (``Admission/decide(_:held:policy:link:others:)``); a grant is kept and persisted.
+    /// Admission (``Admission/decide(_:held:maxHeld:policy:link:others:fairShare:)``); a grant is kept and persisted.
     func admit(_ vm: VM, _ r: ReserveRequest) -> ReservationReply {
         let others = (members[vm.config.link] ?? []).filter { $0 !== vm }.map {
             Admission.Commitment(guarantee: $0.policy.guarantee, reserved: $0.reservations.values.reduce(.zero) { $0 + $1.rate })
         }
-        switch Admission.decide(r, held: vm.reservations, maxHeld: Self.maxReservationsPerVM, policy: vm.policy, link: link(vm.config.link), others: others) {
+        switch Admission.decide(r, held: vm.reservations, maxHeld: Self.maxReservationsPerVM, policy: vm.policy, link: link(vm.config.link), others: others,
+                                 fairShare: fairShare(vm.config.name)) {
         case .alreadyHeld:
             vm.unconfirmed[r.id] = nil
             return ReservationReply(id: r.id, granted: true)

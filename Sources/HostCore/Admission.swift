@@ -19,9 +19,11 @@ public enum Admission {
     }
 
     /// A VM's reservations stay within its guarantee, or (if its link allows) within the
-    /// link's unreserved capacity and the VM's cap.
+    /// link's unreserved capacity, the VM's cap and its fair share: the allocator backs a
+    /// VM's reservations up to its fair share, and one VM cannot take the capacity that the
+    /// others' fair shares would reserve.
     public static func decide(_ r: ReserveRequest, held: [String: GrantedReservation], maxHeld: Int, policy: VMPolicy,
-                              link: HostConfig.LinkConfig, others: [Commitment]) -> Decision {
+                              link: HostConfig.LinkConfig, others: [Commitment], fairShare: BitRate) -> Decision {
         if let existing = held[r.id] {
             if existing.rate == r.rate && existing.selector == r.selector { return .alreadyHeld }
             return .refused("id \(r.id) is already a reservation of \(existing.rate) for \(existing.selector)")
@@ -35,9 +37,11 @@ public enum Admission {
         if !fits && link.reserveBeyondGuarantee {
             let committed = others.reduce(BitRate.zero) { $0 + max($1.guarantee, $1.reserved) }
             fits = committed + max(g, used + r.rate) <= link.capacity && (policy.cap.map { used + r.rate <= $0 } ?? true)
+                && used + r.rate <= max(g, fairShare)
         }
         guard fits else {
-            let beyond = link.reserveBeyondGuarantee ? " and the link has no unreserved capacity for it" : ""
+            let beyond = link.reserveBeyondGuarantee
+                ? (used + r.rate > max(g, fairShare) ? " nor in its fair share \(fairShare)" : " and the link has no unreserved capacity for it") : ""
             return .refused("\(used) already reserved of the VM's \(g) guarantee; \(r.rate) more does not fit\(beyond)")
         }
         return .granted(GrantedReservation(id: r.id, rate: r.rate, selector: r.selector))
