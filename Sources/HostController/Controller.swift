@@ -83,6 +83,8 @@ public actor Controller {
     /// Each link's fair shares (by VM), until a policy changes.
     var fairShares: [String: [String: BitRate]] = [:]
     let store: StateStore?
+    /// Writes state.json off the controller (``StateWriter``).
+    let writer: StateWriter?
     let started: Double
     var persisted = PersistedState()
     let metrics: ControllerMetrics?
@@ -113,6 +115,7 @@ public actor Controller {
         self.config = config
         self.log = logger
         self.store = store
+        self.writer = store.map { StateWriter(store: $0) }
         self.metrics = metrics
         self.started = now
         self.order = config.vms.map(\.name)
@@ -230,7 +233,7 @@ public actor Controller {
             }
             if state.config.link != vm.link { state.meter = RateMeter(ceiling: capacity + capacity) }
             // Now a libvirt domain: its policy is its metadata's, no longer state.json's.
-            if state.config.origin == .file, vm.origin != .file, persisted.policies.removeValue(forKey: vm.name) != nil { saveNow() }
+            if state.config.origin == .file, vm.origin != .file, persisted.policies.removeValue(forKey: vm.name) != nil { save() }
             state.config = vm
             takePolicy(state, vm)
         }
@@ -257,6 +260,9 @@ public actor Controller {
             state.limit = fair
             await prepareBackend(state, initialLimit: fair)
         }
+        // What the reload forgot (released VMs' policies and reservations) is written before
+        // it returns: a reload is not on the round's path.
+        if dirty { await flush() }
         if !change.needsRestart.isEmpty {
             log.warning("configuration keys changed that take effect at a restart", metadata: ["keys": "\(change.needsRestart.joined(separator: ", "))"])
         }
@@ -318,7 +324,7 @@ public actor Controller {
         }
         let hadPolicy = persisted.policies.removeValue(forKey: name) != nil
         let hadReservations = persisted.reservations.removeValue(forKey: name) != nil
-        if hadPolicy || hadReservations { saveNow() }
+        if hadPolicy || hadReservations { save() }
         log.info("VM released", metadata: ["vm": "\(name)", "backend": "\(vm.backend.describe)"])
     }
 
@@ -341,7 +347,8 @@ public actor Controller {
 
     /// One allocation round at time `now`.
     public func tick(now: Double) async {
-        if dirty && now - lastSave >= 1 { lastSave = now; saveNow() }
+        // Written in the background (at most once a second): the round does not wait for it.
+        if dirty && !saving && now - lastSave >= 1 { lastSave = now; startSave() }
         let batches = await readBatches()
         for vm in roster { await measure(vm, now: now, batches: batches) }
         for link in config.links { allocate(link, now: now) }
@@ -692,28 +699,52 @@ public actor Controller {
     var lastSave = -1e9
     func save() { dirty = true }
 
-    /// Writes what changed now (on a clean stop).
-    public func flush() { if dirty { saveNow() } }
+    /// Writes what changed now (on a clean stop), after a write in flight.
+    public func flush() async {
+        while saving { await Task.yield(); try? await Task.sleep(for: .milliseconds(5)) }
+        if dirty { await writeNow() }
+    }
 
-    /// Writes the state. A failed write leaves it to be written again (from the round, once
-    /// a second) and is shown in `status` until a write succeeds; nothing is dropped.
+    /// Whether a background write is in flight.
+    var saving = false
+
+    /// Starts a background write of the state as it is now; the round goes on.
+    func startSave() {
+        guard let writer else { dirty = false; return }
+        saving = true
+        dirty = false
+        let snapshot = persisted
+        Task { let error = await writer.write(snapshot); self.saved(error) }
+    }
+
+    func saved(_ error: Error?) {
+        saving = false
+        noteSave(error)
+    }
+
+    /// Writes the state and waits for it (a policy change is saved before it is applied). A
+    /// failed write leaves it to be written again (from the round, once a second) and is
+    /// shown in `status` until a write succeeds; nothing is dropped.
     @discardableResult
-    func saveNow() -> Bool {
-        guard let store else { return true }
-        do {
-            try store.save(persisted)
-            dirty = false
+    func writeNow() async -> Bool {
+        guard let writer else { return true }
+        dirty = false
+        let error = await writer.write(persisted)
+        noteSave(error)
+        return error == nil
+    }
+
+    func noteSave(_ error: Error?) {
+        guard let error else {
             if stateProblem?.hasPrefix(Self.notSavedPrefix) == true {
-                log.notice("state saved again", metadata: ["state": "\(store.path)"])
+                log.notice("state saved again", metadata: ["state": "\(store?.path ?? "")"])
                 stateProblem = nil
             }
-            return true
-        } catch {
-            dirty = true
-            if stateProblem != Self.notSavedPrefix + "\(error)" { log.error("state not saved; retrying every second", metadata: ["error": "\(error)"]) }
-            stateProblem = Self.notSavedPrefix + "\(error)"
-            return false
+            return
         }
+        dirty = true
+        if stateProblem != Self.notSavedPrefix + "\(error)" { log.error("state not saved; retrying every second", metadata: ["error": "\(error)"]) }
+        stateProblem = Self.notSavedPrefix + "\(error)"
     }
     static let notSavedPrefix = "not saved, retrying: "
     /// What is wrong with state.json (not readable at start, or not writable now), for `status`.
@@ -721,7 +752,7 @@ public actor Controller {
 
     // MARK: admin
 
-    public func setPolicy(vm name: String, weight: Double?, min: BitRate?, max: BitRate??) throws -> VMPolicy {
+    public func setPolicy(vm name: String, weight: Double?, min: BitRate?, max: BitRate??) async throws -> VMPolicy {
         guard let vm = vms[name] else { throw PolicyError.noSuchVM(name, known: order) }
         if case .libvirt = vm.config.origin { throw PolicyError.fromLibvirt(name) }
         var p = vm.policy
@@ -746,11 +777,13 @@ public actor Controller {
         // either (nothing half done); the admin is told why.
         let before = persisted.policies[name]
         persisted.policies[name] = p
-        guard saveNow() else {
+        guard await writeNow() else {
+            // (What else was waiting to be written stays marked for the retry.)
             persisted.policies[name] = before
-            dirty = false
             throw PolicyError.notSaved(stateProblem.map { String($0.dropFirst(Self.notSavedPrefix.count)) } ?? "unknown error")
         }
+        // (A reload may have released the VM while the write was awaited.)
+        guard vms[name] === vm else { throw PolicyError.noSuchVM(name, known: order) }
         vm.policy = p
         fairShares = [:]
         // The guest learns its policy in a welcome: send it again (same session).

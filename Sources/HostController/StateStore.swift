@@ -18,6 +18,8 @@ public struct PersistedState: Codable, Equatable, Sendable {
 public struct StateStore: Sendable {
     public let directory: String
     public var path: String { directory + "/state.json" }
+    /// For tests: a slow disk (seconds added to every write, before the fsync). Not a setting.
+    public var slowDiskSecondsForTests: Double = 0
 
     public init(directory: String) { self.directory = directory }
 
@@ -44,6 +46,7 @@ public struct StateStore: Sendable {
                 if n <= 0 { if errno == EINTR { continue }; return false }
                 off += n
             }
+            if slowDiskSecondsForTests > 0 { usleep(UInt32(slowDiskSecondsForTests * 1e6)) }
             return fsync(fd) == 0
         }
         close(fd)
@@ -65,6 +68,24 @@ public enum StateError: Error, CustomStringConvertible, Sendable, Equatable {
         switch self {
         case .unreadable(let path, let reason): "\(path) is not a state file this version can read (\(reason)); move it away to start afresh"
         case .unwritable(let path, let e): "cannot write \(path): \(String(cString: strerror(e))) (errno \(e))"
+        }
+    }
+}
+
+/// Writes state.json on a thread of its own, so that a slow disk (an fsync can take tens of
+/// milliseconds, or seconds on a loaded host) never holds a round or an admin request of
+/// the controller: writes are queued in order and each is awaited by whoever needs it.
+final class StateWriter: @unchecked Sendable {
+    let store: StateStore
+    let queue = DispatchQueue(label: "tandem.state")
+    init(store: StateStore) { self.store = store }
+
+    /// Writes `state`; the error if it could not be written.
+    func write(_ state: PersistedState) async -> Error? {
+        await withCheckedContinuation { (c: CheckedContinuation<Error?, Never>) in
+            queue.async {
+                do { try self.store.save(state); c.resume(returning: nil) } catch { c.resume(returning: error) }
+            }
         }
     }
 }

@@ -114,10 +114,15 @@ final class Rig: @unchecked Sendable {
         try makeController()
     }
 
+    /// Seconds every state write takes (a slow disk, for the persistence tests).
+    var slowDisk = 0.0
+
     func makeController() throws {
         var log = Logger(label: "test")
         log.logLevel = .critical
-        controller = try Controller(config: config, backends: backends, channels: channels, store: StateStore(directory: stateDir), logger: log, now: now)
+        var store = StateStore(directory: stateDir)
+        store.slowDiskSecondsForTests = slowDisk
+        controller = try Controller(config: config, backends: backends, channels: channels, store: store, logger: log, now: now)
     }
 
     /// Advances the clock by one 100 ms round, with each VM offering the given rate.
@@ -268,7 +273,8 @@ final class Rig: @unchecked Sendable {
         await rig.connect("vm1")
         await rig.guest("vm1", .release(ReleaseRequest(id: "r-1")))
         rig.now += 1.5
-        await rig.round([:])   // written at most once a second, from the round
+        await rig.round([:])   // written at most once a second, started by the round
+        await rig.controller.flush()   // (the write runs beside the rounds: waited for here)
         try rig.makeController()
         #expect(await rig.controller.snapshot("vm1")?.reservations.isEmpty == true)
     }
