@@ -44,6 +44,9 @@ public final class LabRelay: @unchecked Sendable {
     /// is accepted as usual.
     public func dropClient() { lock.withLock { dropRequested = true } }
     private var dropRequested = false
+    /// Clients accepted so far (the controller connecting, and again after each drop).
+    public var accepted: Int { lock.withLock { acceptedCount } }
+    private var acceptedCount = 0
 
     private func loop() {
         var client: Int32 = -1
@@ -57,7 +60,7 @@ public final class LabRelay: @unchecked Sendable {
             }
             let r = POSIX.poll(fds, timeoutMilliseconds: 200)
             if r[0] & Int16(POLLIN) != 0, let c = UnixSocket.accept(listener) {
-                if client >= 0 { close(c) } else { client = c; toClient = []; toGuest = [] }
+                if client >= 0 { close(c) } else { client = c; toClient = []; toGuest = []; lock.withLock { acceptedCount += 1 } }
             }
             if lock.withLock({ let d = dropRequested; dropRequested = false; return d }), client >= 0 {
                 close(client); client = -1; continue

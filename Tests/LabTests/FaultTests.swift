@@ -32,6 +32,14 @@ struct FaultTests {
         return TCText.classes((try? t.host.tc("class show dev \(ifb)")) ?? "").first { $0.handle == "1:10" }
     }
 
+    /// The VM is limited: its class with a rate, and its interface's traffic redirected into
+    /// that IFB (a class nobody's traffic reaches limits nothing).
+    func limited(_ t: Lab.Topology, vm: String, interface: String) -> Bool {
+        guard let c = limitClass(t, vm: vm), c.rate != nil else { return false }
+        let redirect = (try? t.host.tc("filter show dev \(interface) ingress")) ?? ""
+        return redirect.contains("Egress Redirect to device tdm-" + TCBackend.hash8(vm))
+    }
+
     @Test func killsDropsAndInterfaceChurnAreSurvived() async throws {
         var o = Lab.Options(binaries: URL(fileURLWithPath: Binaries.path("tandem-host")).deletingLastPathComponent().path)
         o.vms = 2
@@ -82,7 +90,7 @@ struct FaultTests {
         let t0 = POSIX.now()
         var reconciled: Double? = nil
         while POSIX.now() - t0 < 10 {
-            if limitClass(t, vm: "vm1") == nil || limitClass(t, vm: "vm2") == nil { unlimitedSeen = true }
+            if !limited(t, vm: "vm1", interface: "vm1h") || !limited(t, vm: "vm2", interface: "vm2h") { unlimitedSeen = true }
             if reconciled == nil, fairness(lab, t).filter({ $0.agent == "connected" }).count == 2 { reconciled = POSIX.now() - t0 }
             if reconciled != nil && POSIX.now() - t0 > (reconciled! + 1) { break }
             try await Task.sleep(for: .milliseconds(20))
@@ -92,11 +100,12 @@ struct FaultTests {
         #expect((reconciled ?? 99) <= 2, "reconciled within 2 s")
 
         // 3. The channel dropped (QEMU's peer gone) and restored: the controller reconnects.
+        let acceptedBefore = relay.accepted
         relay.dropClient()
-        let back = try await until("the channel back", timeout: 10) {
-            POSIX.now() - t0 > 0 && fairness(lab, t).first?.agent == "connected"
+        // Back means connected again through a new connection (not the old one never cut).
+        _ = try await until("the channel back", timeout: 10) {
+            relay.accepted > acceptedBefore && fairness(lab, t).first?.agent == "connected"
         }
-        _ = back
         try await Task.sleep(for: .milliseconds(500))
         _ = try await until("vm1 connected after the drop", timeout: 10) { fairness(lab, t).first?.agent == "connected" }
 
