@@ -64,6 +64,17 @@ public actor Agent: Service {
     var estimator = DemandEstimator()
     var framesSent: UInt64 = 0, framesReceived: UInt64 = 0, framesRefused: UInt64 = 0
 
+    /// Reservation messages (reserve, release) to the host, whoever asks: well within what the
+    /// host takes from a guest beside its reports (20 a second, burst 50, beyond which the
+    /// host drops frames and, after 50 in 10 s, cuts the whole VM off).
+    static let hostRequestRate = 8.0, hostRequestBurst = 16.0
+    var hostRequests = TokenBucket(rate: Agent.hostRequestRate, burst: Agent.hostRequestBurst)
+    /// Each user's reserve requests: one application cannot take all of the above.
+    static let userRequestRate = 4.0, userRequestBurst = 8.0
+    var userRequests: [UInt32: TokenBucket] = [:]
+    /// Releases waiting for the host budget (the release itself is done at once here).
+    var pendingReleases: [String] = []
+
     struct Held {
         var request: ReserveRequest
         var slot: Int
@@ -308,6 +319,7 @@ public actor Agent: Service {
             rotateSession()
         }
         if hostState != .connected && now - lastHello >= 1 { sendHello() }
+        if hostState == .connected { sendPendingReleases(now: now) }
         // Reservations: TTLs and answers that never came.
         var changed = false
         for (id, h) in reservations {
@@ -439,6 +451,18 @@ public actor Agent: Service {
                 reply(c.id, .failure("no host connected: a reservation needs the host's admission; try again when tandem-host is running"))
                 return
             }
+            let now = clock()
+            var mine = userRequests[c.uid] ?? TokenBucket(rate: Self.userRequestRate, burst: Self.userRequestBurst)
+            let userOK = mine.take(at: now)
+            userRequests[c.uid] = mine
+            guard userOK else {
+                reply(c.id, .failure("uid \(c.uid) asks for reservations faster than \(Int(Self.userRequestRate)) a second: slow down"))
+                return
+            }
+            guard hostRequests.take(at: now) else {
+                reply(c.id, .failure("this VM asks the host for reservations faster than \(Int(Self.hostRequestRate)) a second: slow down"))
+                return
+            }
             reservations[id] = Held(request: request, slot: slot, client: c, expires: expires, granted: false, waitingSince: clock())
             send(.reserve(request))
             log.info("reservation asked", metadata: ["id": "\(id)", "rate": "\(rate)", "selector": "\(selector)", "uid": "\(c.uid)", "pid": "\(c.pid)"])
@@ -471,8 +495,19 @@ public actor Agent: Service {
 
     func release(_ id: String, reason: String) {
         guard reservations.removeValue(forKey: id) != nil else { return }
-        send(.release(ReleaseRequest(id: id)))
+        // Released here at once (the tree reshaped by the caller); the host hears of it as
+        // the budget allows (the next ticks), so a churning application cannot flood it.
+        if hostRequests.take(at: clock()) { send(.release(ReleaseRequest(id: id))) } else { pendingReleases.append(id) }
         log.info("reservation released", metadata: ["id": "\(id)", "reason": "\(reason)"])
+    }
+
+    /// Releases that waited for the budget, and users' buckets that are full again.
+    func sendPendingReleases(now: Double) {
+        while let id = pendingReleases.first, hostRequests.take(at: now) {
+            pendingReleases.removeFirst()
+            send(.release(ReleaseRequest(id: id)))
+        }
+        userRequests = userRequests.filter { var b = $0.value; return !b.isFull(at: now) }
     }
 
     func handleReservationReply(_ r: ReservationReply) async {

@@ -47,14 +47,18 @@ public final class LineServer: @unchecked Sendable {
     private var handedOver = false
     public let maxLine: Int
     public let maxClients: Int
+    /// Connections one user (other than root) may hold, so that one cannot take them all.
+    public let maxClientsPerUID: Int
+    private var uids: [Int: UInt32] = [:]
     public let linesPerSecond: Double
     /// Bytes of replies that may wait for a client before it is cut off.
     static let maxQueuedBytes = 1 << 20
 
-    public init(path: String, mode: mode_t = 0o660, maxLine: Int = 4096, maxClients: Int = 256, linesPerSecond: Double = 50) throws(SystemError) {
+    public init(path: String, mode: mode_t = 0o660, maxLine: Int = 4096, maxClients: Int = 256, maxClientsPerUID: Int = 32, linesPerSecond: Double = 50) throws(SystemError) {
         self.path = path
         self.maxLine = maxLine
         self.maxClients = maxClients
+        self.maxClientsPerUID = maxClientsPerUID
         self.linesPerSecond = linesPerSecond
         listener = try UnixSocket.listen(path, mode: mode)
         (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(8192))
@@ -132,9 +136,11 @@ public final class LineServer: @unchecked Sendable {
     fileprivate func opened(_ channel: Channel, _ cred: PeerCred) -> Client? {
         let client = lock.withLock { () -> Client? in
             guard !stopped, clients.count < maxClients else { return nil }
+            guard cred.uid == 0 || uids.values.lazy.filter({ $0 == cred.uid }).count < maxClientsPerUID else { return nil }
             let c = Client(id: nextID, pid: cred.pid, uid: cred.uid, gid: cred.gid)
             nextID += 1
             clients[c.id] = channel
+            uids[c.id] = c.uid
             return c
         }
         if let client { continuation.yield(.opened(client)) }
@@ -142,7 +148,7 @@ public final class LineServer: @unchecked Sendable {
     }
 
     fileprivate func closed(_ client: Client) {
-        lock.withLock { _ = clients.removeValue(forKey: client.id) }
+        lock.withLock { _ = clients.removeValue(forKey: client.id); _ = uids.removeValue(forKey: client.id) }
         continuation.yield(.closed(client))
     }
 

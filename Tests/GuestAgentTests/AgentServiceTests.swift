@@ -106,4 +106,51 @@ final class TestClock: @unchecked Sendable {
         while let m = notify.receive(timeout: 0.5) { last = m }
         #expect(last == "STOPPING=1")
     }
+
+    /// An application asking for reservations as fast as it can: the agent answers the ones
+    /// over its pace itself ("slow down") instead of forwarding them, so the host never sees
+    /// more than the budget and never cuts the VM off for it (issue #18, item 5). The test
+    /// clock stands still: exactly one burst goes through.
+    @Test func reservationRequestsArePacedBeforeTheyReachTheHost() async throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let shaper = FakeShaper()
+        let clock = TestClock()
+        let dir = NSTemporaryDirectory() + "tandem-agent-pace-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var log = Logger(label: "test")
+        log.logLevel = .critical
+        let agent = Agent(options: AgentOptions(interface: "eth0", channel: .device(host.slavePath), socketPath: dir + "/agent.sock",
+                                                interval: 0.05, initialLimit: .gbit(1)),
+                          logger: log, shaper: shaper, clock: { clock.now() })
+        let running = Task { try await agent.run() }
+        defer { running.cancel() }
+        _ = try await host.handshake(vm: "vm-pace")
+        let grants = host.grantAll()
+        defer { grants.cancel() }
+        try await until("the agent's socket") { FileManager.default.fileExists(atPath: dir + "/agent.sock") }
+        let client = try AgentClient(path: dir + "/agent.sock")
+        defer { client.close() }
+        // (The welcome is taken in by the agent a moment after the host sent it: an allocation
+        // applied says it has been.)
+        host.send(.allocation(Allocation(epoch: 1, hardLimit: .mbit(500), softLimit: .mbit(485))))
+        _ = try await host.waitFor("applied") { m, _ in if case .applied(let a) = m, a.epoch == 1 { return true }; return nil }
+        let st = try await offPool { try client.call(AgentRequest(op: "status"), timeout: 3) }
+        #expect(st.status?.host == "connected")
+        var granted = 0, slowDown = 0
+        var other: [String] = []
+        for i in 0..<30 {
+            let r = try await offPool { try client.call(AgentRequest(op: "reserve", rate: "1mbit", proto: "tcp", dport: UInt16(6000 + i))) }
+            if r.ok { granted += 1 } else if r.error?.contains("slow down") == true { slowDown += 1 } else { other.append(r.error ?? "?") }
+        }
+        #expect(other.isEmpty, "\(other)")
+        let forwarded = host.messages.filter { if case .reserve = $0 { return true }; return false }.count
+        #expect(granted == Int(Agent.userRequestBurst), "granted \(granted)")
+        #expect(slowDown == 30 - granted)
+        #expect(forwarded == granted, "the host saw \(forwarded) reserve frames")
+        // Time passes: the pace allows more again.
+        clock.advance(1)
+        let r = try await offPool { try client.call(AgentRequest(op: "reserve", rate: "1mbit", proto: "tcp", dport: 7000)) }
+        #expect(r.ok, "\(r.error ?? "")")
+    }
 }

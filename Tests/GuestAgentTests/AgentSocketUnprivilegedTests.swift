@@ -29,10 +29,12 @@ struct AgentSocketUnprivilegedTests {
         chmod(URL(fileURLWithPath: t.socket).deletingLastPathComponent().path, 0o755)
         chmod(t.socket, 0o666)
         let script = """
-            import socket, json
+            import socket, json, time
             s = socket.socket(socket.AF_UNIX); s.connect('\(t.socket)')
-            for i in range(40):
+            # Within the agent's pace for one user (4 a second): the per-user cap is what stops them.
+            for i in range(20):
                 s.sendall((json.dumps({"op": "reserve", "rate": "10kbit", "proto": "tcp", "dport": 1000 + i, "ttl": "60s"}) + "\\n").encode())
+                time.sleep(0.3)
             s.sendall(b"x" * 100000 + b"\\n")
             for i in range(2000): s.sendall(b'{"op":"list"}\\n')
             s.settimeout(3)
@@ -65,5 +67,26 @@ struct AgentSocketUnprivilegedTests {
         let list = try root.call(AgentRequest(op: "list")).reservations ?? []
         #expect(list.filter { $0.uid == 65534 }.count == 16)
         #expect(try root.call(AgentRequest(op: "status")).ok, "still answering")
+
+        // One user cannot hold all the connections: nobody's 33rd and later are closed at once;
+        // root still gets in.
+        let many = """
+            import socket, time
+            socks = []
+            for i in range(40):
+                s = socket.socket(socket.AF_UNIX); s.connect('\(t.socket)'); socks.append(s)
+            time.sleep(0.5)
+            answered = 0
+            for s in socks:
+                try:
+                    s.sendall(b'{"op":"list"}\\n'); s.settimeout(2)
+                    if s.recv(65536): answered += 1
+                except Exception: pass
+            print(answered)
+            """
+        let held = try await offPool { try Shell.run(nobody + ["/usr/bin/python3", "-c", many]) }
+        #expect(held.status == 0, "\(held.stderr)")
+        #expect(Int(held.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) == 32, "connections served for one user: \(held.stdout)")
+        #expect(try root.call(AgentRequest(op: "status")).ok, "root still served")
     }
 }
