@@ -136,6 +136,11 @@ let package = Package(
         .executableTarget(name: "fuzz-agent-api", dependencies: ["FuzzSupport", "AgentCore", "TandemProtocol"], path: "Fuzz/fuzz-agent-api"),
         .executableTarget(name: "fuzz-config", dependencies: ["FuzzSupport", "HostCore"], path: "Fuzz/fuzz-config"),
         .executableTarget(
+            name: "fuzz-controller",
+            dependencies: ["FuzzSupport", "HostController", "HostCore", "TandemProtocol", "TandemTransport", .product(name: "Logging", package: "swift-log")],
+            path: "Fuzz/fuzz-controller"
+        ),
+        .executableTarget(
             name: "tandem-bench",
             dependencies: [
                 "Netlink", "TandemTransport", "TandemDaemon", "TandemLabSupport", "TandemProtocol", "AgentCore", "GuestAgent", "HostCore",

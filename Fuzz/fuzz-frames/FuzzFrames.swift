@@ -5,9 +5,9 @@ import FuzzSupport
 import TandemProtocol
 
 func fuzzOne(_ bytes: [UInt8]) {
-    var whole = FrameDecoder(maxFrameBytes: 4096)
+    var whole = FrameDecoder(maxFrameBytes: Limits.maxFrameBytes)
     whole.feed(bytes)
-    var split = FrameDecoder(maxFrameBytes: 4096)
+    var split = FrameDecoder(maxFrameBytes: Limits.maxFrameBytes)
     var i = 0
     var step = 1
     while i < bytes.count {
@@ -21,7 +21,7 @@ func fuzzOne(_ bytes: [UInt8]) {
     while let e = split.next() { b.append(e) }
     // However the bytes are split, the same frames come out.
     precondition(a == b, "split-dependent framing")
-    precondition(whole.bufferedBytes < 4096)
+    precondition(whole.bufferedBytes < Limits.maxFrameBytes)
     for case .frame(let f) in a {
         // The fast path for demand reports and pings, where it takes a frame, decides as the
         // general decoder does.

@@ -6,7 +6,7 @@ import Testing
 @Suite struct FuzzCorpusTests {
     static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    @Test(arguments: ["frames", "bitrate", "agent-api", "config"])
+    @Test(arguments: ["frames", "bitrate", "agent-api", "config", "controller"])
     func corpusReplaysCleanly(target: String) throws {
         let dir = Self.repo.appendingPathComponent("Fuzz/corpus/\(target)")
         let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted().map { dir.appendingPathComponent($0).path }
