@@ -74,6 +74,9 @@ public actor Agent: Service {
     var userRequests: [UInt32: TokenBucket] = [:]
     /// Releases waiting for the host budget (the release itself is done at once here).
     var pendingReleases: [String] = []
+    /// Clients that closed recently (the last 4096).
+    var closedClients: Set<Int> = []
+    var closedOrder: [Int] = []
 
     struct Held {
         var request: ReserveRequest
@@ -134,7 +137,11 @@ public actor Agent: Service {
         let interval = options.interval
         await withTaskGroup(of: Void.self) { group in
             group.addTask { for await e in ch.events { sink.yield(.channel(e)) } }
-            group.addTask { for await e in srv.events { sink.yield(.client(e)) } }
+            // Clients are handled from their own streams (the actor takes one event at a
+            // time): a flood of their lines cannot push the host's frames, or a `.closed`,
+            // out of a shared buffer.
+            group.addTask { [self] in for await e in srv.events { await handle(.client(e)) } }
+            group.addTask { [self] in for await e in srv.connections { await handle(.client(e)) } }
             let ticker = Ticker(period: max(interval, 0.01)) { sink.yield(.tick) }
             ticker.start()
             defer { ticker.stop() }
@@ -406,6 +413,9 @@ public actor Agent: Service {
         case .oversize(let c): reply(c.id, .failure("request longer than \(server.maxLine) bytes refused"))
         case .rateLimited(let c): reply(c.id, .failure("too many requests: slow down"))
         case .closed(let c):
+            closedClients.insert(c.id)
+            closedOrder.append(c.id)
+            if closedOrder.count > 4096 { closedClients.remove(closedOrder.removeFirst()) }
             // Reservations held by this connection go with it.
             var changed = false
             for (id, h) in reservations where h.client.id == c.id && h.expires == nil {
@@ -413,6 +423,9 @@ public actor Agent: Service {
             }
             if changed { await reshape() }
         case .line(let c, let bytes):
+            // A line read before its client closed may be handled after the close (they come
+            // on different streams): nothing is held for a client that is gone.
+            guard !closedClients.contains(c.id) else { return }
             guard let req = try? JSONDecoder().decode(AgentRequest.self, from: Data(bytes)) else {
                 reply(c.id, .failure("not a request: expected one JSON object per line with an \"op\" (reserve, release, list, status)"))
                 return

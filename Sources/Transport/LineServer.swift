@@ -32,8 +32,14 @@ public final class LineServer: @unchecked Sendable {
     }
 
     public let path: String
+    /// Lines, refusals: bounded (the newest kept).
     public let events: AsyncStream<Event>
     private let continuation: AsyncStream<Event>.Continuation
+    /// Connections opened and closed, apart from the lines and never dropped (two events a
+    /// connection at most): a flood of lines cannot push a `.closed` out, which would leave
+    /// what that client held (the agent's reservations) behind.
+    public let connections: AsyncStream<Event>
+    private let connectionsSink: AsyncStream<Event>.Continuation
     /// The listening socket, bound (with the permissions the caller asked for, see
     /// ``UnixSocket/listen(_:mode:)``) before swift-nio takes it over in ``start()``.
     private let listener: Int32
@@ -62,6 +68,7 @@ public final class LineServer: @unchecked Sendable {
         self.linesPerSecond = linesPerSecond
         listener = try UnixSocket.listen(path, mode: mode)
         (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(8192))
+        (connections, connectionsSink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .unbounded)
     }
 
     /// Serves the socket on the event loop. Throws (and closes the socket) if swift-nio cannot
@@ -88,6 +95,7 @@ public final class LineServer: @unchecked Sendable {
             lock.withLock { stopped = true }
             unlink(path)
             continuation.finish()
+            connectionsSink.finish()
             throw SystemError("listen", "\(path) (swift-nio: \(error))", errno: (error as? IOError)?.errnoCode ?? EINVAL)
         }
         // From here swift-nio owns the descriptor and closes it with the channel.
@@ -129,6 +137,7 @@ public final class LineServer: @unchecked Sendable {
         ch?.close(promise: nil)
         for c in open { c.close(promise: nil) }
         continuation.finish()
+        connectionsSink.finish()
     }
 
     // MARK: per client, on the event loop
@@ -143,13 +152,13 @@ public final class LineServer: @unchecked Sendable {
             uids[c.id] = c.uid
             return c
         }
-        if let client { continuation.yield(.opened(client)) }
+        if let client { connectionsSink.yield(.opened(client)) }
         return client
     }
 
     fileprivate func closed(_ client: Client) {
         lock.withLock { _ = clients.removeValue(forKey: client.id); _ = uids.removeValue(forKey: client.id) }
-        continuation.yield(.closed(client))
+        connectionsSink.yield(.closed(client))
     }
 
     fileprivate func yield(_ e: Event) { continuation.yield(e) }

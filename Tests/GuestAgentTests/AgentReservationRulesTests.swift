@@ -31,8 +31,14 @@ struct AgentReservationRulesTests {
         #expect(expired == ttlID)
         #expect(try c2.call(AgentRequest(op: "list")).reservations?.isEmpty == true)
 
-        // The per-uid cap (16 by default).
-        for i in 0..<16 { #expect(try c2.call(AgentRequest(op: "reserve", rate: "10kbit", proto: "tcp", dport: UInt16(1000 + i))).ok) }
+        // The per-uid cap (16 by default), asked within the agent's pace for one user (4 a
+        // second, burst 8).
+        for i in 0..<16 {
+            if i >= 7 { try await Task.sleep(for: .milliseconds(260)) }
+            let r = try c2.call(AgentRequest(op: "reserve", rate: "10kbit", proto: "tcp", dport: UInt16(1000 + i)))
+            #expect(r.ok, "\(i): \(r.error ?? "")")
+        }
+        try await Task.sleep(for: .milliseconds(260))
         let over = try c2.call(AgentRequest(op: "reserve", rate: "10kbit", proto: "tcp", dport: 2000))
         #expect(over.ok == false)
         #expect(over.error?.contains("uid 0 already holds 16 reservations") == true)

@@ -266,7 +266,9 @@ final class Rig: @unchecked Sendable {
         // A re-sent reservation (agent reconnecting) is granted again, not counted twice.
         await rig.guest("vm1", .reserve(ReserveRequest(id: "r-1", rate: .mbit(30), selector: sel)))
         #expect(await rig.controller.snapshot("vm1")?.reservations.count == 1)
-        // Restart: a new controller on the same state directory has it back.
+        // Restart (a clean stop writes what is pending): a new controller on the same state
+        // directory has it back.
+        await rig.controller.flush()
         try rig.makeController()
         #expect(await rig.controller.snapshot("vm1")?.reservations.map(\.id) == ["r-1"])
         // Released: gone, and gone after a restart too.

@@ -41,11 +41,51 @@ import Glibc
         defer { server.stop() }
         let c = try LineClient(path: path, what: "test")
         defer { c.close() }
-        var it = server.events.makeAsyncIterator()
+        var it = server.connections.makeAsyncIterator()
         guard case .opened(let client)? = await it.next() else { Issue.record("no opened event"); return }
         #expect(client.pid == getpid())
         #expect(client.uid == geteuid())
         #expect(client.gid == getegid())
+    }
+
+    /// A client that closed, then another's flood of lines that nobody has read yet: the
+    /// close is still there to be seen (issue #18, item 5). It went into the same bounded
+    /// stream as the lines, and the flood pushed it out.
+    @Test func aCloseIsNotPushedOutByAnotherClientsFlood() async throws {
+        let path = NSTemporaryDirectory() + "tandem-lines-\(UUID().uuidString.prefix(8)).sock"
+        let server = try LineServer(path: path, mode: 0o600, linesPerSecond: 1e9)
+        try server.start()
+        defer { server.stop() }
+        let first = try UnixSocket.connect(path)
+        try await Task.sleep(for: .milliseconds(100))
+        Glibc.close(first)
+        try await Task.sleep(for: .milliseconds(100))
+        let flood = try UnixSocket.connect(path)
+        defer { Glibc.close(flood) }
+        let lines = Array(String(repeating: "{}\n", count: 10_000).utf8)
+        // (A non-blocking socket: written as the server reads.)
+        try await offPool {
+            var rest = lines[...]
+            let deadline = Date().addingTimeInterval(10)
+            while !rest.isEmpty && Date() < deadline {
+                let n = try POSIX.writeSome(flood, rest)
+                rest = rest.dropFirst(n)
+                if n == 0 { usleep(1000) }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let collector = Task { () -> [String] in
+            var seen: [String] = []
+            for await e in server.connections {
+                if case .opened(let c) = e { seen.append("opened \(c.id)") }
+                if case .closed(let c) = e { seen.append("closed \(c.id)"); break }
+            }
+            return seen
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        server.stop()   // (ends the stream if the close is not in it)
+        let seen = await collector.value
+        #expect(seen == ["opened 1", "opened 2", "closed 1"] || seen == ["opened 1", "closed 1"], "\(seen)")
     }
 
     @Test func aLineTooLongIsRefusedAndTheNextStillServed() async throws {
