@@ -92,7 +92,9 @@ public final class TestHost: @unchecked Sendable {
     @discardableResult
     public func handshake(vm: String = "vm-test", policy: VMPolicy = VMPolicy(weight: 1, guarantee: .mbit(20), cap: nil), interval: UInt32 = 100) async throws -> Hello {
         send(.ping(Ping(nonce: 1)), session: nil)
-        let (hello, s): (Hello, SessionID) = try await waitFor("hello") { m, s in
+        // (A debug agent starting while a parallel `swift test` loads both cores can take
+        // more than 10 s to say hello: seen once.)
+        let (hello, s): (Hello, SessionID) = try await waitFor("hello", timeout: 30) { m, s in
             if case .hello(let h) = m, let s { return (h, s) }
             return nil
         }
