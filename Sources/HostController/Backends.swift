@@ -131,6 +131,10 @@ public struct TCBackend: HardLimitBackend {
     /// A filter at the redirect's priority that is not this VM's redirect: another kind, or
     /// a u32 node redirecting to another device. (u32's hash-table entry at the same
     /// priority, which carries no action, is part of any u32 filter and not counted.)
+    static func isRedirect(_ f: FilterState, to ifb: Int32) -> Bool {
+        f.priority == HostTree.redirectPriority && f.kind == "u32" && f.redirectIfindex == ifb
+    }
+
     static func sendsElsewhere(_ f: FilterState, ifb: Int32?) -> Bool {
         guard f.kind == "u32" else { return true }
         guard let target = f.redirectIfindex else { return false }
@@ -148,7 +152,7 @@ public struct TCBackend: HardLimitBackend {
         }
         // Ours only when it points at this VM's IFB: after two taps swapped names a redirect
         // to the other VM's IFB is there, and must not pass for ours.
-        let redirect = inPlace.contains { $0.kind == "u32" && $0.redirectIfindex == ifbLink.index }
+        let redirect = inPlace.contains { Self.isRedirect($0, to: ifbLink.index) }
         let foreign = inPlace.contains { Self.sendsElsewhere($0, ifb: ifbLink.index) }
         let root = try await netlink.rootQdisc(ifindex: ifbLink.index)
         let ours = root?.kind == "htb" && root?.handle == Self.qdisc && root?.htbDefaultClass == Self.leaf.minor
@@ -242,7 +246,7 @@ public struct TCBackend: HardLimitBackend {
         guard let vmIndex, let filters = try? await netlink.filters(ifindex: vmIndex, parent: .ingress),
               let ifbIndex = try? await ifbIndex() else { return false }
         // The redirect, to this VM's own IFB (not one a swap of names left pointing elsewhere).
-        return filters.contains { $0.priority == HostTree.redirectPriority && $0.kind == "u32" && $0.redirectIfindex == ifbIndex }
+        return filters.contains { Self.isRedirect($0, to: ifbIndex) }
     }
 
     public func teardown() async throws {

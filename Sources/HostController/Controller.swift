@@ -17,8 +17,9 @@ public actor Controller {
     /// One VM's state: a class, changed in place by the round and by channel events (a
     /// struct was copied out of the dictionary and back four times per VM per round).
     final class VM {
-        init(config: HostConfig.VMConfig, policy: VMPolicy, backend: any HardLimitBackend, channel: (any GuestChannel)?, meter: RateMeter, agent: AgentState) {
+        init(config: HostConfig.VMConfig, policy: VMPolicy, backend: any HardLimitBackend, channel: (any GuestChannel)?, meter: RateMeter, agent: AgentState, budget: TokenBucket) {
             self.config = config; self.policy = policy; self.backend = backend; self.channel = channel; self.meter = meter; self.agent = agent
+            self.budget = budget
         }
         var config: HostConfig.VMConfig
         var policy: VMPolicy
@@ -45,8 +46,8 @@ public actor Controller {
         var sentSoft: BitRate?
         var sentReservations: [GrantedReservation]?
         var reservations: [String: GrantedReservation] = [:]
-        var tokens = 50.0
-        var lastRefill = 0.0
+        /// The guest's message budget (``Controller/guestRate``, burst 50).
+        var budget: TokenBucket
         var violations: [String: UInt64] = [:]
         var recentViolations: [Double] = []
         var messages: UInt64 = 0
@@ -93,7 +94,8 @@ public actor Controller {
     /// Guest messages allowed per second (burst: 50), beyond which they are dropped: 20, or
     /// more where the report interval is short (three per interval).
     public static let guestMessagesPerSecond = 20.0
-    var guestRate: Double { max(Self.guestMessagesPerSecond, 3 / config.controller.interval) }
+    var guestRate: Double { Self.guestRate(interval: config.controller.interval) }
+    static func guestRate(interval: Double) -> Double { max(guestMessagesPerSecond, 3 / interval) }
     /// How long the reservations of a VM whose agent is not there are kept.
     public static let absentReservationSeconds = 60.0
     /// How long a reconnected guest has to re-send the reservations it still holds.
@@ -132,19 +134,20 @@ public actor Controller {
         }
         for vm in config.vms {
             guard let backend = backends[vm.name] else { throw PolicyError.noBackend(vm.name) }
-            vms[vm.name] = Self.makeState(vm, capacity: config.links.first { $0.name == vm.link }!.capacity, backend: backend,
+            vms[vm.name] = Self.makeState(vm, capacity: config.links.first { $0.name == vm.link }!.capacity, guestRate: Self.guestRate(interval: config.controller.interval), backend: backend,
                                           channel: channels[vm.name], persisted: persisted, statePath: store?.path, log: logger)
         }
         (roster, members) = Self.roster(order, vms)
     }
 
     /// A VM's state, with the policy and reservations kept in state.json if any.
-    static func makeState(_ vm: HostConfig.VMConfig, capacity: BitRate, backend: any HardLimitBackend, channel: (any GuestChannel)?,
+    static func makeState(_ vm: HostConfig.VMConfig, capacity: BitRate, guestRate: Double, backend: any HardLimitBackend, channel: (any GuestChannel)?,
                           persisted: PersistedState, statePath: String?, log: Logger) -> VM {
         // A libvirt VM's policy is its domain's metadata: nothing in state.json overrides it.
         let runtime = vm.origin == .file ? persisted.policies[vm.name] : nil
         let state = VM(config: vm, policy: runtime ?? vm.policy, backend: backend, channel: channel,
-                       meter: RateMeter(ceiling: capacity + capacity), agent: channel == nil ? .none : .absent)
+                       meter: RateMeter(ceiling: capacity + capacity), agent: channel == nil ? .none : .absent,
+                       budget: TokenBucket(rate: guestRate, burst: 50))
         for r in persisted.reservations[vm.name] ?? [] { state.reservations[r.id] = r }
         if let p = runtime, p != vm.policy {
             log.notice("policy set at runtime overrides the configuration", metadata: ["vm": "\(vm.name)", "weight": "\(p.weight)", "min": "\(p.guarantee)", "max": "\(p.cap.map(\.description) ?? "none")", "state": "\(statePath ?? "")"])
@@ -244,7 +247,7 @@ public actor Controller {
         }
         config = next
         for vm in fresh {
-            vms[vm.name] = Self.makeState(vm, capacity: link(vm.link).capacity, backend: attach.backend(for: vm), channel: attach.channel(for: vm),
+            vms[vm.name] = Self.makeState(vm, capacity: link(vm.link).capacity, guestRate: guestRate, backend: attach.backend(for: vm), channel: attach.channel(for: vm),
                                           persisted: persisted, statePath: store?.path, log: log)
         }
         order = config.vms.map(\.name)
@@ -575,10 +578,7 @@ public actor Controller {
             if vm.agent == .disconnected { return }
             vm.messages += 1
             // Rate limit: a token bucket per channel.
-            vm.tokens = min(50, vm.tokens + (now - vm.lastRefill) * guestRate)
-            vm.lastRefill = now
-            guard vm.tokens >= 1 else { violation(vm, "rate-limited", now: now); return }
-            vm.tokens -= 1
+            guard vm.budget.take(at: now) else { violation(vm, "rate-limited", now: now); return }
             switch MessageCodec.decodeGuest(f) {
             case .invalid(let v):
                 violation(vm, v == .notAFrame ? "garbage" : "invalid", now: now)
@@ -701,25 +701,24 @@ public actor Controller {
 
     /// Writes what changed now (on a clean stop), after a write in flight.
     public func flush() async {
-        while saving { await Task.yield(); try? await Task.sleep(for: .milliseconds(5)) }
+        await inFlight?.value
         if dirty { await writeNow() }
     }
 
-    /// Whether a background write is in flight.
-    var saving = false
+    /// The background write in flight, if any.
+    var inFlight: Task<Void, Never>?
+    var saving: Bool { inFlight != nil }
 
     /// Starts a background write of the state as it is now; the round goes on.
     func startSave() {
         guard let writer else { dirty = false; return }
-        saving = true
         dirty = false
         let snapshot = persisted
-        Task { let error = await writer.write(snapshot); self.saved(error) }
-    }
-
-    func saved(_ error: Error?) {
-        saving = false
-        noteSave(error)
+        inFlight = Task {
+            let error = await writer.write(snapshot)
+            self.inFlight = nil
+            self.noteSave(error)
+        }
     }
 
     /// Writes the state and waits for it (a policy change is saved before it is applied). A

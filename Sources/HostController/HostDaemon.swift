@@ -147,7 +147,8 @@ public struct HostDaemon: Service {
                             }
                         }
                     case .admin(let ae):
-                        let libvirt = await source.asyncMap { s in s.status(managed: await controller.libvirtVMs(), now: now) }
+                        var libvirt: LibvirtStatus?
+                        if let s = source { libvirt = s.status(managed: await controller.libvirtVMs(), now: now) }
                         await Self.handleAdmin(ae, controller: controller, server: admin, libvirt: libvirt, now: now)
                     case .reload:
                         if let (new, inventory) = await reload(controller, attach: attach, source: source) {
@@ -287,12 +288,5 @@ public struct HostDaemon: Service {
         guard var d = try? enc.encode(r) else { return }
         d.append(UInt8(ascii: "\n"))
         server.send(id, Array(d))
-    }
-}
-
-extension Optional {
-    func asyncMap<T>(_ body: (Wrapped) async -> T) async -> T? {
-        guard let w = self else { return nil }
-        return await body(w)
     }
 }

@@ -50,10 +50,17 @@ struct LibvirtSource {
 
     mutating func put(_ s: LibvirtDomainSnapshot) {
         if entries[s.uuid] == nil { order.append(s.uuid) }
-        entries[s.uuid] = LibvirtInventory.Entry(uuid: s.uuid, name: s.name, domain: Result { () throws(LibvirtXMLError) in try LibvirtDomain.parse(s.xml) })
+        entries[s.uuid] = LibvirtInventory.Entry(s)
     }
 
     func status(managed: [String], now: Double) -> LibvirtStatus {
         LibvirtStatus(state: state, uri: uri, error: error, retryIn: retryAt.map { max(0, $0 - now) }, managed: managed, unmanaged: unmanaged, kept: kept, resyncs: resyncs)
+    }
+}
+
+extension LibvirtInventory.Entry {
+    /// A domain as libvirt gave it, its XML read.
+    public init(_ s: LibvirtDomainSnapshot) {
+        self.init(uuid: s.uuid, name: s.name, domain: Result { () throws(LibvirtXMLError) in try LibvirtDomain.parse(s.xml) })
     }
 }

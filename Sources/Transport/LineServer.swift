@@ -168,11 +168,10 @@ public final class LineServer: @unchecked Sendable {
         typealias InboundIn = FrameDecoder.Event
         let server: LineServer
         var client: Client?
-        var tokens: Double
-        var lastRefill = POSIX.now()
+        var budget: TokenBucket
         var lastNotice = -1e9
 
-        init(server: LineServer) { self.server = server; tokens = server.linesPerSecond }
+        init(server: LineServer) { self.server = server; budget = TokenBucket(rate: server.linesPerSecond, burst: server.linesPerSecond) }
 
         func channelActive(context: ChannelHandlerContext) {
             let channel = context.channel
@@ -199,11 +198,7 @@ public final class LineServer: @unchecked Sendable {
             case .oversize: server.yield(.oversize(client))
             case .frame(let bytes):
                 let now = POSIX.now()
-                let rate = server.linesPerSecond
-                tokens = min(rate, tokens + (now - lastRefill) * rate)
-                lastRefill = now
-                if tokens >= 1 {
-                    tokens -= 1
+                if budget.take(at: now) {
                     server.yield(.line(client, bytes))
                 } else if now - lastNotice >= 1 {
                     // Over the limit: dropped, with one notice a second at most.

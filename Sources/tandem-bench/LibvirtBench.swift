@@ -67,8 +67,7 @@ enum LibvirtBench {
             resync.append(Date().timeIntervalSince(t0) * 1000)
             watcher.stop()
             let t1 = Date()
-            var source = LibvirtSourceBench()
-            let entries = source.entries(all)
+            let entries = all.map(LibvirtInventory.Entry.init)
             let outcome = LibvirtInventory.build(file: file, entries: entries, devices: .init(vf: { _ in throw SysfsVFError.noSuchDevice("-") }, master: { _ in nil }))
             inventory.append(Date().timeIntervalSince(t1) * 1000)
             guard outcome.config.vms.count == n else {
@@ -80,13 +79,6 @@ enum LibvirtBench {
             Result(name: "libvirt: resync of \(n) domains, test driver (p50)", value: pct(resync, 0.5), unit: "ms", target: 1000, lowerIsBetter: true),
             Result(name: "libvirt: inventory of \(n) domains, parse and map (p50)", value: pct(inventory, 0.5), unit: "ms", target: 100, lowerIsBetter: true),
         ]
-    }
-
-    /// The daemon's parse step, as ``LibvirtSource`` does it.
-    struct LibvirtSourceBench {
-        func entries(_ all: [LibvirtDomainSnapshot]) -> [LibvirtInventory.Entry] {
-            all.map { s in .init(uuid: s.uuid, name: s.name, domain: Swift.Result { () throws(LibvirtXMLError) in try LibvirtDomain.parse(s.xml) }) }
-        }
     }
 
     // MARK: start to limit

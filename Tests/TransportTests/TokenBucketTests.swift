@@ -1,5 +1,5 @@
 import Testing
-@testable import AgentCore
+@testable import TandemTransport
 
 @Suite struct TokenBucketTests {
     @Test func aBurstThenTheRate() {

@@ -1,4 +1,6 @@
-/// A token bucket: `rate` a second, up to `burst` at once. Pure: the caller gives the time.
+/// A token bucket: `rate` a second, up to `burst` at once (a guest's frames at the host, a
+/// client's lines at a line server, reservation requests in the agent). Pure: the caller
+/// gives the time.
 public struct TokenBucket: Sendable, Equatable {
     public let rate: Double
     public let burst: Double
