@@ -127,7 +127,7 @@ let package = Package(
             ]
         ),
         // Shared by the test targets: privilege gating, tc's text output, traffic runs.
-        .target(name: "TandemTestSupport", dependencies: ["TandemTransport", "TandemLabSupport", "TandemProtocol"], path: "Tests/Support"),
+        .target(name: "TandemTestSupport", dependencies: ["TandemTransport", "TandemLabSupport", "TandemProtocol", "Netlink"], path: "Tests/Support"),
         // Fuzz targets (scripts/fuzz.sh builds them with -DFUZZING -sanitize=fuzzer,address);
         // in a normal build they replay the corpus files they are given.
         .target(name: "FuzzSupport", path: "Fuzz/FuzzSupport"),

@@ -84,7 +84,7 @@ extension HardLimitBackend {
 /// ```
 /// tc qdisc add dev IFACE handle ffff: ingress
 /// tc filter add dev IFACE parent ffff: prio 1 protocol all u32 match u32 0 0 action mirred egress redirect dev IFB
-/// tc qdisc replace dev IFB root handle 1: htb default 10
+/// tc qdisc replace dev IFB root handle 1: htb default 10 direct_qlen 0
 /// tc class replace dev IFB parent 1: classid 1:10 htb rate LIMIT ceil LIMIT
 /// ```
 public struct TCBackend: HardLimitBackend {
@@ -141,11 +141,13 @@ public struct TCBackend: HardLimitBackend {
         return target != ifb
     }
 
-    /// What the kernel has of this VM's host tree (``InstalledHostTree``).
+    /// What the kernel has of this VM's host tree (``InstalledHostTree``): one dump of the
+    /// host's qdiscs (the interface's ingress, the IFB's root and its options), the
+    /// interface's ingress filters, the IFB's link and its classes.
     public func installed() async throws -> InstalledHostTree {
         let vmIndex = try await netlink.index(of: interface)
-        let vmQdiscs = try await netlink.qdiscs(ifindex: vmIndex)
-        let ingress = vmQdiscs.contains { $0.parent == .ingressParent }
+        let table = try await netlink.qdiscCounters()
+        let ingress = table.ingress.contains(vmIndex)
         let inPlace = ingress ? try await netlink.filters(ifindex: vmIndex, parent: .ingress).filter { $0.priority == HostTree.redirectPriority } : []
         guard let ifbLink = try? await netlink.link(named: ifb) else {
             return InstalledHostTree(ifbExists: false, ingress: ingress, redirect: false, foreignRedirect: inPlace.contains { Self.sendsElsewhere($0, ifb: nil) })
@@ -154,11 +156,20 @@ public struct TCBackend: HardLimitBackend {
         // to the other VM's IFB is there, and must not pass for ours.
         let redirect = inPlace.contains { Self.isRedirect($0, to: ifbLink.index) }
         let foreign = inPlace.contains { Self.sendsElsewhere($0, ifb: ifbLink.index) }
-        let root = try await netlink.rootQdisc(ifindex: ifbLink.index)
-        let ours = root?.kind == "htb" && root?.handle == Self.qdisc && root?.htbDefaultClass == Self.leaf.minor
-        let limit = ours ? try await netlink.classes(ifindex: ifbLink.index).first { $0.spec.handle == Self.leaf }?.spec.ceil : nil
-        return InstalledHostTree(ifbExists: true, ifbUp: ifbLink.isUp, root: ours ? .ours : (root == nil ? .none : .other), limit: limit,
+        let root = Self.root(table.roots[ifbLink.index])
+        let htbAtOurs = table.roots[ifbLink.index].map { $0.kind == "htb" && $0.handle == Self.qdisc } ?? false
+        let limit = htbAtOurs ? try await netlink.classes(ifindex: ifbLink.index).first { $0.spec.handle == Self.leaf }?.spec.ceil : nil
+        return InstalledHostTree(ifbExists: true, ifbUp: ifbLink.isUp, root: root, limit: limit,
                                  ingress: ingress, redirect: redirect, foreignRedirect: foreign)
+    }
+
+    /// The IFB's root as the planner sees it: none (the kernel's default, handle 0), Tandem's
+    /// as it makes it now, one at Tandem's handle made otherwise (stale), or another.
+    static func root(_ q: RootQdiscCounters?) -> InstalledHostTree.Root {
+        guard let q, q.handle != .unspecified else { return .none }
+        guard q.handle == Self.qdisc else { return .other }
+        let current = q.kind == "htb" && q.htbDefaultClass == Self.leaf.minor && q.htbDirectQueue == HostTree.directQueue
+        return current ? .ours : .stale
     }
 
     /// Makes the kernel's host tree the desired one (``HostTreePlanner``): what is missing is
@@ -172,7 +183,9 @@ public struct TCBackend: HardLimitBackend {
             switch op {
             case .addIFB: try await netlink.addIFB(named: ifb)
             case .setIFBUp: try await netlink.setLink(named: ifb, up: true)
-            case .replaceRoot: try await withIFB { try await netlink.replaceHTBRoot(ifindex: $0, handle: Self.qdisc, defaultClass: Self.leaf.minor) }
+            case .deleteRoot: try await withIFB { try await netlink.deleteQdisc(ifindex: $0, parent: .root) }
+            case .replaceRoot:
+                try await withIFB { try await netlink.replaceHTBRoot(ifindex: $0, handle: Self.qdisc, defaultClass: Self.leaf.minor, directQueue: HostTree.directQueue) }
             case .setLimit(let l): try await withIFB { try await netlink.setHTBClass(ifindex: $0, leafClass(l), mode: .replace) }
             case .addIngress: try await netlink.addIngress(ifindex: try await cache.get(interface) { try await netlink.index(of: interface) })
             case .deleteRedirect:

@@ -5,9 +5,13 @@ import TandemProtocol
 /// the VM's limit.
 ///
 /// ```
-/// tap (ingress ffff:) --u32 prio 1, mirred redirect--> ifb (htb 1:, default 1:10)
+/// tap (ingress ffff:) --u32 prio 1, mirred redirect--> ifb (htb 1:, default 1:10, direct_qlen 0)
 ///                                                       └─ class 1:10 rate=ceil=limit
 /// ```
+///
+/// The root drops what no class takes (`direct_qlen 0`): a class 1:10 deleted behind the
+/// controller's back stops the VM's traffic until it is put back, instead of letting it
+/// through HTB's unlimited direct queue.
 ///
 /// ``HostTreePlanner`` compares it with what the kernel has (``InstalledHostTree``) and
 /// returns the requests that make the two the same, in an order that never lets the VM's
@@ -27,6 +31,8 @@ public struct HostTree: Equatable, Sendable {
     public static let redirectPriority: UInt16 = 1
     /// HTB cannot take less than this.
     public static let minimumRate = BitRate.kbit(8)
+    /// The root's direct queue, in packets: none (default-deny).
+    public static let directQueue: UInt32 = 0
 
     public init(interface: String, ifb: String, limit: BitRate) { self.interface = interface; self.ifb = ifb; self.limit = limit }
 }
@@ -35,9 +41,15 @@ public struct HostTree: Equatable, Sendable {
 public struct InstalledHostTree: Equatable, Sendable {
     public enum Root: Equatable, Sendable {
         case none
-        /// Tandem's: HTB at `1:` with default class `1:10`.
+        /// Tandem's: HTB at `1:` with default class `1:10` and no direct queue.
         case ours
-        /// Any other root qdisc on the IFB (replaced: the IFB is Tandem's own device).
+        /// A root at Tandem's handle `1:` that is not as Tandem makes it now: another kind,
+        /// another default class, or an HTB that lets unclassified traffic through its
+        /// direct queue (as Tandem made it before the default-deny). The kernel cannot change
+        /// it in place: it is deleted, then made again (the class's limit carried over).
+        case stale
+        /// Any other root qdisc on the IFB, at another handle (replaced in one request: the
+        /// IFB is Tandem's own device).
         case other
     }
     public var ifbExists: Bool
@@ -67,7 +79,9 @@ public enum HostTreeOperation: Equatable, Sendable {
     case addIFB
     /// `ip link set IFB up`
     case setIFBUp
-    /// `tc qdisc replace dev IFB root handle 1: htb default 10`
+    /// `tc qdisc del dev IFB root`: a stale root at Tandem's handle
+    case deleteRoot
+    /// `tc qdisc replace dev IFB root handle 1: htb default 10 direct_qlen 0`
     case replaceRoot
     /// `tc class replace dev IFB parent 1: classid 1:10 htb rate R ceil R`
     case setLimit(BitRate)
@@ -90,10 +104,16 @@ public enum HostTreePlanner {
         if !installed.ifbUp { ops.append(.setIFBUp) }
         // A new root drops the classes under it.
         let rootOK = installed.ifbExists && installed.root == .ours
+        let stale = installed.ifbExists && installed.root == .stale
+        if stale { ops.append(.deleteRoot) }
         if !rootOK { ops.append(.replaceRoot) }
         let limit = max(desired.limit, HostTree.minimumRate)
-        let have = rootOK ? installed.limit : nil
-        if have == nil || (!keepLimit && have != limit) { ops.append(.setLimit(limit)) }
+        if rootOK {
+            if installed.limit == nil || (!keepLimit && installed.limit != limit) { ops.append(.setLimit(limit)) }
+        } else {
+            // A stale root's class had a limit: it is the one in force, and stays.
+            ops.append(.setLimit(stale && keepLimit ? installed.limit.map { max($0, HostTree.minimumRate) } ?? limit : limit))
+        }
         // The limit first, so that nothing is redirected into an unlimited device.
         if !installed.ingress { ops.append(.addIngress) }
         // A foreign filter in the redirect's place goes, with whatever shares its priority

@@ -18,11 +18,21 @@ public struct Qdisc: Hashable, Sendable {
 extension RouteSocket {
     /// `tc qdisc replace dev IF root handle H: htb default D` (RTM_NEWQDISC,
     /// NLM_F_CREATE|NLM_F_REPLACE). With the same handle and kind it changes the qdisc in
-    /// place, keeping its classes.
-    public func replaceHTBRoot(ifindex: Int32, handle: TCHandle, defaultClass: UInt16) throws(NetlinkError) {
-        let object = "dev #\(ifindex) root handle \(handle) htb default \(String(defaultClass, radix: 16))"
+    /// place, keeping its classes. With `directQueue` (`direct_qlen N`; 0 drops what no class
+    /// takes, see ``HTBRootMessage``) the message is built in Swift. The kernel cannot change
+    /// an HTB root's options in place (HTB has no change operation): a root already at this
+    /// handle is refused with EINVAL, and has to be deleted first.
+    public func replaceHTBRoot(ifindex: Int32, handle: TCHandle, defaultClass: UInt16, directQueue: UInt32? = nil) throws(NetlinkError) {
+        let object = "dev #\(ifindex) root handle \(handle) htb default \(String(defaultClass, radix: 16))" + (directQueue.map { " direct_qlen \($0)" } ?? "")
         guard handle.minor == 0, handle.major != 0, handle != .ingress else {
             throw NetlinkError.invalid("RTM_NEWQDISC", object, "a qdisc handle is MAJOR: with minor 0, major neither 0 nor ffff")
+        }
+        if let directQueue {
+            guard ifindex > 0 else { throw NetlinkError.invalid("RTM_NEWQDISC", object, "no such interface index") }
+            _ = try request(type: UInt16(RTM_NEWQDISC), flags: NLM_F_CREATE | NLM_F_REPLACE,
+                            body: HTBRootMessage.body(ifindex: ifindex, handle: handle, defaultClass: defaultClass, directQueue: directQueue),
+                            operation: "RTM_NEWQDISC", object: object, expectAck: true)
+            return
         }
         try withQdisc(ifindex, parent: .root, handle: handle, kind: "htb") { q throws(NetlinkError) in
             try check(rtnl_htb_set_defcls(q, UInt32(defaultClass)), "RTM_NEWQDISC", object)
@@ -165,9 +175,14 @@ public struct RootQdiscCounters: Hashable, Sendable {
     public var handle: TCHandle
     public var bytes: UInt64
     public var drops: UInt64
+    /// HTB only: the default class's minor (`default 10`) and the direct queue's length in
+    /// packets (`direct_qlen`; 0: what no class takes is dropped), nil when not reported.
+    public var htbDefaultClass: UInt16?
+    public var htbDirectQueue: UInt32?
 
-    public init(kind: String, handle: TCHandle, bytes: UInt64, drops: UInt64) {
+    public init(kind: String, handle: TCHandle, bytes: UInt64, drops: UInt64, htbDefaultClass: UInt16? = nil, htbDirectQueue: UInt32? = nil) {
         self.kind = kind; self.handle = handle; self.bytes = bytes; self.drops = drops
+        self.htbDefaultClass = htbDefaultClass; self.htbDirectQueue = htbDirectQueue
     }
 
     /// Parses one RTM_NEWQDISC message (netlink header, struct tcmsg, attributes); nil for
@@ -182,10 +197,13 @@ public struct RootQdiscCounters: Hashable, Sendable {
         var c = RootQdiscCounters(kind: "", handle: TCHandle(rawValue: m.loadUnaligned(fromByteOffset: 24, as: UInt32.self)), bytes: 0, drops: 0)
         var legacy: (UInt64, UInt64)?
         var modern = false
+        var options: (start: Int, length: Int)?
         forEachAttribute(m, from: 36, to: length) { type, start, len in
             switch type {
             case 1:   // TCA_KIND, NUL-terminated
                 c.kind = String(decoding: UnsafeRawBufferPointer(rebasing: m[start..<(start + len)]).prefix { $0 != 0 }, as: UTF8.self)
+            case 2:   // TCA_OPTIONS, read once the kind is known
+                options = (start, len)
             case 3 where len >= 20:   // TCA_STATS: struct tc_stats (bytes u64, packets u32, drops u32, ...)
                 legacy = (m.loadUnaligned(fromByteOffset: start, as: UInt64.self), UInt64(m.loadUnaligned(fromByteOffset: start + 12, as: UInt32.self)))
             case 7:   // TCA_STATS2: nested gnet stats
@@ -197,6 +215,13 @@ public struct RootQdiscCounters: Hashable, Sendable {
             }
         }
         if !modern, let (b, d) = legacy { c.bytes = b; c.drops = d }
+        if c.kind == "htb", let options {
+            forEachAttribute(m, from: options.start, to: options.start + options.length) { t, s, l in
+                // TCA_HTB_INIT: struct tc_htb_glob (version, rate2quantum, defcls, debug, direct_pkts)
+                if t == UInt16(TCA_HTB_INIT) && l >= 12 { c.htbDefaultClass = UInt16(truncatingIfNeeded: m.loadUnaligned(fromByteOffset: s + 8, as: UInt32.self)) }
+                if t == UInt16(TCA_HTB_DIRECT_QLEN) && l >= 4 { c.htbDirectQueue = m.loadUnaligned(fromByteOffset: s, as: UInt32.self) }
+            }
+        }
         return (ifindex, c)
     }
 

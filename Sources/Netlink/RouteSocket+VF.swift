@@ -58,8 +58,8 @@ extension RouteSocket {
 
     /// Sends a message whose body was built in Swift; libnl fills the header (sequence
     /// number, port, NLM_F_REQUEST|NLM_F_ACK) and matches the replies to it.
-    func request(type: UInt16, body: [UInt8], operation: String, object: String, expectAck: Bool = false) throws(NetlinkError) -> [[UInt8]] {
-        guard let msg = nlmsg_alloc_simple(Int32(type), 0) else { throw NetlinkError(operation: operation, object: object, errno: ENOMEM) }
+    func request(type: UInt16, flags: Int32 = 0, body: [UInt8], operation: String, object: String, expectAck: Bool = false) throws(NetlinkError) -> [[UInt8]] {
+        guard let msg = nlmsg_alloc_simple(Int32(type), flags) else { throw NetlinkError(operation: operation, object: object, errno: ENOMEM) }
         defer { nlmsg_free(msg) }
         let rc = body.withUnsafeBytes { nlmsg_append(msg, UnsafeMutableRawPointer(mutating: $0.baseAddress), $0.count, Int32(NLMSG_ALIGNTO)) }
         try check(rc, operation, object)

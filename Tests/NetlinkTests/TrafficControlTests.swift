@@ -239,6 +239,43 @@ struct TrafficControlTests {
             #expect(r.kind == q.kind && r.handle == q.handle && r.bytes == q.stats.bytes && r.drops == q.stats.drops)
         }
         #expect(raw[t0]?.kind == "htb" && raw[t0]?.handle == TCHandle("1:")! && raw[t0]?.bytes == root.stats.bytes)
+        // HTB's options: the default class, and a direct queue as long as the device's
+        // queue (veth: 1000 packets) when none was asked for.
+        #expect(raw[t0]?.htbDefaultClass == 0x10 && raw[t0]?.htbDirectQueue == 1000, "\(String(describing: raw[t0]))")
+    }
+
+    /// `htb default 10 direct_qlen 0`, built in Swift (libnl has no setter for it): the
+    /// kernel takes it and reports it back, and an HTB root cannot be changed in place (the
+    /// reason a stale one is deleted first).
+    @Test func anHTBRootWithoutADirectQueue() async throws {
+        let ns = try Netns(prefix: "tdm-dq")
+        defer { ns.delete() }
+        try ns.ip("link add d0 type veth peer name d1")
+        let nl = try RouteSocket(namespace: ns.name)
+        let d0 = try await nl.index(of: "d0")
+        try await nl.replaceHTBRoot(ifindex: d0, handle: TCHandle("1:")!, defaultClass: 0x10, directQueue: 0)
+        let root = try #require(try await nl.qdiscCounters().roots[d0])
+        #expect(root.kind == "htb" && root.handle == TCHandle("1:")! && root.htbDefaultClass == 0x10 && root.htbDirectQueue == 0)
+        #expect(try ns.tc("-d qdisc show dev d0").contains("default 0x10 direct_packets_stat 0 ver 3.17 direct_qlen 0"))
+        await #expect(throws: NetlinkError.self) {
+            try await nl.replaceHTBRoot(ifindex: d0, handle: TCHandle("1:")!, defaultClass: 0x20, directQueue: 0)
+        }
+        // An interface index that cannot be one is refused before anything is sent.
+        await #expect(throws: NetlinkError.self) { try await nl.replaceHTBRoot(ifindex: 0, handle: TCHandle("1:")!, defaultClass: 0x10, directQueue: 0) }
+    }
+
+    @Test func htbRootMessageBytes() {
+        // Derived from linux/pkt_sched.h and rtnetlink.h by hand: struct tcmsg for dev #7,
+        // handle 1:, parent root; TCA_KIND "htb"; TCA_OPTIONS { TCA_HTB_INIT { version 3,
+        // rate2quantum 10, defcls 0x10, debug 0, direct_pkts 0 }, TCA_HTB_DIRECT_QLEN 0 }.
+        let expected: [UInt8] = [
+            0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 1, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0,
+            8, 0, 1, 0, 0x68, 0x74, 0x62, 0,
+            36, 0, 2, 0,
+            24, 0, 2, 0, 3, 0, 0, 0, 10, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            8, 0, 5, 0, 0, 0, 0, 0,
+        ]
+        #expect(HTBRootMessage.body(ifindex: 7, handle: TCHandle("1:")!, defaultClass: 0x10, directQueue: 0) == expected)
     }
 
     @Test func rootQdiscParserRefusesWhatIsNotARootQdisc() {
