@@ -64,6 +64,13 @@ public protocol HardLimitBackend: Sendable {
     /// The limit in force as the batch shows it: nil if it does not show it, `.some(nil)`
     /// for none. A limit changed behind the controller's back is then seen within a round.
     func currentLimit(in batch: CounterBatch) -> BitRate??
+    /// Whether a kernel notification (another program's change; the controller's own are
+    /// left out) may have touched what `prepare` made: then the VM is repaired at once
+    /// instead of at the next round or look.
+    func concerns(_ event: RouteEvent) -> Bool
+    /// Makes again what `prepare` made and is missing, setting `limit` where no limit is in
+    /// force; says what it did (empty: all was there).
+    func restore(limit: BitRate) async throws -> [String]
 }
 
 extension HardLimitBackend {
@@ -73,6 +80,11 @@ extension HardLimitBackend {
     public func currentLimit(in batch: CounterBatch) -> BitRate?? { nil }
     public func counters(in batch: CounterBatch) -> (sentBytes: UInt64, drops: UInt64?)? { nil }
     public func isIntact() async -> Bool { true }
+    public func concerns(_ event: RouteEvent) -> Bool { false }
+    public func restore(limit: BitRate) async throws -> [String] {
+        try await prepare(initialLimit: limit)
+        return []
+    }
     /// Whether two limits are the same once the kernel has them (HTB keeps bytes per second).
     public func sameLimit(_ a: BitRate, _ b: BitRate) -> Bool { a.bytesPerSecond == b.bytesPerSecond }
 }
@@ -126,6 +138,23 @@ public struct TCBackend: HardLimitBackend {
 
     public func prepare(initialLimit: BitRate) async throws {
         try await reconcile(limit: initialLimit)
+    }
+
+    public func restore(limit: BitRate) async throws -> [String] {
+        try await reconcile(limit: limit).map { "\($0)" }
+    }
+
+    /// The VM's interface or IFB deleted, or made again under its name (a new index: a VM
+    /// restarted, its tap re-created), or a qdisc, class or filter changed on either.
+    public func concerns(_ event: RouteEvent) -> Bool {
+        switch event {
+        case .overrun: return true
+        case .link(let deleted, let index, let name, _):
+            guard name == interface || name == ifb else { return false }
+            return deleted || cache.peek(name) != index
+        case .tc(_, _, let ifindex, _, _, _):
+            return ifindex == cache.peek(interface) || ifindex == cache.peek(ifb)
+        }
     }
 
     /// A filter at the redirect's priority that is not this VM's redirect: another kind, or

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import TandemProtocol
 import HostCore
+import Netlink
 import TandemTransport
 
 /// The host controller's state and decisions. One actor; ``run()`` drives it with real
@@ -58,6 +59,12 @@ public actor Controller {
         var guestError: String?
         var lastWelcomeLog = -1e9
         var lastVerify = -1e9
+        /// A kernel notification asked for a repair not done yet; repairs it may still ask
+        /// for now (``Controller/repairsPerSecond``).
+        var repairDue = false
+        var repairBudget = TokenBucket(rate: Controller.repairsPerSecond, burst: Controller.repairBurst)
+        /// Times what `prepare` made was found changed and put back.
+        var repairs: UInt64 = 0
         /// The VM's place in the roster (spreads the close looks over the period).
         var slot = 0
         /// The backend is set up (an interface that did not exist at start, or was
@@ -393,7 +400,7 @@ public actor Controller {
         } else if let batch {
             // (Only for a backend prepared before the batch was read: one set up just now is
             // not in it yet.)
-            if vm.backend.isIntact(in: batch) == false { setUpAgain(vm); return }
+            if vm.backend.isIntact(in: batch) == false { await repair(vm, why: "not intact in the round's dump"); return }
             if let k = vm.backend.currentLimit(in: batch) { compare(vm, kernelLimit: k) }
         }
         // An agent that is not there (gone, cut off, or not back since a controller restart)
@@ -490,7 +497,7 @@ public actor Controller {
         if vm.lastVerify < -1e8 { vm.lastVerify = now - Self.verifySeconds * Double(vm.slot) / Double(max(1, roster.count)) }
         if now - vm.lastVerify > Self.verifySeconds, vm.applied != nil {
             vm.lastVerify = now
-            if !(await vm.backend.isIntact()) { setUpAgain(vm); return }
+            if !(await vm.backend.isIntact()) { await repair(vm, why: "not intact at the look"); return }
             // (Not `try?`, which would fold "no limit" into "not readable"; the latter is left
             // for the next look.)
             do { compare(vm, kernelLimit: try await vm.backend.currentLimit()) } catch {}
@@ -516,12 +523,62 @@ public actor Controller {
         }
     }
 
-    /// What `prepare` made is gone (an interface re-created by a VM restart): set it up again
-    /// next round.
-    func setUpAgain(_ vm: VM) {
-        log.warning("backend no longer set up (interface re-created?); setting it up again", metadata: ["vm": "\(vm.config.name)"])
-        vm.prepared = false
-        vm.applied = nil
+    /// What `prepare` made is gone or changed (an interface re-created by a VM restart, a
+    /// class or filter deleted by hand): made again now, at the limit in force (the one the
+    /// kernel has, if someone changed it, is put back). A VM not set up yet is set up.
+    func repair(_ vm: VM, why: String) async {
+        let name = vm.config.name
+        guard vm.prepared else {
+            await prepareBackend(vm, initialLimit: vm.limit > .zero ? vm.limit : fairShare(name))
+            if vm.prepared { vm.repairs += 1 }
+            return
+        }
+        let target = vm.applied ?? vm.limit
+        do {
+            let done = try await vm.backend.restore(limit: target)
+            let kernel = try await vm.backend.currentLimit()
+            var reapplied = false
+            if !(kernel.map { vm.backend.sameLimit($0, target) } ?? false) {
+                try await vm.backend.apply(limit: target, guarantee: vm.policy.guarantee)
+                reapplied = true
+            }
+            vm.applied = target
+            vm.repairs += 1
+            if !done.isEmpty || reapplied {
+                log.warning("backend changed behind the controller; put back", metadata: [
+                    "vm": "\(name)", "why": "\(why)", "made": "\(done.joined(separator: ", "))",
+                    "limit": "\(target)", "kernel_had": "\(kernel.map(\.description) ?? "none")"])
+            }
+            if vm.lastError != nil && !(vm.lastError!.hasPrefix("counters: ")) { vm.lastError = nil }
+        } catch {
+            if vm.lastError != "\(error)" {
+                log.error("backend not set up again; retrying", metadata: ["vm": "\(name)", "why": "\(why)", "error": "\(error)"])
+            }
+            vm.lastError = "\(error)"
+            vm.prepared = false
+            vm.applied = nil
+        }
+    }
+
+    /// Repairs of one VM that kernel notifications may ask for: a burst (a tap deleted, made
+    /// again and brought up is three), then this many a second; more wait for the next pass
+    /// (a guest flapping its link cannot make the controller spin).
+    public static let repairsPerSecond = 10.0
+    public static let repairBurst = 5.0
+
+    /// A kernel notification: the VMs whose backends it concerns are repaired now (or, past
+    /// their budget of repairs, at a later pass).
+    public func kernelChanged(_ event: RouteEvent, now: Double) async {
+        for vm in roster where vm.backend.concerns(event) { vm.repairDue = true }
+        await repairDue(now: now)
+    }
+
+    /// The repairs kernel notifications asked for that are due.
+    public func repairDue(now: Double) async {
+        for vm in roster where vm.repairDue && vm.repairBudget.take(at: now) {
+            vm.repairDue = false
+            await repair(vm, why: "kernel notification")
+        }
     }
 
     /// The limit the kernel has (`nil`: none) against the one applied. Nothing there (a VF
@@ -821,7 +878,7 @@ public actor Controller {
                                      agent: v.agent.rawValue, session: v.handshake.session?.rawValue, limit: v.applied?.bitsPerSecond, epoch: v.epoch,
                                      reservations: v.reservations.count, messages: v.messages, violations: v.violations,
                                      disconnects: v.disconnects, lastError: v.lastError, resets: v.resets,
-                                     origin: v.config.origin == .file ? "file" : "libvirt", guestError: v.guestError)
+                                     origin: v.config.origin == .file ? "file" : "libvirt", guestError: v.guestError, repairs: v.repairs)
                    })
     }
 

@@ -41,6 +41,8 @@ public struct HostDaemon: Service {
         case reload
         /// What the libvirt watcher read.
         case libvirt(LibvirtWatcher.Update)
+        /// The kernel announced a change to links or tc objects (not the controller's own).
+        case kernel(RouteEvent)
     }
 
     /// Backends and channels for the VMs of the configuration, as the controller takes them on.
@@ -99,10 +101,20 @@ public struct HostDaemon: Service {
         let watcher = config.libvirt.map { LibvirtWatcher(uri: $0.uri) }
         if let watcher { log.info("following libvirt", metadata: ["uri": "\(watcher.uri)"]) }
         watcher?.start()
+        // Devices and tc objects changed by others (a VM's tap re-created, a class deleted)
+        // are put back when the kernel says so, not at the next round. Without it (the
+        // socket could not be opened) the rounds and looks still find them.
+        var monitor: RouteMonitor?
+        do { monitor = try RouteMonitor(ignoring: [netlink.localPort]) } catch {
+            log.warning("kernel notifications not followed; changes are found by the rounds", metadata: ["error": "\(error)"])
+        }
+        monitor?.start()
+        defer { monitor?.stop() }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { for await e in admin.events { sink.yield(.admin(e)) } }
             group.addTask { for await _ in hangups { sink.yield(.reload) } }
             if let watcher { group.addTask { for await u in watcher.updates { sink.yield(.libvirt(u)) } } }
+            if let monitor { group.addTask { for await k in monitor.events { sink.yield(.kernel(k)) } } }
             let ticker = Ticker(period: interval) { sink.yield(.tick) }
             ticker.start()
             defer { ticker.stop() }
@@ -126,6 +138,7 @@ public struct HostDaemon: Service {
                         if ready { notifier.watchdog(now: now) }
                         // What the guests sent, then (in a round) what to do about it.
                         for (name, ce) in hub.service(now: now) { await controller.receive(name, ce, now: now) }
+                        await controller.repairDue(now: now)
                         // Ticks that queued up behind a slow pass are one round, not a burst.
                         if case .tick = e, now - lastRound >= interval / 2 {
                             lastRound = now
@@ -146,6 +159,8 @@ public struct HostDaemon: Service {
                                 notifier.ready(status: "\(config.vms.count) VMs on \(config.links.count) links")
                             }
                         }
+                    case .kernel(let k):
+                        await controller.kernelChanged(k, now: now)
                     case .admin(let ae):
                         var libvirt: LibvirtStatus?
                         if let s = source { libvirt = s.status(managed: await controller.libvirtVMs(), now: now) }

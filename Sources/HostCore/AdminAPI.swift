@@ -86,8 +86,12 @@ public struct HostStatus: Codable, Sendable {
         /// What the guest's agent last said it could not apply (its word, apart from
         /// `lastError`, which is the host's own).
         public var guestError: String?
-        public init(name: String, link: String, backend: String, channel: String?, agent: String, session: String?, limit: UInt64?, epoch: UInt64, reservations: Int, messages: UInt64, violations: [String: UInt64], disconnects: UInt64, lastError: String?, resets: UInt64, origin: String? = nil, guestError: String? = nil) {
+        /// Times the VM's backend was found changed by someone else (a tap re-created, a
+        /// class or filter deleted) and put back.
+        public var repairs: UInt64?
+        public init(name: String, link: String, backend: String, channel: String?, agent: String, session: String?, limit: UInt64?, epoch: UInt64, reservations: Int, messages: UInt64, violations: [String: UInt64], disconnects: UInt64, lastError: String?, resets: UInt64, origin: String? = nil, guestError: String? = nil, repairs: UInt64? = nil) {
             self.name = name; self.link = link; self.backend = backend; self.channel = channel; self.agent = agent; self.session = session; self.limit = limit; self.epoch = epoch; self.reservations = reservations; self.messages = messages; self.violations = violations; self.disconnects = disconnects; self.lastError = lastError; self.resets = resets; self.origin = origin; self.guestError = guestError
+            self.repairs = repairs
         }
     }
     public var version: String

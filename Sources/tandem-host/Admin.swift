@@ -88,7 +88,7 @@ extension TandemHost {
             for v in s.vms {
                 let from = v.origin == "libvirt" ? " (libvirt)" : ""
                 print("\(v.name)\(from): \(v.backend), link \(v.link), limit \(v.limit.map(rate) ?? "not set"), agent \(v.agent)\(v.channel.map { " on \($0)" } ?? "")")
-                print("    epoch \(v.epoch), reservations \(v.reservations), messages \(v.messages), disconnects \(v.disconnects), counter resets \(v.resets)")
+                print("    epoch \(v.epoch), reservations \(v.reservations), messages \(v.messages), disconnects \(v.disconnects), counter resets \(v.resets), repairs \(v.repairs ?? 0)")
                 if !v.violations.isEmpty { print("    refused: " + v.violations.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")) }
                 if let e = v.lastError { print("    error: \(e)") }
                 if let e = v.guestError { print("    guest says: \(e)") }

@@ -61,6 +61,9 @@ final class FakeBackend: HardLimitBackend, @unchecked Sendable {
         }
     }
     var limit: BitRate? { lock.withLock { kernelLimit } }
+    /// Kernel notifications concern this backend (as its own tap's would).
+    var concerned = false
+    func concerns(_ event: RouteEvent) -> Bool { lock.withLock { concerned } }
 }
 
 /// An in-memory channel: frames the controller sends are kept for the test to read.

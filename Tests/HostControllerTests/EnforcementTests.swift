@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Netlink
 import Testing
 import TandemProtocol
 @testable import HostController
@@ -73,5 +74,34 @@ import TandemProtocol
         writes = backends.values.reduce(0) { $0 + $1.applies.count }
         #expect(writes > 300, "the churn moved limits")
         print("enforcement churn: 64 VMs, 300 rounds: limits in force at most \(Int(worst)) bit/s over the link; \(writes) limit writes (\(String(format: "%.1f", Double(writes) / 300)) a round)")
+    }
+
+    /// Kernel notifications (issue #18, item 10): a VM whose backend one concerns is repaired
+    /// at once, with the limit in force put back over one changed by someone else; a flood of
+    /// them (a guest flapping its link) gets a burst of repairs, then ten a second.
+    @Test func kernelNotificationsRepairAtOnceAndArePaced() async throws {
+        let rig = try Rig()
+        await rig.controller.prepare()
+        for _ in 0..<10 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        let (b1, b2) = (rig.backends["vm1"]!, rig.backends["vm2"]!)
+        let applied = try #require(b1.limit)
+        let (p1, p2) = (b1.prepares, b2.prepares)
+        b1.concerned = true
+        b1.lock.withLock { b1.kernelLimit = .mbit(900) }   // someone's `tc class change`
+        let tapUp = RouteEvent.link(deleted: false, index: 12, name: "v1", sender: 0)
+        await rig.controller.kernelChanged(tapUp, now: rig.now)
+        #expect(b1.prepares == p1 + 1, "repaired at once, not at the next round")
+        #expect(b1.limit == applied, "the limit in force put back")
+        for _ in 0..<100 { await rig.controller.kernelChanged(tapUp, now: rig.now) }
+        #expect(b1.prepares == p1 + Int(Controller.repairBurst), "a burst, then paced")
+        #expect(b2.prepares == p2, "a VM the notifications do not concern is not touched")
+        await rig.controller.repairDue(now: rig.now + 0.05)
+        #expect(b1.prepares == p1 + Int(Controller.repairBurst), "no budget yet")
+        await rig.controller.repairDue(now: rig.now + 0.2)
+        #expect(b1.prepares == p1 + Int(Controller.repairBurst) + 1, "the one asked for, once there is budget")
+        await rig.controller.repairDue(now: rig.now + 1)
+        #expect(b1.prepares == p1 + Int(Controller.repairBurst) + 1, "nothing more was asked for")
+        let vm1 = await rig.controller.status(now: rig.now).vms.first { $0.name == "vm1" }
+        #expect(vm1?.repairs == UInt64(Controller.repairBurst) + 1)
     }
 }

@@ -112,19 +112,18 @@ struct TCBackendTests {
             let backend = TCBackend(vm: "vm-dcl", interface: "t0", netlink: nl)
             try await backend.prepare(initialLimit: .mbit(20))
             // The host's address resolved for good: ARP would be dropped with the rest.
-            let mac = try #require(try pair.a.ip("link show t0").split(separator: " ").drop { $0 != "link/ether" }.dropFirst().first)
-            try pair.b.ip("neigh replace 10.99.0.1 lladdr \(mac) dev t1 nud permanent")
+            try pair.a.pinNeighbour("10.99.0.1", of: "t0", in: pair.b, dev: "t1")
             try pair.a.tc("class del dev \(backend.ifb) classid 1:10")
             #expect(try await backend.installed().limit == nil)
             // What reached the host is read from its IP counters (no control connection that
             // the drop would cut, as iperf3's would be).
             func flood() async throws -> Double {
-                let before = try Self.inOctets(pair.a)
+                let before = try pair.a.inOctets()
                 let f = try UDPFlood(from: pair.b, to: "10.99.0.1", port: 5402, bitsPerSecond: 200e6)
                 try await Task.sleep(for: .seconds(2))
                 f.stop()
                 try await Task.sleep(for: .milliseconds(200))   // what HTB still queues
-                return Double(try Self.inOctets(pair.a) - before) * 8 / 2
+                return Double(try pair.a.inOctets() - before) * 8 / 2
             }
             let through = try await flood()
             print("tc backend: class 1:10 deleted, a 200 Mbit/s flood for 2 s: \(Int(through)) bit/s reached the host")
@@ -135,16 +134,6 @@ struct TCBackendTests {
             #expect(limited > 20e6 * 0.8 && limited < 20e6 * 1.15, "\(limited) bit/s")
             try await backend.teardown()
         }
-    }
-
-    /// The bytes a namespace's IP layer took in (IpExt InOctets): what got past the tap's
-    /// ingress, redirected through the limit or not.
-    static func inOctets(_ ns: Netns) throws -> UInt64 {
-        let lines = try ns.exec(["cat", "/proc/net/netstat"]).split(separator: "\n").filter { $0.hasPrefix("IpExt:") }
-        guard lines.count == 2 else { throw Shell.Failure("netstat", "no IpExt lines") }
-        let names = lines[0].split(separator: " "), values = lines[1].split(separator: " ")
-        guard let i = names.firstIndex(of: "InOctets"), let v = UInt64(values[i]) else { throw Shell.Failure("netstat", "no InOctets") }
-        return v
     }
 
     /// A tree made before the default-deny (HTB's direct queue as long as the IFB's queue) is

@@ -52,3 +52,23 @@ public final class UDPFlood: @unchecked Sendable {
         close(fd)
     }
 }
+
+extension Netns {
+    /// The bytes this namespace's IP layer took in (IpExt InOctets in /proc/net/netstat):
+    /// what got past an interface's ingress, through a limit or not.
+    public func inOctets() throws -> UInt64 {
+        let lines = try exec(["cat", "/proc/net/netstat"]).split(separator: "\n").filter { $0.hasPrefix("IpExt:") }
+        guard lines.count == 2 else { throw Shell.Failure("netstat", "no IpExt lines in \(name)") }
+        let names = lines[0].split(separator: " "), values = lines[1].split(separator: " ")
+        guard let i = names.firstIndex(of: "InOctets"), i < values.count, let v = UInt64(values[i]) else { throw Shell.Failure("netstat", "no InOctets in \(name)") }
+        return v
+    }
+
+    /// Resolves `address` to `interface`'s MAC in `peer` for good (`nud permanent`): a test
+    /// that drops all of a VM's traffic would drop its ARP too.
+    public func pinNeighbour(_ address: String, of interface: String, in peer: Netns, dev: String) throws {
+        let words = try ip("link show \(interface)").split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard let i = words.firstIndex(of: "link/ether"), i + 1 < words.count else { throw Shell.Failure("ip", "no MAC for \(interface)") }
+        try peer.ip("neigh replace \(address) lladdr \(words[i + 1]) dev \(dev) nud permanent")
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+import Netlink
+import TandemLabSupport
+import TandemTestSupport
+
+/// The kernel's link and tc notifications as ``RouteMonitor`` hands them on, from changes made
+/// in a namespace of the test's own by `ip`, `tc` and a ``RouteSocket`` whose port it ignores.
+@Suite(.serialized, Privileged.enabled)
+struct RouteMonitorTests {
+    /// The next event that `match` takes, within `timeout` seconds.
+    static func next<T>(_ it: inout AsyncStream<RouteEvent>.Iterator, timeout: Double = 3, _ match: (RouteEvent) -> T?) async throws -> T {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            guard let e = await it.next() else { break }
+            if let t = match(e) { return t }
+        }
+        throw Shell.Failure("monitor", "no matching event within \(timeout) s")
+    }
+
+    @Test func linksAndTCObjectsOfOthersAreSeenAndOurOwnAreNot() async throws {
+        let ns = try Netns(prefix: "tdm-mon")
+        defer { ns.delete() }
+        let nl = try RouteSocket(namespace: ns.name)
+        let monitor = try RouteMonitor(namespace: ns.name, ignoring: [nl.localPort])
+        monitor.start()
+        defer { monitor.stop() }
+        var events = monitor.events.makeAsyncIterator()
+
+        try ns.ip("link add m0 type veth peer name m1")
+        let m0 = try await nl.index(of: "m0")
+        let made = try await Self.next(&events) { e -> RouteEvent? in
+            if case .link(false, m0, "m0", _) = e { return e } else { return nil }
+        }
+        #expect(made.sender != nl.localPort)
+
+        // Our own socket's change is left out; tc's is seen, with its handle and parent.
+        try await nl.replaceHTBRoot(ifindex: m0, handle: TCHandle("1:")!, defaultClass: 0x10, directQueue: 0)
+        try ns.tc("qdisc add dev m0 handle ffff: ingress")
+        let seen = try await Self.next(&events) { e -> RouteEvent? in
+            if case .tc(.qdisc, _, m0, _, _, _) = e { return e } else { return nil }
+        }
+        #expect(seen == .tc(.qdisc, deleted: false, ifindex: m0, handle: .ingress, parent: .ingressParent, sender: seen.sender),
+                "the first qdisc event on m0 is tc's ingress, not our own root: \(seen)")
+        try ns.tc("class add dev m0 parent 1: classid 1:10 htb rate 1mbit")
+        try ns.tc("class del dev m0 classid 1:10")
+        _ = try await Self.next(&events) { e -> Bool? in
+            if case .tc(.tclass, true, m0, TCHandle("1:10")!, _, _) = e { return true } else { return nil }
+        }
+        try ns.ip("link del m0")
+        _ = try await Self.next(&events) { e -> Bool? in
+            if case .link(true, m0, "m0", _) = e { return true } else { return nil }
+        }
+    }
+
+    @Test func whatIsNotANotificationIsNotParsed() {
+        // RTM_NEWLINK, 32 bytes of header and ifinfomsg for index 9, then IFLA_IFNAME "vnet3".
+        var m: [UInt8] = []
+        func le<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { m += $0 } }
+        le(UInt32(44)); le(UInt16(16)); le(UInt16(0)); le(UInt32(0)); le(UInt32(77))
+        m += [0, 0, 0, 0]; le(Int32(9)); le(UInt32(0)); le(UInt32(0))
+        le(UInt16(10)); le(UInt16(3)); m += Array("vnet3".utf8) + [0, 0, 0]
+        #expect(m.withUnsafeBytes { RouteEvent.parse($0) } == .link(deleted: false, index: 9, name: "vnet3", sender: 77))
+        // Too short for its body, another message type, a lying attribute length.
+        #expect(Array(m.prefix(30)).withUnsafeBytes { RouteEvent.parse($0) } == nil)
+        var other = m; other[4] = 24   // RTM_NEWROUTE
+        #expect(other.withUnsafeBytes { RouteEvent.parse($0) } == nil)
+        var lying = m; lying[32] = 0xff
+        #expect(lying.withUnsafeBytes { RouteEvent.parse($0) } == .link(deleted: false, index: 9, name: "", sender: 77))
+    }
+}
