@@ -204,4 +204,114 @@ struct HostileGuestTests {
         #expect(status.reservations <= Controller.maxReservationsPerVM)
         #expect(metrics.contains("tandem_channel_errors_total"), "errors show in metrics")
     }
+
+    /// A guest that stops reading its port (issue #18): it keeps reporting and churning
+    /// reservations within its budget, so the host keeps having frames for it (answers, pings),
+    /// which wait in the socket and then the channel's queue (at most 1 MiB, oldest dropped:
+    /// ChannelHubTests). The other VM keeps its share, the admin socket answers, and when
+    /// the guest reads again it finds every answer, in order, in the same session.
+    @Test func aGuestThatStopsReadingHurtsNobodyAndResumes() async throws {
+        let ns = try Netns(prefix: "tdm-deaf")
+        defer { ns.delete() }
+        for (a, b) in [("v1", "v1p"), ("v2", "v2p")] { try ns.ip("link add \(a) type veth peer name \(b)"); try ns.ip("link set \(a) up"); try ns.ip("link set \(b) up") }
+        let dir = NSTemporaryDirectory() + "tandem-deaf-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try """
+        [controller]
+        interval = "100ms"
+        admin_socket = "\(dir)/host.sock"
+        state_dir = "\(dir)/state"
+        metrics = "off"
+        [[link]]
+        name = "wire"
+        capacity = "200mbit"
+        [[vm]]
+        name = "deaf"
+        interface = "v1"
+        channel = "\(dir)/deaf.sock"
+        min = "20mbit"
+        [[vm]]
+        name = "victim"
+        interface = "v2"
+        channel = "\(dir)/victim.sock"
+        """.write(toFile: dir + "/host.toml", atomically: true, encoding: .utf8)
+        let deafListener = try UnixSocket.listen(dir + "/deaf.sock", mode: 0o600)
+        defer { close(deafListener) }
+        let honest = try HonestGuest(path: dir + "/victim.sock")
+        let victimThread = Thread { honest.run(until: POSIX.now() + 60) }
+        victimThread.start()
+        defer { honest.stop() }
+        let host = try BackgroundProcess(["ip", "netns", "exec", ns.name, Binaries.path("tandem-host"), "run", "--config", dir + "/host.toml"], log: URL(fileURLWithPath: dir + "/host.log"))
+        defer { host.stop() }
+        func admin(_ op: String) throws -> (AdminResponse, Double) {
+            let t0 = POSIX.now()
+            let r = try LineClient(path: dir + "/host.sock", what: "tandem-host").call(AdminRequest(op: op), as: AdminResponse.self, timeout: 5)
+            return (r, POSIX.now() - t0)
+        }
+        // The deaf guest: hello, and a first allocation read, as an agent would.
+        _ = POSIX.poll([(deafListener, Int16(POLLIN))], timeoutMilliseconds: 10_000)
+        let fd = try #require(UnixSocket.accept(deafListener), "the controller did not connect: \((try? String(contentsOfFile: dir + "/host.log", encoding: .utf8)) ?? "")")
+        defer { close(fd) }
+        let session = SessionID(0xdeaf)
+        func send(_ m: GuestMessage) { _ = try? POSIX.writeSome(fd, MessageCodec.encode(m, session: session)[...]) }
+        send(.hello(Hello(agentVersion: "deaf", interface: "eth0", mac: "52:54:00:00:00:0d")))
+        var decoder = FrameDecoder()
+        func read(for seconds: Double) -> [HostMessage] {
+            var out: [HostMessage] = []
+            let until = POSIX.now() + seconds
+            while POSIX.now() < until {
+                _ = POSIX.poll([(fd, Int16(POLLIN))], timeoutMilliseconds: 50)
+                if case .data(let d)? = try? POSIX.read(fd) { decoder.feed(d) }
+                while let e = decoder.next() {
+                    if case .frame(let f) = e, case .message(let m, _, _) = MessageCodec.decodeHost(f) { out.append(m) }
+                }
+            }
+            return out
+        }
+        let first = read(for: 2)
+        #expect(first.contains { if case .welcome = $0 { true } else { false } }, "welcomed: \(first.count) messages")
+        let fairness = try admin("fairness").0.fairness![0]
+        let victimFair = Allocator.fairShares(capacity: .mbit(200), [Allocator.Input(name: "deaf", weight: 1, guarantee: .mbit(20), demand: .zero),
+                                                                     Allocator.Input(name: "victim", weight: 1, demand: .zero)])["victim"]!.bitsPerSecond
+        #expect(fairness.vms.count == 2)
+        let sessionBefore = try admin("status").0.status!.vms[0].session
+        let rssBefore = Self.rssKB(host.pid)
+
+        // 10 s without reading: reports every 100 ms, a reserve and a release every 200 ms.
+        var worst = 0.0, victimMin = UInt64.max, reserves = 0
+        let t0 = POSIX.now()
+        var k = 0
+        while POSIX.now() - t0 < 10 {
+            send(.demand(DemandReport(sequence: UInt64(k + 1), intervalMilliseconds: 100, epoch: 0, rate: .mbit(150), wantsMore: true)))
+            if k % 2 == 0 {
+                send(.reserve(ReserveRequest(id: "r-\(reserves)", rate: .mbit(1), selector: FlowSelector(proto: .tcp, destinationPort: 5201))))
+                send(.release(ReleaseRequest(id: "r-\(reserves)")))
+                reserves += 1
+            }
+            k += 1
+            if k % 5 == 0 {
+                let (r, dt) = try admin("fairness")
+                worst = max(worst, dt)
+                victimMin = min(victimMin, r.fairness![0].vms[1].allocation)
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let rssAfter = Self.rssKB(host.pid)
+        let status = try admin("status").0.status!.vms[0]
+        // Reading again: every answer there, in the order asked, in the same session.
+        let later = read(for: 2)
+        let answered = later.compactMap { m -> String? in
+            if case .reservation(let r) = m { return r.id }
+            return nil
+        }
+        print("deaf guest: \(reserves) reserve/release pairs and \(k) reports in 10 s unread; \(later.count) host messages waiting when it read again (\(answered.count) reservation answers); fairness answered in at most \(String(format: "%.0f", worst * 1000)) ms; victim allocation min \(victimMin) (fair \(victimFair)); controller RSS \(rssBefore) -> \(rssAfter) KB; agent \(status.agent), violations \(status.violations)")
+        #expect(host.isRunning)
+        #expect(worst < 1.0)
+        #expect(victimMin >= victimFair * 99 / 100, "the other VM kept its fair share")
+        #expect(rssAfter - rssBefore < 10_000, "memory stayed bounded")
+        #expect(status.agent == "connected" && status.session == sessionBefore, "the same session throughout: \(status.agent)")
+        #expect(status.disconnects == 0 && status.violations.isEmpty, "nothing held against a guest that only did not read")
+        #expect(answered == (0..<reserves).map { "r-\($0)" }, "every answer, in order")
+    }
 }
