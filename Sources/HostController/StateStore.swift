@@ -39,20 +39,24 @@ public struct StateStore: Sendable {
         let tmp = path + ".tmp.\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw StateError.unwritable(path: tmp, errno: errno) }
-        let ok = data.withUnsafeBytes { raw -> Bool in
+        // The errno of the call that failed (a full disk fails a write, or only the fsync).
+        var failure: Int32 = 0
+        data.withUnsafeBytes { raw in
             var off = 0
             while off < raw.count {
                 let n = write(fd, raw.baseAddress! + off, raw.count - off)
-                if n <= 0 { if errno == EINTR { continue }; return false }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { failure = n == 0 ? ENOSPC : errno; return }
                 off += n
             }
             if slowDiskSecondsForTests > 0 { usleep(UInt32(slowDiskSecondsForTests * 1e6)) }
-            return fsync(fd) == 0
+            if fsync(fd) != 0 { failure = errno }
         }
         close(fd)
-        guard ok, rename(tmp, path) == 0 else {
-            let e = errno; unlink(tmp)
-            throw StateError.unwritable(path: path, errno: e)
+        if failure == 0 && rename(tmp, path) != 0 { failure = errno }
+        guard failure == 0 else {
+            unlink(tmp)
+            throw StateError.unwritable(path: path, errno: failure)
         }
         let dfd = open(directory, O_RDONLY | O_DIRECTORY)
         if dfd >= 0 { fsync(dfd); close(dfd) }

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 import TandemProtocol
+import TandemLabSupport
+import TandemTestSupport
 @testable import HostController
 @testable import HostCore
 
@@ -93,5 +95,75 @@ import TandemProtocol
         #expect(await rig.controller.status(now: rig.now).state == nil)
         let saved = try String(contentsOfFile: dir + "/blocker/state/state.json", encoding: .utf8)
         #expect(saved.contains("r-1"), "the reservation was kept and written: \(saved)")
+    }
+
+    /// The state directory on a real filesystem that fills up and then goes read-only: a
+    /// 64 KiB tmpfs of the test's own, unmounted after. The controller keeps running and
+    /// enforcing, says why nothing is saved, refuses what it cannot save, loses nothing
+    /// already saved, and writes what waited once it can; a controller started on the
+    /// read-only directory takes what was saved.
+    @Test(Privileged.enabled) func aFullDiskAndAReadOnlyStateDirectoryLoseNothing() async throws {
+        let dir = try Self.tempDir()
+        try Shell.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tandem-test", dir])
+        defer {
+            _ = try? Shell.run(["umount", dir])
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        let rig = try Rig(stateDir: dir)
+        await rig.controller.prepare()
+        _ = try await rig.controller.setPolicy(vm: "vm1", weight: 3, min: nil, max: nil)
+        let saved = try String(contentsOfFile: dir + "/state.json", encoding: .utf8)
+        #expect(saved.contains("\"weight\" : 3"), "\(saved)")
+
+        // Full: what is there is left, a policy change is refused, a reservation waits.
+        _ = try? Shell.run(["dd", "if=/dev/zero", "of=\(dir)/fill", "bs=4k"])
+        do {
+            _ = try await rig.controller.setPolicy(vm: "vm1", weight: 5, min: nil, max: nil)
+            Issue.record("a policy that cannot be saved was applied")
+        } catch {
+            #expect("\(error)".contains("No space left on device"), "\(error)")
+        }
+        #expect(await rig.controller.fairness()[0].vms[0].weight == 3)
+        await rig.connect("vm1")
+        let selector = FlowSelector(proto: .tcp, destination: IPPrefix("10.0.0.9"), destinationPort: 5201)
+        await rig.guest("vm1", .reserve(ReserveRequest(id: "r-full", rate: .mbit(10), selector: selector)))
+        for _ in 0..<15 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        await rig.controller.flush()
+        let full = try #require(await rig.controller.status(now: rig.now).state)
+        #expect(full.hasPrefix("not saved, retrying: ") && full.contains("No space left on device"), "\(full)")
+        #expect(try String(contentsOfFile: dir + "/state.json", encoding: .utf8) == saved, "what was saved is intact")
+        #expect(rig.backends["vm1"]!.limit != nil && rig.backends["vm2"]!.limit != nil, "limits still enforced")
+
+        // Room again: the waiting reservation is written.
+        try FileManager.default.removeItem(atPath: dir + "/fill")
+        for _ in 0..<15 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        await rig.controller.flush()
+        #expect(await rig.controller.status(now: rig.now).state == nil)
+        let written = try String(contentsOfFile: dir + "/state.json", encoding: .utf8)
+        #expect(written.contains("r-full") && written.contains("\"weight\" : 3"))
+
+        // Read-only: the same, with the filesystem's own error.
+        try Shell.run(["mount", "-o", "remount,ro", dir])
+        do {
+            _ = try await rig.controller.setPolicy(vm: "vm2", weight: 2, min: nil, max: nil)
+            Issue.record("a policy that cannot be saved was applied")
+        } catch {
+            #expect("\(error)".contains("Read-only file system"), "\(error)")
+        }
+        await rig.guest("vm1", .release(ReleaseRequest(id: "r-full")))
+        for _ in 0..<15 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        await rig.controller.flush()
+        #expect(await rig.controller.status(now: rig.now).state?.contains("Read-only file system") == true)
+        #expect(try String(contentsOfFile: dir + "/state.json", encoding: .utf8) == written)
+        // A controller started now, on the read-only directory, takes what was saved.
+        let again = try Rig(stateDir: dir)
+        await again.controller.prepare()
+        #expect(await again.controller.fairness()[0].vms[0].weight == 3)
+        #expect(await again.controller.status(now: again.now).state == nil, "reading needs no writing")
+        try Shell.run(["mount", "-o", "remount,rw", dir])
+        for _ in 0..<15 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        await rig.controller.flush()
+        #expect(await rig.controller.status(now: rig.now).state == nil)
+        #expect(!(try String(contentsOfFile: dir + "/state.json", encoding: .utf8)).contains("r-full"), "the release written")
     }
 }
