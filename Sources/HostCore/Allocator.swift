@@ -18,8 +18,23 @@ public enum Allocator {
         /// nil: the link's capacity.
         public var cap: BitRate?
         public var demand: BitRate
-        public init(name: String, weight: Double, guarantee: BitRate = .zero, cap: BitRate? = nil, demand: BitRate) {
-            self.name = name; self.weight = weight; self.guarantee = guarantee; self.cap = cap; self.demand = demand
+        /// The group the VM shares with (a ``Group`` of the same call), or nil.
+        public var group: String?
+        public init(name: String, weight: Double, guarantee: BitRate = .zero, cap: BitRate? = nil, demand: BitRate, group: String? = nil) {
+            self.name = name; self.weight = weight; self.guarantee = guarantee; self.cap = cap; self.demand = demand; self.group = group
+        }
+    }
+
+    /// VMs that share a budget: the link is shared among the groups (and the VMs in none) by
+    /// weight first, then each group's share among its VMs.
+    public struct Group: Equatable, Sendable {
+        public var name: String
+        public var weight: Double
+        public var guarantee: BitRate
+        /// nil: the link's capacity.
+        public var cap: BitRate?
+        public init(name: String, weight: Double, guarantee: BitRate = .zero, cap: BitRate? = nil) {
+            self.name = name; self.weight = weight; self.guarantee = guarantee; self.cap = cap
         }
     }
 
@@ -33,24 +48,79 @@ public enum Allocator {
 
     public static let floorFraction = 0.02
 
-    public static func allocate(capacity: BitRate, _ vms: [Input], headroom: Bool = true) -> [Output] {
+    /// Allocates the link among `vms`. With `groups`, in two levels, work conserving at
+    /// both: the groups and the VMs in none share the link as above (a group's demand is
+    /// what its VMs want together, within the group's cap; its guarantee is its own `min`),
+    /// then each group's allocation (and limit) is shared among its VMs the same way. A VM
+    /// naming a group not given is taken as in none. Without groups, every VM is a group of
+    /// one and the result is the one-level allocation.
+    public static func allocate(capacity: BitRate, _ vms: [Input], groups: [Group] = [], headroom: Bool = true) -> [Output] {
         let c = Double(capacity.bitsPerSecond)
         let n = vms.count
         guard n > 0 else { return [] }
         let caps = vms.map { min(Double(($0.cap ?? capacity).bitsPerSecond), c) }
-        let weights = vms.map { $0.weight.isFinite && $0.weight > 0 ? $0.weight : 1 }
+        let weights = vms.map { Self.weight($0.weight) }
         let floor = min(c * floorFraction, c / 2 / Double(n))
         let floors = (0..<n).map { min(floor, caps[$0]) }
         // What each VM would take at most: its demand (floored), within its cap.
         let want = (0..<n).map { min(max(Double(vms[$0].demand.bitsPerSecond), floors[$0]), caps[$0]) }
-        var a = (0..<n).map { min(Double(vms[$0].guarantee.bitsPerSecond), want[$0]) }
-        // If guarantees alone overflow (a config the parser refuses), scale them down.
+        let guarantees = vms.map { Double($0.guarantee.bitsPerSecond) }
+
+        // The first level's parties: each group with VMs in it, and each VM in none.
+        let byName = Dictionary(groups.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var parties: [[Int]] = []
+        var partyGroup: [Group?] = []
+        var slot: [String: Int] = [:]
+        for i in 0..<n {
+            if let name = vms[i].group, let g = byName[name] {
+                if let k = slot[name] { parties[k].append(i); continue }
+                slot[name] = parties.count
+                parties.append([i]); partyGroup.append(g)
+            } else {
+                parties.append([i]); partyGroup.append(nil)
+            }
+        }
+        var pWeight: [Double] = [], pGuarantee: [Double] = [], pWant: [Double] = [], pCap: [Double] = []
+        for (k, members) in parties.enumerated() {
+            let memberCaps = members.reduce(0) { $0 + caps[$1] }
+            if let g = partyGroup[k] {
+                let cap = min(Double((g.cap ?? capacity).bitsPerSecond), c, memberCaps)
+                pWeight.append(Self.weight(g.weight)); pCap.append(cap)
+                pWant.append(min(members.reduce(0) { $0 + want[$1] }, cap))
+                pGuarantee.append(Double(g.guarantee.bitsPerSecond))
+            } else {
+                let i = members[0]
+                pWeight.append(weights[i]); pCap.append(caps[i]); pWant.append(want[i]); pGuarantee.append(guarantees[i])
+            }
+        }
+        let (pAllocation, pLimit) = share(capacity: c, weights: pWeight, guarantees: pGuarantee, wants: pWant, caps: pCap, headroom: headroom)
+
+        // The second level: a group's allocation and limit among its VMs.
+        var allocation = [Double](repeating: 0, count: n), limit = allocation
+        for (k, members) in parties.enumerated() {
+            guard partyGroup[k] != nil else { allocation[members[0]] = pAllocation[k]; limit[members[0]] = pLimit[k]; continue }
+            let (a, l) = share(capacity: pAllocation[k], weights: members.map { weights[$0] }, guarantees: members.map { guarantees[$0] },
+                               wants: members.map { want[$0] }, caps: members.map { caps[$0] }, headroom: headroom, headroomCapacity: pLimit[k])
+            for (j, i) in members.enumerated() { allocation[i] = a[j]; limit[i] = l[j] }
+        }
+        return (0..<n).map { Output(name: vms[$0].name, allocation: BitRate(clamping: allocation[$0]), limit: BitRate(clamping: limit[$0])) }
+    }
+
+    static func weight(_ w: Double) -> Double { w.isFinite && w > 0 ? w : 1 }
+
+    /// One level: guarantees first (up to what each wants), then `capacity` by weight up to
+    /// what each wants; the limits add what is left by weight up to each cap, out of
+    /// `headroomCapacity` (the same capacity at the first level; a group's limit at the second).
+    static func share(capacity: Double, weights: [Double], guarantees: [Double], wants: [Double], caps: [Double], headroom: Bool,
+                      headroomCapacity: Double? = nil) -> (allocation: [Double], limit: [Double]) {
+        var a = zip(guarantees, wants).map { min($0, $1) }
+        // If guarantees alone overflow (a configuration the parser refuses), scale them down.
         let g = a.reduce(0, +)
-        if g > c { a = a.map { $0 * c / g } }
-        waterFill(&a, limits: want, weights: weights, capacity: c)
+        if g > capacity && g > 0 { a = a.map { $0 * capacity / g } }
+        waterFill(&a, limits: wants, weights: weights, capacity: capacity)
         var limit = a
-        if headroom { waterFill(&limit, limits: caps, weights: weights, capacity: c) }
-        return (0..<n).map { Output(name: vms[$0].name, allocation: BitRate(clamping: a[$0]), limit: BitRate(clamping: limit[$0])) }
+        if headroom { waterFill(&limit, limits: caps, weights: weights, capacity: headroomCapacity ?? capacity) }
+        return (a, limit)
     }
 
     /// Raises `a` by weight, each up to `limits`, until the sum reaches `capacity` or all
@@ -73,9 +143,9 @@ public enum Allocator {
 
     /// Each VM's fair share: what it would get if every VM wanted everything (guarantees,
     /// weights and caps respected). A guest's own claims never move it beyond this.
-    public static func fairShares(capacity: BitRate, _ vms: [Input]) -> [String: BitRate] {
+    public static func fairShares(capacity: BitRate, _ vms: [Input], groups: [Group] = []) -> [String: BitRate] {
         let all = vms.map { var v = $0; v.demand = capacity; return v }
-        return Dictionary(allocate(capacity: capacity, all, headroom: false).map { ($0.name, $0.allocation) }, uniquingKeysWith: { a, _ in a })
+        return Dictionary(allocate(capacity: capacity, all, groups: groups, headroom: false).map { ($0.name, $0.allocation) }, uniquingKeysWith: { a, _ in a })
     }
 
     /// Jain's fairness index of rates normalised by weight: 1 is perfectly fair, 1/n is one

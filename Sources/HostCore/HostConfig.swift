@@ -40,6 +40,21 @@ public struct HostConfig: Sendable, Equatable {
         }
     }
 
+    /// `[[group]]`: VMs of one tenant that share a budget on a link. The link is shared by
+    /// weight among its groups (and the VMs in none), then each group's share among its VMs.
+    public struct GroupConfig: Sendable, Equatable {
+        public var name: String
+        public var link: String
+        public var weight: Double = 1
+        /// What the group is guaranteed when its VMs want it; its VMs' own `min`s come out of it.
+        public var guarantee: BitRate = .zero
+        /// What its VMs get together at most; nil: the link's capacity.
+        public var cap: BitRate?
+        public init(name: String, link: String, weight: Double = 1, guarantee: BitRate = .zero, cap: BitRate? = nil) {
+            self.name = name; self.link = link; self.weight = weight; self.guarantee = guarantee; self.cap = cap
+        }
+    }
+
     /// `[libvirt]`: take VMs from libvirt's running domains (docs/LIBVIRT.md).
     public struct Libvirt: Sendable, Equatable {
         /// `qemu:///system`.
@@ -69,14 +84,18 @@ public struct HostConfig: Sendable, Equatable {
         public var channel: String?
         public var policy: VMPolicy
         public var origin: Origin = .file
+        /// The `[[group]]` the VM belongs to, if any (on the VM's link).
+        public var group: String?
 
-        public init(name: String, link: String, backend: Backend, channel: String?, policy: VMPolicy, origin: Origin = .file) {
+        public init(name: String, link: String, backend: Backend, channel: String?, policy: VMPolicy, origin: Origin = .file, group: String? = nil) {
             self.name = name; self.link = link; self.backend = backend; self.channel = channel; self.policy = policy; self.origin = origin
+            self.group = group
         }
     }
 
     public var controller = Controller()
     public var links: [LinkConfig] = []
+    public var groups: [GroupConfig] = []
     public var vms: [VMConfig] = []
     public var libvirt: Libvirt?
 
@@ -119,7 +138,7 @@ extension HostConfig {
         }
         let r = Reader(file: file, text: text)
         var cfg = HostConfig()
-        try r.unknownKeys(root, known: ["controller", "link", "vm", "libvirt"], at: "", header: nil)
+        try r.unknownKeys(root, known: ["controller", "link", "group", "vm", "libvirt"], at: "", header: nil)
 
         if let v = root["controller"] {
             guard let t = v.table else { throw r.error("[controller]", nil, "must be a table") }
@@ -190,6 +209,31 @@ extension HostConfig {
             cfg.links.append(link)
         }
 
+        let groups = try r.tables(root, "group")
+        for (i, t) in groups.enumerated() {
+            var at = "[[group]] #\(i + 1)"
+            try r.unknownKeys(t, known: ["name", "link", "weight", "min", "max"], at: at, header: "[[group]]", index: i)
+            guard let name = try r.string(t, "name", at) else { throw r.error(at, "name", "missing", header: "[[group]]", index: i) }
+            try r.checkName(name, at, "name", header: "[[group]]", index: i)
+            at += " (\(name))"
+            if cfg.groups.contains(where: { $0.name == name }) { throw r.error(at, "name", "'\(name)' is named twice", header: "[[group]]", index: i) }
+            let linkName = try r.string(t, "link", at) ?? (cfg.links.count == 1 ? cfg.links[0].name : nil)
+            guard let linkName else {
+                throw r.error(at, "link", cfg.links.isEmpty ? "missing, and there is no [[link]]: add one with its name and capacity" : "missing (there is more than one [[link]]: name one)", header: "[[group]]", index: i)
+            }
+            guard let link = cfg.links.first(where: { $0.name == linkName }) else {
+                throw r.error(at, "link", "'\(linkName)' is not a [[link]] (there are: \(cfg.links.map(\.name).joined(separator: ", ")))", header: "[[group]]", index: i)
+            }
+            let weight = try r.double(t, "weight", at) ?? 1
+            let min = try r.string(t, "min", at).map { (s: String) throws(ConfigError) -> BitRate in try r.rate(s, at, "min", header: "[[group]]", index: i) } ?? .zero
+            let max = try r.string(t, "max", at).map { (s: String) throws(ConfigError) -> BitRate in try r.rate(s, at, "max", header: "[[group]]", index: i) }
+            do { try VMPolicy(weight: weight, guarantee: min, cap: max).validate(prefix: "") } catch {
+                throw r.error(at, error.field == "guarantee" ? "min" : error.field == "cap" ? "max" : error.field, error.problem, header: "[[group]]", index: i)
+            }
+            if let max, max > link.capacity { throw r.error(at, "max", "\(max) is above link \(link.name)'s capacity \(link.capacity)", header: "[[group]]", index: i) }
+            cfg.groups.append(GroupConfig(name: name, link: linkName, weight: weight, guarantee: min, cap: max))
+        }
+
         if let v = root["libvirt"] {
             guard let t = v.table else { throw r.error("[libvirt]", nil, "must be a table") }
             try r.unknownKeys(t, known: ["uri"], at: "[libvirt]", header: "[libvirt]")
@@ -208,7 +252,7 @@ extension HostConfig {
         let vms = try r.tables(root, "vm")
         for (i, t) in vms.enumerated() {
             var at = "[[vm]] #\(i + 1)"
-            try r.unknownKeys(t, known: ["name", "link", "backend", "interface", "pf", "vf", "set_min_rate", "channel", "weight", "min", "max"], at: at, header: "[[vm]]", index: i)
+            try r.unknownKeys(t, known: ["name", "link", "backend", "interface", "pf", "vf", "set_min_rate", "channel", "weight", "min", "max", "group"], at: at, header: "[[vm]]", index: i)
             guard let name = try r.string(t, "name", at) else { throw r.error(at, "name", "missing", header: "[[vm]]", index: i) }
             try r.checkName(name, at, "name", header: "[[vm]]", index: i)
             at += " (\(name))"
@@ -245,18 +289,29 @@ extension HostConfig {
                 throw r.error(at, key, error.problem, header: "[[vm]]", index: i)
             }
             let channel = try r.string(t, "channel", at)
-            cfg.vms.append(VMConfig(name: name, link: linkName, backend: backend, channel: channel, policy: policy))
+            let group = try r.string(t, "group", at)
+            if let group {
+                guard let g = cfg.groups.first(where: { $0.name == group }) else {
+                    throw r.error(at, "group", "'\(group)' is not a [[group]]" + (cfg.groups.isEmpty ? "" : " (there are: \(cfg.groups.map(\.name).joined(separator: ", ")))"), header: "[[vm]]", index: i)
+                }
+                guard g.link == linkName else {
+                    throw r.error(at, "group", "group '\(group)' is on link \(g.link), the VM on \(linkName)", header: "[[vm]]", index: i)
+                }
+            }
+            cfg.vms.append(VMConfig(name: name, link: linkName, backend: backend, channel: channel, policy: policy, group: group))
         }
 
-        // Across entries.
+        // Across entries: the guarantees of the groups and the VMs in none within each link,
+        // the VMs' own within their group's.
+        var book = GuaranteeBook(links: cfg.links, groups: cfg.groups)
+        if let problem = book.problem {
+            throw ConfigError(file: file, location: "[[group]]", line: nil, problem: problem)
+        }
+        for vm in cfg.vms {
+            if let problem = book.admit(vm) { throw ConfigError(file: file, location: "[[vm]] (\(vm.name))", line: nil, problem: problem) }
+        }
         for link in cfg.links {
-            let members = cfg.vms.filter { $0.link == link.name }
-            let g = members.reduce(BitRate.zero) { $0 + $1.policy.guarantee }
-            if g > link.capacity {
-                throw ConfigError(file: file, location: "[[link]] (\(link.name))", line: nil,
-                                  problem: "the guarantees of its VMs add up to \(g) (\(members.map { "\($0.name) \($0.policy.guarantee)" }.joined(separator: ", "))), more than its capacity \(link.capacity)")
-            }
-            for vm in members where (vm.policy.cap ?? .zero) > link.capacity {
+            for vm in cfg.vms where vm.link == link.name && (vm.policy.cap ?? .zero) > link.capacity {
                 throw ConfigError(file: file, location: "[[vm]] (\(vm.name))", line: nil, problem: "max \(vm.policy.cap!) is above its link's capacity \(link.capacity)")
             }
         }

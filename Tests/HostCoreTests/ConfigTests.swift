@@ -129,8 +129,83 @@ import TandemProtocol
         let text = Self.good.replacingOccurrences(of: #"min = "100mbit""#, with: #"min = "900mbit""#) + "\nmin = \"200mbit\"\n"
         #expect(throws: ConfigError.self) { try HostConfig.parse(text) }
         do { _ = try HostConfig.parse(text) } catch {
-            #expect(error.description.contains("add up to 1.1gbit"))
+            #expect(error.description.contains("guarantees to 1.1gbit"))
             #expect(error.description.contains("vm1 900mbit, vm2 200mbit"))
+        }
+    }
+
+    static let grouped = """
+        [[link]]
+        name = "up"
+        capacity = "1gbit"
+        [[link]]
+        name = "other"
+        capacity = "1gbit"
+        [[group]]
+        name = "tenant-a"
+        link = "up"
+        weight = 3
+        min = "300mbit"
+        max = "800mbit"
+        [[group]]
+        name = "tenant-b"
+        link = "up"
+        [[vm]]
+        name = "a1"
+        link = "up"
+        interface = "t1"
+        group = "tenant-a"
+        min = "100mbit"
+        [[vm]]
+        name = "a2"
+        link = "up"
+        interface = "t2"
+        group = "tenant-a"
+        min = "200mbit"
+        [[vm]]
+        name = "b1"
+        link = "up"
+        interface = "t3"
+        group = "tenant-b"
+        [[vm]]
+        name = "solo"
+        link = "up"
+        interface = "t4"
+        min = "700mbit"
+
+        """
+
+    @Test func groupsAreReadWithTheirVMs() throws {
+        let cfg = try HostConfig.parse(Self.grouped)
+        #expect(cfg.groups == [HostConfig.GroupConfig(name: "tenant-a", link: "up", weight: 3, guarantee: .mbit(300), cap: .mbit(800)),
+                               HostConfig.GroupConfig(name: "tenant-b", link: "up")])
+        #expect(cfg.vms.map(\.group) == ["tenant-a", "tenant-a", "tenant-b", nil])
+    }
+
+    @Test(arguments: [
+        // A VM's min beyond what its group's min leaves.
+        (#"min = "200mbit""#, #"min = "201mbit""#, "min 201mbit would bring the mins of group tenant-a's VMs to 301mbit (a1 100mbit, a2 201mbit), more than the group's min 300mbit"),
+        // The group's min counts on the link in full beside the VMs in none.
+        (#"min = "700mbit""#, #"min = "701mbit""#, "[[vm]] (solo): min 701mbit would bring link up's guarantees to 1.001gbit (group tenant-a 300mbit, solo 701mbit), more than its capacity 1gbit"),
+        (#"group = "tenant-b""#, #"group = "tenant-c""#, "key 'group': 'tenant-c' is not a [[group]] (there are: tenant-a, tenant-b)"),
+        (#"name = "b1"\#nlink = "up""#, #"name = "b1"\#nlink = "other""#, "key 'group': group 'tenant-b' is on link up, the VM on other"),
+        (#"max = "800mbit""#, #"max = "2gbit""#, "key 'max': 2gbit is above link up's capacity 1gbit"),
+        (#"max = "800mbit""#, #"max = "200mbit""#, "[[group]] #1 (tenant-a): key 'max': 200mbit is below the guarantee 300mbit"),
+        (#"weight = 3"#, #"weight = 0"#, "weight"),
+        (#"name = "tenant-b""#, #"name = "tenant-a""#, "'tenant-a' is named twice"),
+    ])
+    func groupMistakesAreRefusedSayingWhere(find: String, replace: String, expected: String) {
+        let text = Self.grouped.replacingOccurrences(of: find, with: replace)
+        #expect(text != Self.grouped, "the case changes the file")
+        do { _ = try HostConfig.parse(text); Issue.record("parsed: \(replace)") } catch {
+            #expect(error.description.contains(expected), "\(error)")
+        }
+    }
+
+    @Test func groupsMinsAboveTheLinkAreRefused() {
+        let text = Self.grouped.replacingOccurrences(of: "name = \"tenant-b\"\nlink = \"up\"", with: "name = \"tenant-b\"\nlink = \"up\"\nmin = \"800mbit\"")
+        do { _ = try HostConfig.parse(text); Issue.record("parsed") } catch {
+            #expect(error.description.contains("the mins of link up's groups add up to 1.1gbit (tenant-a 300mbit, tenant-b 800mbit), more than its capacity 1gbit"), "\(error)")
         }
     }
 
