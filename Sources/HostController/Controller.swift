@@ -278,7 +278,7 @@ public actor Controller {
         }
         log.notice("\(why)", metadata: [
             "added": "\(change.added.map(\.name))", "removed": "\(change.removed)", "replaced": "\(change.replaced.map(\.name))",
-            "policies": "\(change.repoliced.map(\.name))", "links": "\(change.relinked.map(\.name))",
+            "policies": "\(change.repoliced.map(\.name))", "links": "\(change.relinked.map(\.name))", "groups": "\(change.regrouped)",
         ])
         return change
     }
@@ -349,8 +349,7 @@ public actor Controller {
     func fairShare(_ name: String) -> BitRate {
         guard let vm = vms[name] else { return .zero }
         let members = order.compactMap { vms[$0] }.filter { $0.config.link == vm.config.link }
-        let inputs = members.map { Allocator.Input(name: $0.config.name, weight: $0.policy.weight, guarantee: $0.policy.guarantee, cap: $0.policy.cap, demand: .zero) }
-        return Allocator.fairShares(capacity: capacity(of: vm), inputs)[name] ?? .zero
+        return Allocator.fairShares(capacity: capacity(of: vm), members.map { Self.input($0, demand: .zero) }, groups: groups(on: vm.config.link))[name] ?? .zero
     }
 
     // MARK: rounds
@@ -453,9 +452,8 @@ public actor Controller {
     func allocate(_ link: HostConfig.LinkConfig, now: Double) {
         let group = members[link.name] ?? []
         // Fair shares depend on policies only: computed again when one changes.
-        let fair = fairShares[link.name] ?? Allocator.fairShares(capacity: link.capacity, group.map { v in
-            Allocator.Input(name: v.config.name, weight: v.policy.weight, guarantee: v.policy.guarantee, cap: v.policy.cap, demand: .zero)
-        })
+        let groups = groups(on: link.name)
+        let fair = fairShares[link.name] ?? Allocator.fairShares(capacity: link.capacity, group.map { Self.input($0, demand: .zero) }, groups: groups)
         fairShares[link.name] = fair
         var inputs: [Allocator.Input] = []
         inputs.reserveCapacity(group.count)
@@ -465,13 +463,22 @@ public actor Controller {
             let reserved = v.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }
             v.demand = DemandEstimate.host(measured: v.measured, limit: v.limit, drops: v.dropsDelta, report: fresh ? v.report : nil,
                                            fairShare: fair[v.config.name] ?? .zero, capacity: link.capacity, reserved: reserved)
-            inputs.append(Allocator.Input(name: v.config.name, weight: v.policy.weight, guarantee: v.policy.guarantee, cap: v.policy.cap, demand: v.demand))
+            inputs.append(Self.input(v, demand: v.demand))
         }
         // Outputs come in the inputs' order.
-        for (v, out) in zip(group, Allocator.allocate(capacity: link.capacity, inputs)) {
+        for (v, out) in zip(group, Allocator.allocate(capacity: link.capacity, inputs, groups: groups)) {
             v.allocation = out.allocation
             v.limit = out.limit
         }
+    }
+
+    static func input(_ v: VM, demand: BitRate) -> Allocator.Input {
+        Allocator.Input(name: v.config.name, weight: v.policy.weight, guarantee: v.policy.guarantee, cap: v.policy.cap, demand: demand, group: v.config.group)
+    }
+
+    /// The link's `[[group]]`s, as the allocator takes them.
+    func groups(on link: String) -> [Allocator.Group] {
+        config.groups.filter { $0.link == link }.map { Allocator.Group(name: $0.name, weight: $0.weight, guarantee: $0.guarantee, cap: $0.cap) }
     }
 
     /// Whether a VM's limit is written this round. A limit is written when it moves by more
@@ -821,9 +828,10 @@ public actor Controller {
         }
         let l = link(vm.config.link)
         if let cap = p.cap, cap > l.capacity { throw PolicyError.capAboveLink(cap: cap, link: l.name, capacity: l.capacity) }
-        let others = order.filter { $0 != name }.compactMap { vms[$0] }.filter { $0.config.link == l.name }.reduce(BitRate.zero) { $0 + $1.policy.guarantee }
-        if others + p.guarantee > l.capacity {
-            throw PolicyError.guaranteesAboveLink(min: p.guarantee, link: l.name, total: others + p.guarantee, capacity: l.capacity)
+        var book = GuaranteeBook(links: config.links, groups: config.groups)
+        for other in order where other != name { if let o = vms[other] { _ = book.admit(o.config) } }
+        if let problem = book.admit(name: name, link: l.name, group: vm.config.group, guarantee: p.guarantee) {
+            throw PolicyError.guaranteesDoNotFit(problem)
         }
         let reserved = vm.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }
         if reserved > p.guarantee && !l.reserveBeyondGuarantee {
@@ -856,12 +864,14 @@ public actor Controller {
                 LinkFairness.Row(vm: v.config.name, weight: v.policy.weight, min: v.policy.guarantee.bitsPerSecond, max: v.policy.cap?.bitsPerSecond,
                                  demand: v.demand.bitsPerSecond, allocation: (v.applied ?? v.limit).bitsPerSecond, measured: v.measured.bitsPerSecond,
                                  share: Double(v.measured.bitsPerSecond) / Double(l.capacity.bitsPerSecond), agent: v.agent.rawValue,
-                                 reserved: v.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }.bitsPerSecond)
+                                 reserved: v.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }.bitsPerSecond, group: v.config.group)
             }
             let active = rows.filter { $0.measured > l.capacity.bitsPerSecond / 100 }
             let jain = Allocator.jainIndex(active.map { (BitRate(bitsPerSecond: $0.measured), $0.weight) })
             let used = rows.reduce(0) { $0 + Double($1.measured) }
-            return LinkFairness(link: l.name, capacity: l.capacity.bitsPerSecond, utilisation: used / Double(l.capacity.bitsPerSecond), jain: jain, vms: rows)
+            var table = LinkFairness(link: l.name, capacity: l.capacity.bitsPerSecond, utilisation: used / Double(l.capacity.bitsPerSecond), jain: jain, vms: rows)
+            table.addGroups(config.groups.filter { $0.link == l.name })
+            return table
         }
     }
 

@@ -9,7 +9,8 @@ public enum PolicyError: Error, CustomStringConvertible, Sendable, Equatable {
     /// A value out of range (`min`, `max` or `weight`), with the problem as the validator says it.
     case invalid(key: String, problem: String)
     case capAboveLink(cap: BitRate, link: String, capacity: BitRate)
-    case guaranteesAboveLink(min: BitRate, link: String, total: BitRate, capacity: BitRate)
+    /// The guarantee does not fit its link or its group (``GuaranteeBook``'s words).
+    case guaranteesDoNotFit(String)
     case belowReserved(min: BitRate, reserved: BitRate)
     /// A libvirt VM: its policy is its domain's metadata, set with virsh.
     case fromLibvirt(String)
@@ -22,8 +23,7 @@ public enum PolicyError: Error, CustomStringConvertible, Sendable, Equatable {
         case .noBackend(let name): "no backend for \(name)"
         case .invalid(let key, let problem): "\(key): \(problem)"
         case .capAboveLink(let cap, let link, let capacity): "max \(cap) is above link \(link)'s capacity \(capacity)"
-        case .guaranteesAboveLink(let min, let link, let total, let capacity):
-            "min \(min) would make link \(link)'s guarantees \(total), more than its capacity \(capacity)"
+        case .guaranteesDoNotFit(let problem): problem
         case .belowReserved(let min, let reserved): "min \(min) is below the \(reserved) the VM has reserved; release reservations first"
         case .notSaved(let why): "not applied: it could not be saved to survive a restart (\(why))"
         case .fromLibvirt(let name):

@@ -50,8 +50,30 @@ public struct LinkFairness: Codable, Sendable {
         /// `disconnected` (cut off for misbehaving).
         public var agent: String
         public var reserved: UInt64
-        public init(vm: String, weight: Double, min: UInt64, max: UInt64?, demand: UInt64, allocation: UInt64, measured: UInt64, share: Double, agent: String, reserved: UInt64) {
+        /// The VM's `[[group]]`, if any.
+        public var group: String?
+        public init(vm: String, weight: Double, min: UInt64, max: UInt64?, demand: UInt64, allocation: UInt64, measured: UInt64, share: Double, agent: String, reserved: UInt64, group: String? = nil) {
             self.vm = vm; self.weight = weight; self.min = min; self.max = max; self.demand = demand; self.allocation = allocation; self.measured = measured; self.share = share; self.agent = agent; self.reserved = reserved
+            self.group = group
+        }
+    }
+
+    /// A `[[group]]` on the link: its policy and its VMs' figures added up.
+    public struct GroupRow: Codable, Sendable, Equatable {
+        public var group: String
+        public var weight: Double
+        public var min: UInt64
+        public var max: UInt64?
+        public var demand: UInt64
+        public var allocation: UInt64
+        public var measured: UInt64
+        public var share: Double
+        public var vms: Int
+        /// Jain's index among the group's VMs with traffic, by weight; nil if none.
+        public var jain: Double?
+        public init(group: String, weight: Double, min: UInt64, max: UInt64?, demand: UInt64, allocation: UInt64, measured: UInt64, share: Double, vms: Int, jain: Double?) {
+            self.group = group; self.weight = weight; self.min = min; self.max = max; self.demand = demand; self.allocation = allocation
+            self.measured = measured; self.share = share; self.vms = vms; self.jain = jain
         }
     }
     public var link: String
@@ -60,8 +82,37 @@ public struct LinkFairness: Codable, Sendable {
     /// Jain's index over the VMs with demand, rates normalised by weight; nil if none.
     public var jain: Double?
     public var vms: [Row]
-    public init(link: String, capacity: UInt64, utilisation: Double, jain: Double?, vms: [Row]) {
+    /// The link's groups (nil when it has none).
+    public var groups: [GroupRow]?
+    /// Jain's index at the first level: among the groups and the VMs in none that have
+    /// traffic, each by its weight; nil without groups.
+    public var jainGroups: Double?
+    public init(link: String, capacity: UInt64, utilisation: Double, jain: Double?, vms: [Row], groups: [GroupRow]? = nil, jainGroups: Double? = nil) {
         self.link = link; self.capacity = capacity; self.utilisation = utilisation; self.jain = jain; self.vms = vms
+        self.groups = groups; self.jainGroups = jainGroups
+    }
+
+    /// The group rows and the two levels' Jain indexes, from the VM rows and the link's
+    /// groups: what `fairness` shows. A VM has traffic when it sends more than 1% of the link.
+    public mutating func addGroups(_ groups: [HostConfig.GroupConfig]) {
+        guard !groups.isEmpty else { return }
+        let threshold = capacity / 100
+        let active = { (r: Row) in r.measured > threshold }
+        var rows: [GroupRow] = []
+        var parties: [(BitRate, Double)] = []
+        for g in groups {
+            let members = vms.filter { $0.group == g.name }
+            let measured = members.reduce(UInt64(0)) { $0 + $1.measured }
+            rows.append(GroupRow(group: g.name, weight: g.weight, min: g.guarantee.bitsPerSecond, max: g.cap?.bitsPerSecond,
+                                 demand: members.reduce(0) { $0 + $1.demand }, allocation: members.reduce(0) { $0 + $1.allocation },
+                                 measured: measured, share: Double(measured) / Double(capacity), vms: members.count,
+                                 jain: Allocator.jainIndex(members.filter(active).map { (BitRate(bitsPerSecond: $0.measured), $0.weight) })))
+            if measured > capacity / 100 { parties.append((BitRate(bitsPerSecond: measured), g.weight)) }
+        }
+        let named = Set(groups.map(\.name))
+        for r in vms where (r.group.map { !named.contains($0) } ?? true) && active(r) { parties.append((BitRate(bitsPerSecond: r.measured), r.weight)) }
+        self.groups = rows
+        jainGroups = Allocator.jainIndex(parties)
     }
 }
 

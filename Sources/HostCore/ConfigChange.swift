@@ -11,8 +11,10 @@ public struct ConfigChange: Sendable, Equatable {
     /// VMs whose backend, link, channel or origin (a `[[vm]]` now a libvirt domain, or back)
     /// changed: their state kept, what changed set up again.
     public var replaced: [HostConfig.VMConfig] = []
-    /// VMs whose policy alone changed: kept as they are, the new policy applied.
+    /// VMs whose policy (or group) alone changed: kept as they are, the new policy applied.
     public var repoliced: [HostConfig.VMConfig] = []
+    /// Groups new, gone or changed (weight, min, max, link): taken from the next round.
+    public var regrouped: [String] = []
     /// Links whose capacity or admission rule changed.
     public var relinked: [HostConfig.LinkConfig] = []
     /// `[controller]` keys that changed: they take effect only at a restart.
@@ -21,7 +23,7 @@ public struct ConfigChange: Sendable, Equatable {
     public var tuned = false
 
     public var isEmpty: Bool {
-        removed.isEmpty && added.isEmpty && replaced.isEmpty && repoliced.isEmpty && relinked.isEmpty && needsRestart.isEmpty && !tuned
+        removed.isEmpty && added.isEmpty && replaced.isEmpty && repoliced.isEmpty && relinked.isEmpty && regrouped.isEmpty && needsRestart.isEmpty && !tuned
     }
 
     public init(from old: HostConfig, to new: HostConfig) {
@@ -32,10 +34,13 @@ public struct ConfigChange: Sendable, Equatable {
             guard let was = before[vm.name] else { added.append(vm); continue }
             if was.backend != vm.backend || was.link != vm.link || was.channel != vm.channel || was.origin != vm.origin {
                 replaced.append(vm)
-            } else if was.policy != vm.policy {
+            } else if was.policy != vm.policy || was.group != vm.group {
                 repoliced.append(vm)
             }
         }
+        let groupsBefore = Dictionary(old.groups.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let groupsAfter = Dictionary(new.groups.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        regrouped = Set(groupsBefore.keys).union(groupsAfter.keys).filter { groupsBefore[$0] != groupsAfter[$0] }.sorted()
         let links = Dictionary(old.links.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         relinked = new.links.filter { l in links[l.name].map { $0 != l } ?? true }
         let (a, b) = (old.controller, new.controller)

@@ -46,7 +46,7 @@ public struct GuaranteeBook: Sendable {
                 return "min \(guarantee) would bring the mins of group \(group)'s VMs to \(held + guarantee) (\(who.joined(separator: ", "))), more than the group's min \(g.guarantee)"
             }
             inGroup[group] = held + guarantee
-            holders["group " + group] = who
+            if guarantee > .zero { holders["group " + group] = who }
             return nil
         }
         let cap = capacity[link] ?? .zero
@@ -56,7 +56,7 @@ public struct GuaranteeBook: Sendable {
             return "min \(guarantee) would bring link \(link)'s guarantees to \(held + guarantee) (\(who.joined(separator: ", "))), more than its capacity \(cap)"
         }
         onLink[link] = held + guarantee
-        holders["link " + link] = who
+        if guarantee > .zero { holders["link " + link] = who }
         return nil
     }
 }

@@ -142,13 +142,17 @@ public enum LibvirtInventory {
                 // A default cap below the metadata's own guarantee gives way to it.
                 if m.max == nil, let c = policy.cap, c < policy.guarantee { policy.cap = nil }
             }
+            var group = domain.policy?.group
             var keptPolicy: String?
-            if let why = policyProblems.isEmpty ? problem(policy, name: name, link: link) : policyProblems.joined(separator: "; ") {
-                guard let earlier, earlier.link == link.name, problem(earlier.policy, name: name, link: link) == nil else { skip(why); continue }
+            let groupProblem = group.flatMap { Self.problem(group: $0, name: name, link: link, groups: file.groups) }
+            if let why = policyProblems.isEmpty ? (problem(policy, name: name, link: link) ?? groupProblem) : policyProblems.joined(separator: "; ") {
+                guard let earlier, earlier.link == link.name, problem(earlier.policy, name: name, link: link) == nil,
+                      earlier.group.flatMap({ Self.problem(group: $0, name: name, link: link, groups: file.groups) }) == nil else { skip(why); continue }
                 keptPolicy = why
                 policy = earlier.policy
+                group = earlier.group
             }
-            let vm = HostConfig.VMConfig(name: name, link: link.name, backend: chosen.backend, channel: channel, policy: policy, origin: .libvirt(uuid: entry.uuid))
+            let vm = HostConfig.VMConfig(name: name, link: link.name, backend: chosen.backend, channel: channel, policy: policy, origin: .libvirt(uuid: entry.uuid), group: group)
             candidates.append(Candidate(entry: entry, vm: vm, what: chosen.what, earlier: earlier, keptPolicy: keptPolicy))
         }
 
@@ -159,8 +163,8 @@ public enum LibvirtInventory {
             guard let e = c.earlier else { return 2 }
             return e.policy == c.vm.policy && e.link == c.vm.link ? 0 : 1
         }
-        var guarantees: [String: BitRate] = [:]
-        for vm in file.vms { guarantees[vm.link, default: .zero] = guarantees[vm.link, default: .zero] + vm.policy.guarantee }
+        var book = GuaranteeBook(links: file.links, groups: file.groups)
+        for vm in file.vms { _ = book.admit(vm) }
         var admitted: [Int: HostConfig.VMConfig] = [:]
         var taken = file.vms
         let order = candidates.indices.sorted { (rank(candidates[$0]), $0) < (rank(candidates[$1]), $1) }
@@ -169,24 +173,32 @@ public enum LibvirtInventory {
             func skip(_ reason: String) { unmanaged.append(UnmanagedDomain(domain: c.entry.name, uuid: c.entry.uuid, reason: reason)) }
             if let other = taken.first(where: { $0.backend.sameDevice(as: c.vm.backend) }) { skip("domain \(c.vm.name): \(c.what) is also VM \(other.name)'s"); continue }
             if let ch = c.vm.channel, let other = taken.first(where: { $0.channel == ch }) { skip("domain \(c.vm.name): <channel> \(ch) is also VM \(other.name)'s"); continue }
-            let capacity = file.links.first { $0.name == c.vm.link }!.capacity
-            let already = guarantees[c.vm.link, default: .zero]
-            if already + c.vm.policy.guarantee > capacity {
-                let why = "domain \(c.vm.name): <tandem:policy min=\"\(c.vm.policy.guarantee)\"> would bring link \(c.vm.link)'s guarantees to \(already + c.vm.policy.guarantee), more than its capacity \(capacity)"
-                guard let e = c.earlier, e.link == c.vm.link, already + e.policy.guarantee <= capacity else { skip(why); continue }
+            if let problem = book.admit(c.vm) {
+                let why = "domain \(c.vm.name): <tandem:policy min=\"\(c.vm.policy.guarantee)\"\(c.vm.group.map { " group=\"\($0)\"" } ?? "")>: \(problem)"
+                // A VM in force keeps the policy it had, if that still fits.
+                guard let e = c.earlier, e.link == c.vm.link, book.admit(name: e.name, link: e.link, group: e.group, guarantee: e.policy.guarantee) == nil else { skip(why); continue }
                 c.keptPolicy = why
                 c.vm.policy = e.policy
+                c.vm.group = e.group
             }
             if let why = c.keptPolicy {
                 kept.append(UnmanagedDomain(domain: c.entry.name, uuid: c.entry.uuid, reason: why + " (its last good policy stays in force)"))
             }
-            guarantees[c.vm.link] = already + c.vm.policy.guarantee
             admitted[i] = c.vm
             taken.append(c.vm)
         }
         var cfg = file
         cfg.vms += candidates.indices.compactMap { admitted[$0] }
         return Outcome(config: cfg, unmanaged: unmanaged, kept: kept)
+    }
+
+    /// What is wrong with the group a domain's metadata names: none such, or on another link.
+    static func problem(group: String, name: String, link: HostConfig.LinkConfig, groups: [HostConfig.GroupConfig]) -> String? {
+        guard let g = groups.first(where: { $0.name == group }) else {
+            return "domain \(name): <tandem:policy group=\"\(group)\">: no such [[group]]" + (groups.isEmpty ? "" : " (there are: \(groups.map(\.name).joined(separator: ", ")))")
+        }
+        guard g.link == link.name else { return "domain \(name): <tandem:policy group=\"\(group)\">: the group is on link \(g.link), the domain's device on \(link.name)" }
+        return nil
     }
 
     /// What is wrong with a policy on its own (the guarantees of the link are checked at

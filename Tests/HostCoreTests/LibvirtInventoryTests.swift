@@ -137,7 +137,7 @@ import TandemProtocol
         #expect(reasons["bad-meta"] == #"domain bad-meta: <tandem:policy weight="-1">: a weight is a number above 0 and at most 10000"#)
         #expect(reasons["static"] == "domain static: <name> is also a [[vm]] in the configuration file: remove the [[vm]] or rename the domain")
         #expect(reasons["two"] == "domain two: 2 devices on Tandem's links (VF 0000:03:10.1 (enp3s0f0 vf 0), interface vnet4 (on tdmbr0)): Tandem limits one per VM")
-        #expect(reasons["greedy"] == #"domain greedy: <tandem:policy min="800mbit"> would bring link wire's guarantees to 1.1gbit, more than its capacity 1gbit"#)
+        #expect(reasons["greedy"] == #"domain greedy: <tandem:policy min="800mbit">: min 800mbit would bring link wire's guarantees to 1.1gbit (static 300mbit, greedy 800mbit), more than its capacity 1gbit"#)
         #expect(reasons["same-tap"] == "domain same-tap: interface vnet1 (on tdmbr0) is also VM a's")
         #expect(reasons["broken"] == "domain broken: its XML could not be read: not XML: the text ends before </domain>")
         // A domain with neither Tandem's channel nor its metadata is not Tandem's: not listed.
@@ -175,6 +175,38 @@ import TandemProtocol
         #expect(after.kept.map(\.reason) == ["domain a: 2 devices on Tandem's links (VF 0000:03:10.1 (enp3s0f0 vf 0), interface vnet1 (on tdmbr0)): Tandem limits one per VM (the one in force, interface vnet1 (on tdmbr0), stays)"])
         // First seen with two: not managed.
         #expect(LibvirtInventory.build(file: file, entries: [plugged], devices: Self.devices()).unmanaged.count == 1)
+    }
+
+    /// `<tandem:policy group="...">` puts a domain in a `[[group]]` of its link; its min comes
+    /// out of the group's. A group that is not there, or a min the group's does not cover,
+    /// leaves the domain unmanaged, or a VM in force on its last good policy and group.
+    @Test func aDomainsMetadataPutsItInAGroup() throws {
+        let file = try Self.file("""
+            [[group]]
+            name = "tenant-a"
+            link = "wire"
+            weight = 2
+            min = "200mbit"
+            """)
+        func meta(_ attrs: String) -> String { #"<tandem:policy xmlns:tandem="urn:tandem:policy:1" "# + attrs + "/>" }
+        let entries = try [
+            Self.entry(Self.domain("a1", devices: Self.tap("vnet1"), metadata: meta(#"group="tenant-a" min="150mbit""#))),
+            Self.entry(Self.domain("a2", devices: Self.tap("vnet2"), metadata: meta(#"group="tenant-a" min="100mbit""#))),
+            Self.entry(Self.domain("lost", devices: Self.tap("vnet3"), metadata: meta(#"group="tenant-z""#))),
+            Self.entry(Self.domain("solo", devices: Self.tap("vnet4"))),
+        ]
+        let out = LibvirtInventory.build(file: file, entries: entries, devices: Self.devices())
+        #expect(out.config.vms.map(\.name) == ["a1", "solo"])
+        let byName = Dictionary(uniqueKeysWithValues: out.config.vms.map { ($0.name, $0) })
+        #expect(byName["a1"]?.group == "tenant-a" && byName["solo"]?.group == nil)
+        let reasons = Dictionary(uniqueKeysWithValues: out.unmanaged.map { ($0.domain, $0.reason) })
+        #expect(reasons["a2"] == #"domain a2: <tandem:policy min="100mbit" group="tenant-a">: min 100mbit would bring the mins of group tenant-a's VMs to 250mbit (a1 150mbit, a2 100mbit), more than the group's min 200mbit"#)
+        #expect(reasons["lost"] == #"domain lost: <tandem:policy group="tenant-z">: no such [[group]] (there are: tenant-a)"#)
+        // a1 in force moves to a group that is not there: kept in its old one.
+        let moved = try [Self.entry(Self.domain("a1", devices: Self.tap("vnet1"), metadata: meta(#"group="tenant-z" min="150mbit""#)))]
+        let again = LibvirtInventory.build(file: file, entries: moved, devices: Self.devices(), previous: Self.inForce(out).filter { $0.value.name == "a1" })
+        #expect(again.config.vms.first?.group == "tenant-a", "\(again)")
+        #expect(again.kept.first?.reason.contains("no such [[group]]") == true)
     }
 
     static func inForce(_ out: LibvirtInventory.Outcome) -> [String: HostConfig.VMConfig] {
