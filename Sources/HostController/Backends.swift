@@ -14,6 +14,7 @@ final class IndexCache: @unchecked Sendable {
         return i
     }
     func forget() { lock.withLock { indexes.removeAll() } }
+    func forget(_ name: String) { _ = lock.withLock { indexes.removeValue(forKey: name) } }
     /// The cached index, without asking the kernel.
     func peek(_ name: String) -> Int32? { lock.withLock { indexes[name] } }
 }
@@ -71,6 +72,9 @@ public protocol HardLimitBackend: Sendable {
     /// Makes again what `prepare` made and is missing, setting `limit` where no limit is in
     /// force; says what it did (empty: all was there).
     func restore(limit: BitRate) async throws -> [String]
+    /// Removes what `prepare` made once `successor` (the VM's new backend, prepared) has
+    /// taken over, leaving what the two share.
+    func teardown(handingOverTo successor: any HardLimitBackend) async throws
 }
 
 extension HardLimitBackend {
@@ -81,6 +85,7 @@ extension HardLimitBackend {
     public func counters(in batch: CounterBatch) -> (sentBytes: UInt64, drops: UInt64?)? { nil }
     public func isIntact() async -> Bool { true }
     public func concerns(_ event: RouteEvent) -> Bool { false }
+    public func teardown(handingOverTo successor: any HardLimitBackend) async throws { try await teardown() }
     public func restore(limit: BitRate) async throws -> [String] {
         try await prepare(initialLimit: limit)
         return []
@@ -112,11 +117,13 @@ public struct TCBackend: HardLimitBackend {
     /// (the IFB may have been re-created).
     func withIFB<T>(_ body: (Int32) async throws -> T) async throws -> T {
         do { return try await body(try await ifbIndex()) } catch {
-            cache.forget()
+            cache.forget(ifb)
             return try await body(try await ifbIndex())
         }
     }
     static let qdisc = TCHandle(major: 1, minor: 0)
+    /// Where a stale root is swapped out to (``HostTreeOperation/parkRoot``).
+    static let parked = TCHandle(major: 2, minor: 0)
     static let leaf = TCHandle(major: 1, minor: 0x10)
 
     /// The IFB's name is derived from the VM's name, so a restarted controller finds it.
@@ -144,17 +151,31 @@ public struct TCBackend: HardLimitBackend {
         try await reconcile(limit: limit).map { "\($0)" }
     }
 
-    /// The VM's interface or IFB deleted, or made again under its name (a new index: a VM
-    /// restarted, its tap re-created), or a qdisc, class or filter changed on either.
+    /// The VM's interface or IFB deleted, made again under its name (a new index: a VM
+    /// restarted, its tap re-created) or renamed; the IFB down; or a qdisc, class or filter
+    /// changed on either. (Link notifications of the controller's own changes may come too:
+    /// only tc notifications always carry the requester's port. Its own IFB, made and set up
+    /// by a reconcile that has finished, is in the cache by then, and up.)
     public func concerns(_ event: RouteEvent) -> Bool {
         switch event {
         case .overrun: return true
-        case .link(let deleted, let index, let name, _):
-            guard name == interface || name == ifb else { return false }
-            return deleted || cache.peek(name) != index
+        case .link(let deleted, let index, let name, let up, _):
+            if name == interface || name == ifb {
+                return deleted || cache.peek(name) != index || (name == ifb && !up)
+            }
+            // One of ours under another name: renamed.
+            return index == cache.peek(interface) || index == cache.peek(ifb)
         case .tc(_, _, let ifindex, _, _, _):
             return ifindex == cache.peek(interface) || ifindex == cache.peek(ifb)
         }
+    }
+
+    /// A VM moved to another interface keeps its IFB (named for the VM): only this
+    /// interface's ingress (and redirect) is removed.
+    public func teardown(handingOverTo successor: any HardLimitBackend) async throws {
+        guard let next = successor as? TCBackend, next.ifb == ifb else { return try await teardown() }
+        guard next.interface != interface, let vmIndex = try? await netlink.index(of: interface) else { return }
+        try await netlink.deleteQdisc(ifindex: vmIndex, parent: .ingressParent)
     }
 
     /// A filter at the redirect's priority that is not this VM's redirect: another kind, or
@@ -212,7 +233,8 @@ public struct TCBackend: HardLimitBackend {
             switch op {
             case .addIFB: try await netlink.addIFB(named: ifb)
             case .setIFBUp: try await netlink.setLink(named: ifb, up: true)
-            case .deleteRoot: try await withIFB { try await netlink.deleteQdisc(ifindex: $0, parent: .root) }
+            case .parkRoot:
+                try await withIFB { try await netlink.replaceHTBRoot(ifindex: $0, handle: Self.parked, defaultClass: Self.leaf.minor, directQueue: 0) }
             case .replaceRoot:
                 try await withIFB { try await netlink.replaceHTBRoot(ifindex: $0, handle: Self.qdisc, defaultClass: Self.leaf.minor, directQueue: HostTree.directQueue) }
             case .setLimit(let l): try await withIFB { try await netlink.setHTBClass(ifindex: $0, leafClass(l), mode: .replace) }

@@ -59,12 +59,16 @@ public actor Controller {
         var guestError: String?
         var lastWelcomeLog = -1e9
         var lastVerify = -1e9
-        /// A kernel notification asked for a repair not done yet; repairs it may still ask
-        /// for now (``Controller/repairsPerSecond``).
-        var repairDue = false
+        /// A kernel notification asked for a repair, due at this time (tc changes wait for a
+        /// quiet moment, ``Controller/tcQuietSeconds``); repairs it may still ask for now
+        /// (``Controller/repairsPerSecond``).
+        var repairAt: Double?
+        var firstTCChange: Double?
         var repairBudget = TokenBucket(rate: Controller.repairsPerSecond, burst: Controller.repairBurst)
         /// Times what `prepare` made was found changed and put back.
         var repairs: UInt64 = 0
+        /// The backend was set up once (a later set-up is a repair).
+        var everPrepared = false
         /// The VM's place in the roster (spreads the close looks over the period).
         var slot = 0
         /// The backend is set up (an interface that did not exist at start, or was
@@ -199,6 +203,7 @@ public actor Controller {
             vm.applied = current
             if let current { vm.limit = current }
             vm.prepared = true
+            vm.everPrepared = true
             vm.lastError = nil
             log.info("backend ready", metadata: ["vm": "\(name)", "backend": "\(vm.backend.describe)", "limit": "\(vm.limit)", "found": "\(current.map(\.description) ?? "none")"])
         } catch {
@@ -315,7 +320,7 @@ public actor Controller {
         state.lastDrops = nil
         await prepareBackend(state, initialLimit: state.limit > .zero ? state.limit : fairShare(vm.name))
         if !sameDevice {
-            do { try await old.teardown() } catch {
+            do { try await old.teardown(handingOverTo: state.backend) } catch {
                 log.error("old backend not released", metadata: ["vm": "\(vm.name)", "backend": "\(old.describe)", "error": "\(error)"])
             }
         }
@@ -536,8 +541,9 @@ public actor Controller {
     func repair(_ vm: VM, why: String) async {
         let name = vm.config.name
         guard vm.prepared else {
+            let before = vm.everPrepared
             await prepareBackend(vm, initialLimit: vm.limit > .zero ? vm.limit : fairShare(name))
-            if vm.prepared { vm.repairs += 1 }
+            if vm.prepared && before { vm.repairs += 1 }
             return
         }
         let target = vm.applied ?? vm.limit
@@ -550,8 +556,8 @@ public actor Controller {
                 reapplied = true
             }
             vm.applied = target
-            vm.repairs += 1
             if !done.isEmpty || reapplied {
+                vm.repairs += 1
                 log.warning("backend changed behind the controller; put back", metadata: [
                     "vm": "\(name)", "why": "\(why)", "made": "\(done.joined(separator: ", "))",
                     "limit": "\(target)", "kernel_had": "\(kernel.map(\.description) ?? "none")"])
@@ -573,19 +579,48 @@ public actor Controller {
     public static let repairsPerSecond = 10.0
     public static let repairBurst = 5.0
 
-    /// A kernel notification: the VMs whose backends it concerns are repaired now (or, past
-    /// their budget of repairs, at a later pass).
-    public func kernelChanged(_ event: RouteEvent, now: Double) async {
-        for vm in roster where vm.backend.concerns(event) { vm.repairDue = true }
-        await repairDue(now: now)
+    /// How long tc changes to a VM's objects must be quiet before they are repaired: a tool
+    /// that deletes and adds again (libvirt's `<bandwidth>` clears the tap's qdiscs before
+    /// setting its own) is not raced; at most ``tcWaitSeconds`` after the first. Link changes
+    /// (a tap made again, which has nothing in place) are repaired at once. With the
+    /// default-deny root a deleted class drops the VM's traffic meanwhile, never passes it.
+    public static let tcQuietSeconds = 0.05
+    public static let tcWaitSeconds = 0.25
+
+    /// A kernel notification: the VMs whose backends it concerns are repaired now, or when
+    /// due (tc changes, or past their budget of repairs). Returns when the next repair is
+    /// due, for the caller to come back then.
+    @discardableResult
+    public func kernelChanged(_ event: RouteEvent, now: Double) async -> Double? {
+        for vm in roster where vm.backend.concerns(event) {
+            if case .tc = event {
+                let first = vm.firstTCChange ?? now
+                vm.firstTCChange = first
+                vm.repairAt = min(max(vm.repairAt ?? now, now + Self.tcQuietSeconds), first + Self.tcWaitSeconds)
+            } else {
+                vm.repairAt = now
+            }
+        }
+        return await repairDue(now: now)
     }
 
-    /// The repairs kernel notifications asked for that are due.
-    public func repairDue(now: Double) async {
-        for vm in roster where vm.repairDue && vm.repairBudget.take(at: now) {
-            vm.repairDue = false
+    /// The repairs kernel notifications asked for that are due (and within their VM's
+    /// budget). Returns when the next one is due, if any waits.
+    @discardableResult
+    public func repairDue(now: Double) async -> Double? {
+        var next: Double?
+        for vm in roster {
+            guard let at = vm.repairAt else { continue }
+            guard at <= now, vm.repairBudget.take(at: now) else {
+                // Not due yet; or due, past its budget: when the budget has one again.
+                next = min(next ?? .infinity, at > now ? at : now + 1 / Self.repairsPerSecond)
+                continue
+            }
+            vm.repairAt = nil
+            vm.firstTCChange = nil
             await repair(vm, why: "kernel notification")
         }
+        return next
     }
 
     /// The limit the kernel has (`nil`: none) against the one applied. Nothing there (a VF

@@ -43,6 +43,8 @@ public struct HostDaemon: Service {
         case libvirt(LibvirtWatcher.Update)
         /// The kernel announced a change to links or tc objects (not the controller's own).
         case kernel(RouteEvent)
+        /// A repair a kernel notification asked for is due.
+        case repairs
     }
 
     /// Backends and channels for the VMs of the configuration, as the controller takes them on.
@@ -129,6 +131,13 @@ public struct HostDaemon: Service {
                 var source = config.libvirt.map { LibvirtSource(uri: $0.uri) }
                 var lastLook = 0.0
                 var lastRound = -1e9
+                // When the next repair is due, if a wake-up for it is set.
+                var wakeAt: Double?
+                func wake(at: Double?, now: Double) {
+                    guard let at, at < (wakeAt ?? .infinity) else { return }
+                    wakeAt = at
+                    Task { try? await Task.sleep(for: .seconds(max(0, at - now))); sink.yield(.repairs) }
+                }
                 for await e in events {
                     if Task.isCancelled { break }
                     let now = POSIX.now()
@@ -138,7 +147,7 @@ public struct HostDaemon: Service {
                         if ready { notifier.watchdog(now: now) }
                         // What the guests sent, then (in a round) what to do about it.
                         for (name, ce) in hub.service(now: now) { await controller.receive(name, ce, now: now) }
-                        await controller.repairDue(now: now)
+                        wake(at: await controller.repairDue(now: now), now: now)
                         // Ticks that queued up behind a slow pass are one round, not a burst.
                         if case .tick = e, now - lastRound >= interval / 2 {
                             lastRound = now
@@ -160,7 +169,10 @@ public struct HostDaemon: Service {
                             }
                         }
                     case .kernel(let k):
-                        await controller.kernelChanged(k, now: now)
+                        wake(at: await controller.kernelChanged(k, now: now), now: now)
+                    case .repairs:
+                        wakeAt = nil   // (this wake-up's; a later one set meanwhile fires anyway)
+                        wake(at: await controller.repairDue(now: now), now: now)
                     case .admin(let ae):
                         var libvirt: LibvirtStatus?
                         if let s = source { libvirt = s.status(managed: await controller.libvirtVMs(), now: now) }

@@ -46,7 +46,8 @@ public struct InstalledHostTree: Equatable, Sendable {
         /// A root at Tandem's handle `1:` that is not as Tandem makes it now: another kind,
         /// another default class, or an HTB that lets unclassified traffic through its
         /// direct queue (as Tandem made it before the default-deny). The kernel cannot change
-        /// it in place: it is deleted, then made again (the class's limit carried over).
+        /// it in place: it is swapped for a root that drops everything, then made again (the
+        /// class's limit carried over), so the VM's traffic is never unlimited in between.
         case stale
         /// Any other root qdisc on the IFB, at another handle (replaced in one request: the
         /// IFB is Tandem's own device).
@@ -79,8 +80,9 @@ public enum HostTreeOperation: Equatable, Sendable {
     case addIFB
     /// `ip link set IFB up`
     case setIFBUp
-    /// `tc qdisc del dev IFB root`: a stale root at Tandem's handle
-    case deleteRoot
+    /// `tc qdisc replace dev IFB root handle 2: htb default 10 direct_qlen 0`: a stale root at
+    /// Tandem's handle swapped, in one request, for one that drops everything (no class)
+    case parkRoot
     /// `tc qdisc replace dev IFB root handle 1: htb default 10 direct_qlen 0`
     case replaceRoot
     /// `tc class replace dev IFB parent 1: classid 1:10 htb rate R ceil R`
@@ -105,7 +107,7 @@ public enum HostTreePlanner {
         // A new root drops the classes under it.
         let rootOK = installed.ifbExists && installed.root == .ours
         let stale = installed.ifbExists && installed.root == .stale
-        if stale { ops.append(.deleteRoot) }
+        if stale { ops.append(.parkRoot) }
         if !rootOK { ops.append(.replaceRoot) }
         let limit = max(desired.limit, HostTree.minimumRate)
         if rootOK {

@@ -9,18 +9,20 @@ import Glibc
 public enum RouteEvent: Equatable, Sendable {
     public enum TCObject: Equatable, Sendable { case qdisc, tclass, filter }
 
-    /// RTM_NEWLINK / RTM_DELLINK: an interface made, changed or deleted.
-    case link(deleted: Bool, index: Int32, name: String, sender: UInt32)
+    /// RTM_NEWLINK / RTM_DELLINK: an interface made, changed or deleted; `up` is IFF_UP.
+    case link(deleted: Bool, index: Int32, name: String, up: Bool, sender: UInt32)
     /// RTM_NEW/DEL QDISC, TCLASS, TFILTER on an interface.
     case tc(TCObject, deleted: Bool, ifindex: Int32, handle: TCHandle, parent: TCHandle, sender: UInt32)
     /// The socket's buffer overflowed (ENOBUFS): events were lost, look at everything.
     case overrun
 
-    /// The netlink port of the socket whose request caused the change (0: the kernel's own,
-    /// or not said); notifications carry the requester's port in nlmsg_pid.
+    /// The netlink port of the socket whose request caused the change, or 0. tc
+    /// notifications carry the requester's port in nlmsg_pid; link notifications carry it
+    /// only for links made or deleted, and only on newer kernels (about 6.3): a link set up
+    /// or down, a carrier change, or any link event on an older kernel says 0.
     public var sender: UInt32 {
         switch self {
-        case .link(_, _, _, let s), .tc(_, _, _, _, _, let s): s
+        case .link(_, _, _, _, let s), .tc(_, _, _, _, _, let s): s
         case .overrun: 0
         }
     }
@@ -34,16 +36,19 @@ public enum RouteEvent: Equatable, Sendable {
         let sender = m.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
         switch type {
         case RTM_NEWLINK, RTM_DELLINK:
-            // struct ifinfomsg: family u8, pad u8, type u16, index i32, flags u32, change u32
-            guard length >= 32 else { return nil }
+            // struct ifinfomsg: family u8, pad u8, type u16, index i32, flags u32, change u32.
+            // Only the interface's own (AF_UNSPEC): a bridge says AF_BRIDGE when a port joins
+            // or leaves it, and that RTM_DELLINK is no deletion of the interface.
+            guard length >= 32, m.load(fromByteOffset: 16, as: UInt8.self) == UInt8(AF_UNSPEC) else { return nil }
             let index = m.loadUnaligned(fromByteOffset: 20, as: Int32.self)
+            let up = m.loadUnaligned(fromByteOffset: 24, as: UInt32.self) & UInt32(IFF_UP) != 0
             var name = ""
             RootQdiscCounters.forEachAttribute(m, from: 32, to: length) { t, s, l in
                 if t == UInt16(IFLA_IFNAME) {
                     name = String(decoding: UnsafeRawBufferPointer(rebasing: m[s..<(s + l)]).prefix { $0 != 0 }, as: UTF8.self)
                 }
             }
-            return .link(deleted: type == RTM_DELLINK, index: index, name: name, sender: sender)
+            return .link(deleted: type == RTM_DELLINK, index: index, name: name, up: up, sender: sender)
         case RTM_NEWQDISC, RTM_DELQDISC, RTM_NEWTCLASS, RTM_DELTCLASS, RTM_NEWTFILTER, RTM_DELTFILTER:
             // struct tcmsg: family u8, pad u8 u16, ifindex i32, handle u32, parent u32, info u32
             guard length >= 36 else { return nil }
@@ -72,6 +77,8 @@ public enum RouteEvent: Equatable, Sendable {
 public final class RouteMonitor: @unchecked Sendable {
     let fd: Int32
     let wake: (read: Int32, write: Int32)
+    /// The descriptors are closed by ``stop()`` (the thread holds the monitor until it ends).
+    var closed = false
     let ignoring: Set<UInt32>
     let lock = NSLock()
     var thread: Thread?
@@ -121,7 +128,11 @@ public final class RouteMonitor: @unchecked Sendable {
         (events, sink) = AsyncStream.makeStream(of: RouteEvent.self, bufferingPolicy: .bufferingNewest(Self.buffered))
     }
 
-    deinit {
+    deinit { closeDescriptors() }
+
+    func closeDescriptors() {
+        let first: Bool = lock.withLock { defer { closed = true }; return !closed }
+        guard first else { return }
         close(fd)
         close(wake.read)
         close(wake.write)
@@ -138,16 +149,20 @@ public final class RouteMonitor: @unchecked Sendable {
         }
     }
 
-    /// Stops the thread and ends the stream.
+    /// Stops the thread, ends the stream and closes the socket (it leaves the groups: the
+    /// kernel queues nothing more for it).
     public func stop() {
-        let t: Thread? = lock.withLock {
+        let (t, wasClosed): (Thread?, Bool) = lock.withLock {
             stopped = true
-            return thread
+            defer { thread = nil }
+            return (thread, closed)
         }
+        guard !wasClosed else { return }
         var b: UInt8 = 1
         _ = write(wake.write, &b, 1)
         while t.map({ !$0.isFinished }) ?? false { usleep(1000) }
         sink.finish()
+        closeDescriptors()
     }
 
     func loop() {
@@ -157,14 +172,21 @@ public final class RouteMonitor: @unchecked Sendable {
         while true {
             if lock.withLock({ stopped }) { return }
             let r = poll(&fds, 2, -1)
-            if r < 0 { if errno == EINTR { continue }; return }
+            if r < 0 {
+                if errno == EINTR { continue }
+                // Nothing more can be read: whoever follows the stream learns it ended.
+                sink.finish()
+                return
+            }
             if fds[1].revents != 0 { return }
             guard fds[0].revents != 0 else { continue }
-            let n = recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
+            // MSG_TRUNC: the datagram's real length, to tell one cut short (then lost).
+            let n = recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT) | Int32(MSG_TRUNC))
             if n < 0 {
                 if errno == ENOBUFS { yield(.overrun) }
                 continue
             }
+            if n > buffer.count { yield(.overrun); continue }
             var off = 0
             while off + 16 <= n {
                 let len = Int(buffer.loadUnaligned(fromByteOffset: off, as: UInt32.self))

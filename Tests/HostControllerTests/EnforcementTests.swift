@@ -88,7 +88,7 @@ import TandemProtocol
         let (p1, p2) = (b1.prepares, b2.prepares)
         b1.concerned = true
         b1.lock.withLock { b1.kernelLimit = .mbit(900) }   // someone's `tc class change`
-        let tapUp = RouteEvent.link(deleted: false, index: 12, name: "v1", sender: 0)
+        let tapUp = RouteEvent.link(deleted: false, index: 12, name: "v1", up: true, sender: 0)
         await rig.controller.kernelChanged(tapUp, now: rig.now)
         #expect(b1.prepares == p1 + 1, "repaired at once, not at the next round")
         #expect(b1.limit == applied, "the limit in force put back")
@@ -102,6 +102,36 @@ import TandemProtocol
         await rig.controller.repairDue(now: rig.now + 1)
         #expect(b1.prepares == p1 + Int(Controller.repairBurst) + 1, "nothing more was asked for")
         let vm1 = await rig.controller.status(now: rig.now).vms.first { $0.name == "vm1" }
-        #expect(vm1?.repairs == UInt64(Controller.repairBurst) + 1)
+        #expect(vm1?.repairs == 1, "only the repair that put something back counts")
+    }
+
+    /// A tc change waits for a quiet moment before it is repaired (a tool deleting and adding
+    /// again is not raced), at most `tcWaitSeconds` after the first.
+    @Test func tcNotificationsWaitForAQuietMoment() async throws {
+        let rig = try Rig()
+        await rig.controller.prepare()
+        for _ in 0..<10 { await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)]) }
+        let b1 = rig.backends["vm1"]!
+        b1.concerned = true
+        let p1 = b1.prepares
+        let classGone = RouteEvent.tc(.tclass, deleted: true, ifindex: 40, handle: TCHandle(major: 1, minor: 0x10), parent: TCHandle(major: 1, minor: 0), sender: 0)
+        let t0 = rig.now
+        let due = await rig.controller.kernelChanged(classGone, now: t0)
+        #expect(b1.prepares == p1, "not at once")
+        #expect(due == t0 + Controller.tcQuietSeconds)
+        // Changes keep coming every 40 ms: the repair waits, but not past tcWaitSeconds.
+        var t = t0
+        while t < t0 + 0.3 {
+            t += 0.04
+            await rig.controller.kernelChanged(classGone, now: t)
+            if b1.prepares > p1 { break }
+        }
+        #expect(b1.prepares == p1 + 1 && t >= t0 + Controller.tcWaitSeconds && t < t0 + Controller.tcWaitSeconds + 0.05, "repaired at \(t - t0) s")
+        // Quiet after one change: repaired once it is due.
+        let t1 = t + 1
+        await rig.controller.kernelChanged(classGone, now: t1)
+        #expect(await rig.controller.repairDue(now: t1 + 0.01) == t1 + Controller.tcQuietSeconds)
+        await rig.controller.repairDue(now: t1 + Controller.tcQuietSeconds)
+        #expect(b1.prepares == p1 + 2)
     }
 }

@@ -37,9 +37,10 @@ import TandemProtocol
         // left to the kernel, which dropped it with the old device.
         (InstalledHostTree(ifbExists: false, ingress: true, redirect: false), [.addIFB, .setIFBUp, .replaceRoot, .setLimit(.mbit(40))] + [.addRedirect]),
         // A root at our handle that lets unclassified traffic through (an older Tandem's, or
-        // changed by hand): deleted and made again, the limit in force carried over.
-        (InstalledHostTree(ifbExists: true, ifbUp: true, root: .stale, limit: .mbit(7), ingress: true, redirect: true), [.deleteRoot, .replaceRoot, .setLimit(.mbit(7))]),
-        (InstalledHostTree(ifbExists: true, ifbUp: true, root: .stale, limit: nil, ingress: true, redirect: true), [.deleteRoot, .replaceRoot, .setLimit(.mbit(40))]),
+        // changed by hand): parked (swapped for a root that drops all) and made again, the limit in
+        // force carried over.
+        (InstalledHostTree(ifbExists: true, ifbUp: true, root: .stale, limit: .mbit(7), ingress: true, redirect: true), [.parkRoot, .replaceRoot, .setLimit(.mbit(7))]),
+        (InstalledHostTree(ifbExists: true, ifbUp: true, root: .stale, limit: nil, ingress: true, redirect: true), [.parkRoot, .replaceRoot, .setLimit(.mbit(40))]),
     ])
     func whatIsMissingIsAllThatIsDone(installed: InstalledHostTree, expected: [HostTreeOperation]) {
         #expect(HostTreePlanner.plan(desired: tree, installed: installed) == expected)
@@ -47,7 +48,7 @@ import TandemProtocol
 
     @Test func aStaleRootTakesTheDesiredLimitWhenNotKeepingTheKernels() {
         let stale = InstalledHostTree(ifbExists: true, ifbUp: true, root: .stale, limit: .mbit(7), ingress: true, redirect: true)
-        #expect(HostTreePlanner.plan(desired: tree, installed: stale, keepLimit: false) == [.deleteRoot, .replaceRoot, .setLimit(.mbit(40))])
+        #expect(HostTreePlanner.plan(desired: tree, installed: stale, keepLimit: false) == [.parkRoot, .replaceRoot, .setLimit(.mbit(40))])
     }
 
     @Test func aLimitBelowWhatHTBTakesIsRaisedToIt() {

@@ -8,11 +8,12 @@ import TandemTestSupport
 /// in a namespace of the test's own by `ip`, `tc` and a ``RouteSocket`` whose port it ignores.
 @Suite(.serialized, Privileged.enabled)
 struct RouteMonitorTests {
-    /// The next event that `match` takes, within `timeout` seconds.
-    static func next<T>(_ it: inout AsyncStream<RouteEvent>.Iterator, timeout: Double = 3, _ match: (RouteEvent) -> T?) async throws -> T {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            guard let e = await it.next() else { break }
+    /// The next event that `match` takes, within `timeout` seconds (the monitor is stopped
+    /// then, which ends the stream: a missing event fails the test instead of hanging it).
+    static func next<T>(_ it: inout AsyncStream<RouteEvent>.Iterator, _ monitor: RouteMonitor, timeout: Double = 3, _ match: (RouteEvent) -> T?) async throws -> T {
+        let timer = Task { try await Task.sleep(for: .seconds(timeout)); monitor.stop() }
+        defer { timer.cancel() }
+        while let e = await it.next() {
             if let t = match(e) { return t }
         }
         throw Shell.Failure("monitor", "no matching event within \(timeout) s")
@@ -29,43 +30,49 @@ struct RouteMonitorTests {
 
         try ns.ip("link add m0 type veth peer name m1")
         let m0 = try await nl.index(of: "m0")
-        let made = try await Self.next(&events) { e -> RouteEvent? in
-            if case .link(false, m0, "m0", _) = e { return e } else { return nil }
+        _ = try await Self.next(&events, monitor) { e -> Bool? in
+            if case .link(false, m0, "m0", false, _) = e { return true } else { return nil }
         }
-        #expect(made.sender != nl.localPort)
+        try ns.ip("link set m0 up")
+        _ = try await Self.next(&events, monitor) { e -> Bool? in
+            if case .link(false, m0, "m0", true, _) = e { return true } else { return nil }
+        }
 
         // Our own socket's change is left out; tc's is seen, with its handle and parent.
         try await nl.replaceHTBRoot(ifindex: m0, handle: TCHandle("1:")!, defaultClass: 0x10, directQueue: 0)
         try ns.tc("qdisc add dev m0 handle ffff: ingress")
-        let seen = try await Self.next(&events) { e -> RouteEvent? in
+        let seen = try await Self.next(&events, monitor) { e -> RouteEvent? in
             if case .tc(.qdisc, _, m0, _, _, _) = e { return e } else { return nil }
         }
         #expect(seen == .tc(.qdisc, deleted: false, ifindex: m0, handle: .ingress, parent: .ingressParent, sender: seen.sender),
                 "the first qdisc event on m0 is tc's ingress, not our own root: \(seen)")
         try ns.tc("class add dev m0 parent 1: classid 1:10 htb rate 1mbit")
         try ns.tc("class del dev m0 classid 1:10")
-        _ = try await Self.next(&events) { e -> Bool? in
+        _ = try await Self.next(&events, monitor) { e -> Bool? in
             if case .tc(.tclass, true, m0, TCHandle("1:10")!, _, _) = e { return true } else { return nil }
         }
         try ns.ip("link del m0")
-        _ = try await Self.next(&events) { e -> Bool? in
-            if case .link(true, m0, "m0", _) = e { return true } else { return nil }
+        _ = try await Self.next(&events, monitor) { e -> Bool? in
+            if case .link(true, m0, "m0", _, _) = e { return true } else { return nil }
         }
     }
 
     @Test func whatIsNotANotificationIsNotParsed() {
-        // RTM_NEWLINK, 32 bytes of header and ifinfomsg for index 9, then IFLA_IFNAME "vnet3".
+        // RTM_NEWLINK, 32 bytes of header and ifinfomsg for index 9 (IFF_UP), then IFLA_IFNAME "vnet3".
         var m: [UInt8] = []
         func le<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { m += $0 } }
         le(UInt32(44)); le(UInt16(16)); le(UInt16(0)); le(UInt32(0)); le(UInt32(77))
-        m += [0, 0, 0, 0]; le(Int32(9)); le(UInt32(0)); le(UInt32(0))
+        m += [0, 0, 0, 0]; le(Int32(9)); le(UInt32(1)); le(UInt32(0))
         le(UInt16(10)); le(UInt16(3)); m += Array("vnet3".utf8) + [0, 0, 0]
-        #expect(m.withUnsafeBytes { RouteEvent.parse($0) } == .link(deleted: false, index: 9, name: "vnet3", sender: 77))
+        #expect(m.withUnsafeBytes { RouteEvent.parse($0) } == .link(deleted: false, index: 9, name: "vnet3", up: true, sender: 77))
+        // The same from a bridge about its port (AF_BRIDGE): not the interface's own.
+        var bridge = m; bridge[16] = 7
+        #expect(bridge.withUnsafeBytes { RouteEvent.parse($0) } == nil)
         // Too short for its body, another message type, a lying attribute length.
         #expect(Array(m.prefix(30)).withUnsafeBytes { RouteEvent.parse($0) } == nil)
         var other = m; other[4] = 24   // RTM_NEWROUTE
         #expect(other.withUnsafeBytes { RouteEvent.parse($0) } == nil)
         var lying = m; lying[32] = 0xff
-        #expect(lying.withUnsafeBytes { RouteEvent.parse($0) } == .link(deleted: false, index: 9, name: "", sender: 77))
+        #expect(lying.withUnsafeBytes { RouteEvent.parse($0) } == .link(deleted: false, index: 9, name: "", up: true, sender: 77))
     }
 }
