@@ -15,6 +15,8 @@ public final class ControllerMetrics: @unchecked Sendable {
     public init() {}
 
     static let linkLabels = ["tandem_link_utilisation_ratio", "tandem_link_jain_index", "tandem_link_capacity_bits_per_second"]
+    static let groupLabels = ["tandem_group_allocation_bits_per_second", "tandem_group_measured_bits_per_second", "tandem_group_demand_bits_per_second",
+                              "tandem_group_jain_index"]
     static let vmLabels = ["tandem_vm_allocation_bits_per_second", "tandem_vm_measured_bits_per_second", "tandem_vm_demand_bits_per_second",
                            "tandem_vm_agent_connected", "tandem_channel_messages", "tandem_channel_disconnects"]
 
@@ -32,6 +34,16 @@ public final class ControllerMetrics: @unchecked Sendable {
                 g[0].record(l.utilisation)
                 g[1].record(l.jain ?? 1)
                 g[2].record(Double(l.capacity))
+                if let jg = l.jainGroups {
+                    gauges("link groups " + l.link, ["tandem_link_group_jain_index"], ("link", l.link))[0].record(jg)
+                }
+                for r in l.groups ?? [] {
+                    let v = gauges("group " + r.group, Self.groupLabels, ("group", r.group))
+                    v[0].record(Double(r.allocation))
+                    v[1].record(Double(r.measured))
+                    v[2].record(Double(r.demand))
+                    v[3].record(r.jain ?? 1)
+                }
                 for r in l.vms {
                     let v = gauges("vm " + r.vm, Self.vmLabels, ("vm", r.vm))
                     v[0].record(Double(r.allocation))

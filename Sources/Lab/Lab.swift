@@ -23,6 +23,8 @@ public struct Lab: Sendable {
         public var link = BitRate.mbit(200)
         public var phase = 10.0
         public var reservation: BitRate? = nil
+        /// Run the tenants' experiment instead (``Lab/groupVMs`` VMs in two `[[group]]`s).
+        public var groups = false
         /// Where the binaries are.
         public var binaries: String
         public var keepLogs = false
@@ -132,6 +134,7 @@ public struct Lab: Sendable {
         let t = try Topology()
         defer { t.teardown(keepLogs: o.keepLogs) }
         try build(t)
+        if o.groups { return try await runGroups(t) }
         let capacity = Double(o.link.bitsPerSecond)
         let udpRate = UInt64(capacity * 2 / Double(o.vms - 1))
         var phases: [PhaseResult] = []
@@ -201,6 +204,50 @@ public struct Lab: Sendable {
         return Report(link: o.link.bitsPerSecond, phaseSeconds: o.phase, phases: phases, fairnessTable: table.value, allTargetsMet: all)
     }
 
+    // MARK: tenants
+
+    /// The tenants' experiment: tenant-a has VM1 (weight 1) and VM2 (weight 3), tenant-b has
+    /// VM3 (weight 1); the tenants' weights are 1:1. Every VM floods (UDP, as much as the
+    /// link). Each tenant should get half of what the link carries, tenant-a's half split
+    /// 1:3 between its VMs.
+    public static let groupVMs = 3
+    static let groupOf = ["tenant-a", "tenant-a", "tenant-b"]
+    static let groupWeights: [Double] = [1, 3, 1]
+
+    func runGroups(_ t: Topology) async throws -> Report {
+        let o = options
+        try startTandem(t)
+        progress("tenants: tenant-a (vm1 weight 1, vm2 weight 3) and tenant-b (vm3), weights 1:1, all flooding")
+        let capacity = Double(o.link.bitsPerSecond)
+        let watcher = ConvergenceWatcher(lab: self, t: t) { rows in
+            guard rows.count == 3 else { return false }
+            let a = Double(rows[0].measured + rows[1].measured), b = Double(rows[2].measured)
+            return a > 0 && b > 0 && abs(a / (a + b) - 0.5) <= 0.05
+        }
+        watcher.start()
+        let table = TextBox()
+        let r = try await traffic(t, seconds: o.phase, tcp: false, udpRate: o.link.bitsPerSecond, omit: 2, phaseName: "tenants", allUDP: true) {
+            table.value = try? self.fairnessText(t)
+            if let v = table.value { self.progress("fairness (tandem-host fairness):\n" + v) }
+        }
+        let converged = watcher.stop()
+        let a = Double(r[0].throughput + r[1].throughput), b = Double(r[2].throughput)
+        let total = max(a + b, 1)
+        let ratio = Double(r[1].throughput) / max(Double(r[0].throughput), 1)
+        let between = Allocator.jainIndex([(BitRate(clamping: a), 1), (BitRate(clamping: b), 1)])
+        let within = Allocator.jainIndex([(BitRate(bitsPerSecond: r[0].throughput), 1), (BitRate(bitsPerSecond: r[1].throughput), 3)])
+        func j(_ x: Double?) -> String { x.map { String(format: "%.3f", $0) } ?? "-" }
+        let targets = [
+            Target(what: "tenant-a's share of what the link carried", wanted: "50% +- 5", measured: pct(a / total), met: abs(a / total - 0.5) <= 0.05),
+            Target(what: "vm2 : vm1 inside tenant-a", wanted: "3 +- 20%", measured: String(format: "%.2f", ratio), met: abs(ratio - 3) <= 0.6),
+            Target(what: "Jain between the tenants (weights 1:1)", wanted: ">= 0.95", measured: j(between), met: (between ?? 0) >= 0.95),
+            Target(what: "Jain inside tenant-a (weights 1:3)", wanted: ">= 0.95", measured: j(within), met: (within ?? 0) >= 0.95),
+            Target(what: "link used", wanted: ">= 90%", measured: pct(total / capacity), met: total / capacity >= 0.90),
+        ]
+        let phase = PhaseResult(phase: 1, name: "two tenants, 2 and 1 VMs, weights 1:1", vms: r, jain: within, convergence: converged, targets: targets)
+        return Report(link: o.link.bitsPerSecond, phaseSeconds: o.phase, phases: [phase], fairnessTable: table.value, allTargetsMet: targets.allSatisfy(\.met))
+    }
+
     func pct(_ x: Double) -> String { String(format: "%.1f%%", x * 100) }
 
     func jain(_ vms: [VMResult]) -> Double? {
@@ -253,6 +300,9 @@ public struct Lab: Sendable {
         capacity = "\(options.link)"
 
         """
+        if options.groups {
+            for g in ["tenant-a", "tenant-b"] { s += "\n[[group]]\nname = \"\(g)\"\nlink = \"wire\"\nweight = 1\n" }
+        }
         let guarantee = options.link.scaled(by: 0.5 / Double(options.vms))
         for i in 1...options.vms {
             s += """
@@ -263,10 +313,13 @@ public struct Lab: Sendable {
             backend = "tc"
             interface = "vm\(i)h"
             channel = "CHANNEL\(i)"
-            weight = 1
-            min = "\(max(guarantee, options.reservation ?? .zero))"
 
             """
+            if options.groups {
+                s += "group = \"\(Self.groupOf[i - 1])\"\nweight = \(Int(Self.groupWeights[i - 1]))\n"
+            } else {
+                s += "weight = 1\nmin = \"\(max(guarantee, options.reservation ?? .zero))\"\n"
+            }
         }
         return s
     }
@@ -322,15 +375,17 @@ public struct Lab: Sendable {
 
     /// Runs one phase's traffic: VM1's TCP flow (if `tcp`) and the other VMs' UDP floods,
     /// and returns what the receiver measured per VM.
-    func traffic(_ t: Topology, seconds: Double, tcp: Bool, udpRate: UInt64, omit: Int, phaseName: String, midway: (@Sendable () -> Void)? = nil) async throws -> [VMResult] {
+    /// `allUDP`: VM1 floods too.
+    func traffic(_ t: Topology, seconds: Double, tcp: Bool, udpRate: UInt64, omit: Int, phaseName: String, allUDP: Bool = false,
+                 midway: (@Sendable () -> Void)? = nil) async throws -> [VMResult] {
         let o = options
         var procs: [(Int, BackgroundProcess, URL)] = []
         for i in 1...o.vms {
-            if i == 1 && !tcp { continue }
+            if i == 1 && !tcp && !allUDP { continue }
             let out = t.dir.appendingPathComponent("iperf-vm\(i)-\(UUID().uuidString.prefix(6)).json")
             var argv = ["ip", "netns", "exec", t.vmNS[i - 1].name, "iperf3", "-c", "10.77.0.254", "-p", "\(5200 + i)",
                         "-t", String(format: "%.0f", seconds + Double(omit)), "-O", "\(omit)", "-J"]
-            if i > 1 { argv += ["-u", "-b", "\(udpRate)", "-l", "1400"] }
+            if i > 1 || allUDP { argv += ["-u", "-b", "\(udpRate)", "-l", "1400"] }
             procs.append((i, try BackgroundProcess(argv, log: out), out))
         }
         let start = POSIX.now()
@@ -353,7 +408,7 @@ public struct Lab: Sendable {
             let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
             let r = try? Iperf.parse(text)
             let bps = UInt64(r?.receivedBitsPerSecond ?? 0)
-            results.append(VMResult(vm: "vm\(i)", traffic: i == 1 ? "tcp" : "udp flood \(BitRate(bitsPerSecond: udpRate))",
+            results.append(VMResult(vm: "vm\(i)", traffic: i == 1 && !allUDP ? "tcp" : "udp flood \(BitRate(bitsPerSecond: udpRate))",
                                     throughput: bps, share: Double(bps) / Double(o.link.bitsPerSecond)))
         }
         return results

@@ -22,11 +22,14 @@ extension TandemHost {
         @Option(name: .long, help: "The shared link's rate.") var link = "200mbit"
         @Option(name: .long, help: "Length of each phase (e.g. 10s).") var phase = "10s"
         @Option(name: .long, help: "Phase 4's reservation (default: 20% of the link).") var reserve: String?
+        @Flag(name: .long, help: "Run the tenants' experiment instead: two [[group]]s with weights 1:1, tenant-a with VM1 (weight 1) and VM2 (weight 3), tenant-b with VM3, all flooding; checks each tenant's half, the 1:3 split inside, and Jain's index at both levels (3 VMs, one phase).") var groups = false
         @Flag(name: .long, help: "Print the results as JSON.") var json = false
         @Flag(name: .long, help: "Keep the logs (in /tmp/tdmlab-PID) after the run.") var keepLogs = false
 
         func validate() throws {
             guard (2...16).contains(vms) else { throw ValidationError("--vms \(vms) must be from 2 to 16") }
+            if groups && vms != 2 && vms != TandemLab.Lab.groupVMs { throw ValidationError("--groups runs \(TandemLab.Lab.groupVMs) VMs: leave --vms out") }
+            if groups && reserve != nil { throw ValidationError("--groups has no reservation phase: leave --reserve out") }
             let l: BitRate
             do { l = try BitRate(parsing: link) } catch { throw ValidationError("--link: \(error)") }
             guard l >= .mbit(10), l <= .gbit(10) else { throw ValidationError("--link \(link) must be from 10mbit to 10gbit") }
@@ -42,7 +45,8 @@ extension TandemHost {
             let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
             try TandemLab.Lab.preflight(binaries: binaries)
             var o = TandemLab.Lab.Options(binaries: binaries)
-            o.vms = vms
+            o.vms = groups ? TandemLab.Lab.groupVMs : vms
+            o.groups = groups
             o.link = try BitRate(parsing: link)
             o.phase = try DurationText.seconds(phase)
             o.reservation = try reserve.map { try BitRate(parsing: $0) }
@@ -82,7 +86,7 @@ extension TandemHost {
         }
 
         func render(_ r: TandemLab.Lab.Report) -> String {
-            var s = "Tandem lab: \(vms) VMs sharing \(BitRate(bitsPerSecond: r.link)), \(DurationText.format(r.phaseSeconds)) per phase\n\n"
+            var s = "Tandem lab: \(groups ? TandemLab.Lab.groupVMs : vms) VMs sharing \(BitRate(bitsPerSecond: r.link)), \(DurationText.format(r.phaseSeconds)) per phase\n\n"
             for p in r.phases {
                 s += "phase \(p.phase): \(p.name)\n"
                 for v in p.vms {
@@ -96,7 +100,7 @@ extension TandemHost {
                 }
                 s += "\n"
             }
-            if let t = r.fairnessTable { s += "tandem-host fairness during phase 2:\n" + t + "\n" }
+            if let t = r.fairnessTable { s += "tandem-host fairness during \(groups ? "the phase" : "phase 2"):\n" + t + "\n" }
             s += r.allTargetsMet ? "all targets met\n" : "some targets missed\n"
             return s
         }

@@ -28,6 +28,21 @@ struct LabTests {
         }
     }
 
+    /// Two tenants (issue #17): tenant-a's two VMs (weights 1 and 3) and tenant-b's one, all
+    /// flooding; margins a little below the lab's own targets.
+    @Test func tenantsLabSharesByGroupThenByVM() async throws {
+        try await TrafficGate.shared.run {
+            let r = try Shell.run([Binaries.path("tandem-host"), "lab", "--groups", "--phase", "4s", "--json"])
+            let report = try JSONDecoder().decode(Lab.Report.self, from: Data(r.stdout.utf8))
+            let p = try #require(report.phases.first)
+            let (v1, v2, v3) = (Double(p.vms[0].throughput), Double(p.vms[1].throughput), Double(p.vms[2].throughput))
+            print("lab --groups: vm1 \(v1 / 1e6), vm2 \(v2 / 1e6), vm3 \(v3 / 1e6) Mbit/s; targets \(p.targets.map { "\($0.what): \($0.measured)" })")
+            #expect(abs((v1 + v2) / (v1 + v2 + v3) - 0.5) <= 0.07, "each tenant half")
+            #expect(v2 / max(v1, 1) >= 2.2 && v2 / max(v1, 1) <= 3.8, "1:3 inside tenant-a")
+            #expect((v1 + v2 + v3) / Double(report.link) >= 0.85, "the link used")
+        }
+    }
+
     @Test func staleLabIsCleanedByTheNextRun() throws {
         // A lab that crashed: its namespace carries a pid that no longer runs.
         let gone = try BackgroundProcess(["true"])
