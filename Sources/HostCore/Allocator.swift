@@ -66,44 +66,58 @@ public enum Allocator {
         let want = (0..<n).map { min(max(Double(vms[$0].demand.bitsPerSecond), floors[$0]), caps[$0]) }
         let guarantees = vms.map { Double($0.guarantee.bitsPerSecond) }
 
-        // The first level's parties: each group with VMs in it, and each VM in none.
-        let byName = Dictionary(groups.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var parties: [[Int]] = []
-        var partyGroup: [Group?] = []
-        var slot: [String: Int] = [:]
+        // Each VM's group, by its place in `groups` (one lookup per VM); without any, one level.
+        var groupOf = [Int](repeating: -1, count: n)
+        if !groups.isEmpty {
+            let index = Dictionary(groups.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+            for i in 0..<n { if let name = vms[i].group, let k = index[name] { groupOf[i] = k } }
+        }
+        func done(_ allocation: [Double], _ limit: [Double]) -> [Output] {
+            (0..<n).map { Output(name: vms[$0].name, allocation: BitRate(clamping: allocation[$0]), limit: BitRate(clamping: limit[$0])) }
+        }
+        guard groupOf.contains(where: { $0 >= 0 }) else {
+            let (a, l) = share(capacity: c, weights: weights, guarantees: guarantees, wants: want, caps: caps, headroom: headroom)
+            return done(a, l)
+        }
+
+        // The first level's parties: each group with VMs in it, and each VM in none (a
+        // party's entry is the VM, or -1 - the group's place in `members`).
+        var members: [[Int]] = []
+        var memberGroup: [Group] = []
+        var slot = [Int](repeating: -1, count: groups.count)
+        var party: [Int] = []
         for i in 0..<n {
-            if let name = vms[i].group, let g = byName[name] {
-                if let k = slot[name] { parties[k].append(i); continue }
-                slot[name] = parties.count
-                parties.append([i]); partyGroup.append(g)
-            } else {
-                parties.append([i]); partyGroup.append(nil)
-            }
+            let k = groupOf[i]
+            guard k >= 0 else { party.append(i); continue }
+            if slot[k] >= 0 { members[slot[k]].append(i); continue }
+            slot[k] = members.count
+            party.append(-1 - members.count)
+            members.append([i]); memberGroup.append(groups[k])
         }
         var pWeight: [Double] = [], pGuarantee: [Double] = [], pWant: [Double] = [], pCap: [Double] = []
-        for (k, members) in parties.enumerated() {
-            let memberCaps = members.reduce(0) { $0 + caps[$1] }
-            if let g = partyGroup[k] {
-                let cap = min(Double((g.cap ?? capacity).bitsPerSecond), c, memberCaps)
-                pWeight.append(Self.weight(g.weight)); pCap.append(cap)
-                pWant.append(min(members.reduce(0) { $0 + want[$1] }, cap))
-                pGuarantee.append(Double(g.guarantee.bitsPerSecond))
+        for p in party {
+            if p >= 0 {
+                pWeight.append(weights[p]); pCap.append(caps[p]); pWant.append(want[p]); pGuarantee.append(guarantees[p])
             } else {
-                let i = members[0]
-                pWeight.append(weights[i]); pCap.append(caps[i]); pWant.append(want[i]); pGuarantee.append(guarantees[i])
+                let g = memberGroup[-1 - p], m = members[-1 - p]
+                let cap = min(Double((g.cap ?? capacity).bitsPerSecond), c, m.reduce(0) { $0 + caps[$1] })
+                pWeight.append(Self.weight(g.weight)); pCap.append(cap)
+                pWant.append(min(m.reduce(0) { $0 + want[$1] }, cap))
+                pGuarantee.append(Double(g.guarantee.bitsPerSecond))
             }
         }
         let (pAllocation, pLimit) = share(capacity: c, weights: pWeight, guarantees: pGuarantee, wants: pWant, caps: pCap, headroom: headroom)
 
         // The second level: a group's allocation and limit among its VMs.
         var allocation = [Double](repeating: 0, count: n), limit = allocation
-        for (k, members) in parties.enumerated() {
-            guard partyGroup[k] != nil else { allocation[members[0]] = pAllocation[k]; limit[members[0]] = pLimit[k]; continue }
-            let (a, l) = share(capacity: pAllocation[k], weights: members.map { weights[$0] }, guarantees: members.map { guarantees[$0] },
-                               wants: members.map { want[$0] }, caps: members.map { caps[$0] }, headroom: headroom, headroomCapacity: pLimit[k])
-            for (j, i) in members.enumerated() { allocation[i] = a[j]; limit[i] = l[j] }
+        for (k, p) in party.enumerated() {
+            guard p < 0 else { allocation[p] = pAllocation[k]; limit[p] = pLimit[k]; continue }
+            let m = members[-1 - p]
+            let (a, l) = share(capacity: pAllocation[k], weights: m.map { weights[$0] }, guarantees: m.map { guarantees[$0] },
+                               wants: m.map { want[$0] }, caps: m.map { caps[$0] }, headroom: headroom, headroomCapacity: pLimit[k])
+            for (j, i) in m.enumerated() { allocation[i] = a[j]; limit[i] = l[j] }
         }
-        return (0..<n).map { Output(name: vms[$0].name, allocation: BitRate(clamping: allocation[$0]), limit: BitRate(clamping: limit[$0])) }
+        return done(allocation, limit)
     }
 
     static func weight(_ w: Double) -> Double { w.isFinite && w > 0 ? w : 1 }
@@ -124,21 +138,37 @@ public enum Allocator {
     }
 
     /// Raises `a` by weight, each up to `limits`, until the sum reaches `capacity` or all
-    /// are at their limits.
+    /// are at their limits: every one still below its limit rises by `level × weight`, the
+    /// same level for all. Sorted by the level at which each reaches its limit, that is
+    /// O(n log n) (raising step by step, one VM reaching its limit per step, was O(n²)).
     static func waterFill(_ a: inout [Double], limits: [Double], weights: [Double], capacity: Double) {
         var remaining = capacity - a.reduce(0, +)
-        var active = Set(a.indices.filter { a[$0] < limits[$0] - 0.5 })
-        while remaining > 0.5, !active.isEmpty {
-            let wsum = active.reduce(0) { $0 + weights[$1] }
-            // The smallest step at which some active VM reaches its limit.
-            var step = remaining / wsum
-            for i in active { step = min(step, (limits[i] - a[i]) / weights[i]) }
-            for i in active {
-                a[i] += step * weights[i]
-                remaining -= step * weights[i]
-            }
-            active = active.filter { a[$0] < limits[$0] - 0.5 }
+        guard remaining > 0.5 else { return }
+        // The level at which each VM below its limit gets there.
+        var rising: [(level: Double, i: Int)] = []
+        rising.reserveCapacity(a.count)
+        var weight = 0.0
+        for i in a.indices where a[i] < limits[i] - 0.5 {
+            rising.append(((limits[i] - a[i]) / weights[i], i))
+            weight += weights[i]
         }
+        rising.sort { $0.level < $1.level }
+        var level = 0.0
+        var k = 0
+        while k < rising.count {
+            let (top, i) = rising[k]
+            let cost = (top - level) * weight
+            // Not enough left to bring the next one to its limit: all still rising share it.
+            guard cost <= remaining else { break }
+            remaining -= cost
+            level = top
+            weight -= weights[i]
+            a[i] = limits[i]
+            k += 1
+        }
+        guard k < rising.count, weight > 0 else { return }
+        let final = level + remaining / weight
+        for (_, i) in rising[k...] { a[i] = min(limits[i], a[i] + final * weights[i]) }
     }
 
     /// Each VM's fair share: what it would get if every VM wanted everything (guarantees,

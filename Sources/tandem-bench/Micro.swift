@@ -30,7 +30,33 @@ enum Micro {
             }
             precondition(sink > 0)
             return Result(name: "allocator round, \(n) VMs", value: per * 1e6, unit: "us", target: n == 256 ? 100 : nil, lowerIsBetter: true)
+        } + [groupedAllocator()]
+    }
+
+    /// The same round for 256 VMs in 16 groups (tenants with weights, mins and some caps;
+    /// a VM's min within its group's).
+    static func groupedAllocator() -> Result {
+        var rng = SystemRandomNumberGenerator()
+        var groups: [Allocator.Group] = []
+        for g in 0..<16 {
+            let cap: BitRate? = g % 4 == 0 ? .gbit(5) : nil
+            groups.append(Allocator.Group(name: "tenant\(g)", weight: Double(1 + g % 3), guarantee: .mbit(200), cap: cap))
         }
+        var vms: [Allocator.Input] = []
+        for i in 0..<256 {
+            let guarantee: BitRate = i % 5 == 0 ? .mbit(10) : .zero
+            let cap: BitRate? = i % 7 == 0 ? .mbit(500) : nil
+            let demand = BitRate.mbit(UInt64.random(in: 0...400, using: &rng))
+            vms.append(Allocator.Input(name: "vm\(i)", weight: Double(1 + i % 4), guarantee: guarantee, cap: cap, demand: demand, group: "tenant\(i % 16)"))
+        }
+        let capacity = BitRate.gbit(25)
+        var sink = 0
+        let per = time(2000) {
+            sink &+= Allocator.fairShares(capacity: capacity, vms, groups: groups).count
+            sink &+= Allocator.allocate(capacity: capacity, vms, groups: groups).count
+        }
+        precondition(sink > 0)
+        return Result(name: "allocator round, 256 VMs in 16 groups", value: per * 1e6, unit: "us", target: 100, lowerIsBetter: true)
     }
 
     static func codec() -> [Result] {
