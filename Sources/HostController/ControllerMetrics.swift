@@ -34,8 +34,8 @@ public final class ControllerMetrics: @unchecked Sendable {
                 g[0].record(l.utilisation)
                 g[1].record(l.jain ?? 1)
                 g[2].record(Double(l.capacity))
-                if let jg = l.jainGroups {
-                    gauges("link groups " + l.link, ["tandem_link_group_jain_index"], ("link", l.link))[0].record(jg)
+                if l.groups != nil {
+                    gauges("link groups " + l.link, ["tandem_link_group_jain_index"], ("link", l.link))[0].record(l.jainGroups ?? 1)
                 }
                 for r in l.groups ?? [] {
                     let v = gauges("group " + r.group, Self.groupLabels, ("group", r.group))

@@ -23,6 +23,9 @@ struct HostDaemonTests {
         name = "wire"
         capacity = "100mbit"
 
+        [[group]]
+        name = "spare"
+
         [[vm]]
         name = "vm1"
         interface = "t0"
@@ -42,7 +45,7 @@ struct HostDaemonTests {
         try Self.config(dir: dir, metricsPort: 1).replacingOccurrences(of: #"min = "10mbit""#, with: #"min = "10 mbit""#).write(toFile: path, atomically: true, encoding: .utf8)
         let r = try Shell.run([Binaries.path("tandem-host"), "run", "--config", path])
         #expect(r.status != 0)
-        #expect(r.stderr.contains("\(path):14: [[vm]] #1 (vm1): key 'min': invalid rate '10 mbit'"), "stderr: \(r.stderr)")
+        #expect(r.stderr.contains("\(path):17: [[vm]] #1 (vm1): key 'min': invalid rate '10 mbit'"), "stderr: \(r.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/host.sock"), "nothing started")
         let ok = try Shell.run([Binaries.path("tandem-host"), "run", "--config", path.replacingOccurrences(of: "host.toml", with: "missing.toml"), "--check"])
         #expect(ok.status != 0)
@@ -159,6 +162,8 @@ struct HostDaemonTests {
         #expect(metrics.contains("200 OK"))
         #expect(metrics.contains("tandem_vm_allocation_bits_per_second"))
         #expect(metrics.contains("vm=\"vm1\""))
+        #expect(metrics.contains("tandem_group_allocation_bits_per_second{group=\"spare\"}"), "a group's gauges")
+        #expect(metrics.contains("tandem_link_group_jain_index"))
 
         // Restart: the limits stayed in the kernel meanwhile, and the policy is back.
         host.stop()
