@@ -30,6 +30,8 @@ public actor Controller {
         var channel: (any GuestChannel)?
         var meter: RateMeter
         var measured = BitRate.zero
+        /// When `measured` was last measured.
+        var measuredAt = -1e9
         var lastDrops: UInt64?
         var dropsDelta: UInt64 = 0
         var demand = BitRate.zero
@@ -67,6 +69,10 @@ public actor Controller {
         var repairBudget = TokenBucket(rate: Controller.repairsPerSecond, burst: Controller.repairBurst)
         /// Times what `prepare` made was found changed and put back.
         var repairs: UInt64 = 0
+        /// The lowest limit in force during the interval measured last (what `measured` is
+        /// judged against), and during the one being measured now.
+        var limitMeasured: BitRate?
+        var lowestApplied: BitRate?
         /// The backend was set up once (a later set-up is a repair).
         var everPrepared = false
         /// The VM's place in the roster (spreads the close looks over the period).
@@ -365,22 +371,56 @@ public actor Controller {
         if dirty && !saving && now - lastSave >= 1 { lastSave = now; startSave() }
         let batches = await readBatches()
         for vm in roster { await measure(vm, now: now, batches: batches) }
-        for link in config.links { allocate(link, now: now) }
-        // What each link has left under its limits: a limit above a VM's new allocation may
-        // stay (no write) only while it fits in there, so the limits in force never add up to
-        // more than the link.
-        var slack: [String: BitRate] = [:]
-        for link in config.links {
-            let sum = (members[link.name] ?? []).reduce(BitRate.zero) { $0 + $1.limit }
-            slack[link.name] = link.capacity > sum ? link.capacity - sum : .zero
-        }
-        for vm in roster { await enforce(vm, now: now, slack: &slack[vm.config.link, default: .zero]) }
+        for link in config.links { await reallocate(link, now: now) }
         for vm in roster { heartbeat(vm, now: now) }
         // Metrics are scraped every few seconds: once a second is plenty.
         if let metrics, now - lastMetrics >= 1 {
             lastMetrics = now
             metrics.update(fairnessSnapshot(), status: vms)
         }
+    }
+
+    /// Allocates one link and enforces what changed. What the link has left under its
+    /// limits is its slack: a limit above a VM's new allocation may stay (no write) only
+    /// while it fits in there, so the limits in force never add up to more than the link.
+    func reallocate(_ link: HostConfig.LinkConfig, now: Double) async {
+        allocate(link, now: now)
+        let group = members[link.name] ?? []
+        let sum = group.reduce(BitRate.zero) { $0 + $1.limit }
+        var slack = link.capacity > sum ? link.capacity - sum : .zero
+        for vm in group { await enforce(vm, now: now, slack: &slack) }
+        lastAllocation[link.name] = now
+        reactAt[link.name] = nil
+    }
+
+    /// Least time between two reallocations of a link that reports ask for (between rounds):
+    /// a guest cannot make the controller spin.
+    public static let reactSeconds = 0.02
+    /// When each link was last allocated, and when a report asked for it again.
+    var lastAllocation: [String: Double] = [:]
+    var reactAt: [String: Double] = [:]
+
+    /// A report that changes what the host would give the VM (it wants more where it did
+    /// not, or no longer; its rate moved by more than a tenth): its link is allocated again
+    /// now, not at the next round.
+    func reportChanged(_ vm: VM, _ old: DemandReport?, _ new: DemandReport) -> Bool {
+        guard let old else { return true }
+        if old.wantsMore != new.wantsMore || old.unmetReservations != new.unmetReservations { return true }
+        let a = Double(old.rate.bitsPerSecond), b = Double(new.rate.bitsPerSecond)
+        return abs(a - b) > max(0.1 * max(a, b), Double(capacity(of: vm).bitsPerSecond) * 0.01)
+    }
+
+    /// The reallocations reports asked for that are due. Returns when the next one is, if
+    /// one waits (within ``reactSeconds`` of its link's last allocation).
+    @discardableResult
+    public func reactDue(now: Double) async -> Double? {
+        var next: Double?
+        for link in config.links {
+            guard let at = reactAt[link.name] else { continue }
+            let due = max(at, (lastAllocation[link.name] ?? -1e9) + Self.reactSeconds)
+            if due <= now { await reallocate(link, now: now) } else { next = min(next ?? .infinity, due) }
+        }
+        return next
     }
 
     /// One request per batch key for the round's counters (see ``CounterBatch``). A batch
@@ -435,7 +475,13 @@ public actor Controller {
             let (bytes, drops) = if let batched { batched } else { try await vm.backend.counters() }
             switch vm.meter.sample(bytes: bytes, at: now) {
             case .first: break
-            case .rate(let r), .wrapped(let r): vm.measured = r
+            case .rate(let r), .wrapped(let r):
+                vm.measured = r
+                vm.measuredAt = now
+                // The lowest limit in force over the interval just measured; the next starts
+                // with the one in force now.
+                vm.limitMeasured = vm.lowestApplied
+                vm.lowestApplied = vm.applied
             case .reset:
                 vm.resets += 1
                 vm.applied = nil   // a reset (driver reload) clears limits too: re-apply
@@ -466,7 +512,8 @@ public actor Controller {
             // Agents report on change and at least every keepalive: a report holds until then.
             let fresh = v.agent == .connected && now - v.reportTime < max(3 * config.controller.interval, 2.5 * Limits.reportKeepaliveSeconds)
             let reserved = v.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }
-            v.demand = DemandEstimate.host(measured: v.measured, limit: v.limit, drops: v.dropsDelta, report: fresh ? v.report : nil,
+            v.demand = DemandEstimate.host(measured: v.measured, limit: v.limit, limitMeasured: v.limitMeasured, drops: v.dropsDelta, report: fresh ? v.report : nil,
+                                           reportIsNewer: v.reportTime > v.measuredAt,
                                            fairShare: fair[v.config.name] ?? .zero, capacity: link.capacity, reserved: reserved)
             inputs.append(Self.input(v, demand: v.demand))
         }
@@ -518,6 +565,7 @@ public actor Controller {
             do {
                 try await vm.backend.apply(limit: vm.limit, guarantee: vm.policy.guarantee)
                 vm.applied = vm.limit
+                vm.lowestApplied = min(vm.lowestApplied ?? vm.limit, vm.limit)
                 vm.lastError = nil
             } catch {
                 if vm.lastError != "\(error)" { log.error("limit not applied", metadata: ["vm": "\(name)", "limit": "\(vm.limit)", "error": "\(error)"]) }
@@ -738,6 +786,8 @@ public actor Controller {
             if level == .info { vm.lastWelcomeLog = now }
             log.log(level: level, "agent welcomed", metadata: ["vm": "\(vm.config.name)", "agent": "\(h.agentVersion)", "interface": "\(h.interface)"])
         case .demand(let d):
+            let fresh = vm.agent == .connected && now - vm.reportTime < max(3 * config.controller.interval, 2.5 * Limits.reportKeepaliveSeconds)
+            if reportChanged(vm, fresh ? vm.report : nil, d) { reactAt[vm.config.link] = reactAt[vm.config.link] ?? now }
             vm.report = d
             vm.reportTime = now
             // The guest still enforces an older allocation: ours was lost on the way. Send it
@@ -751,6 +801,9 @@ public actor Controller {
         case .reserve(let r):
             let reply = admit(vm, r)
             send(vm, .reservation(reply))
+            // A grant is in force when the guest has the allocation that carries it: now, not
+            // at the next round.
+            if reply.granted { reactAt[vm.config.link] = reactAt[vm.config.link] ?? now }
         case .release(let r):
             vm.unconfirmed[r.id] = nil
             if vm.reservations.removeValue(forKey: r.id) != nil {

@@ -43,8 +43,8 @@ public struct HostDaemon: Service {
         case libvirt(LibvirtWatcher.Update)
         /// The kernel announced a change to links or tc objects (not the controller's own).
         case kernel(RouteEvent)
-        /// A repair a kernel notification asked for is due.
-        case repairs
+        /// A repair a kernel notification asked for, or a reallocation a report asked for, is due.
+        case due
     }
 
     /// Backends and channels for the VMs of the configuration, as the controller takes them on.
@@ -120,6 +120,9 @@ public struct HostDaemon: Service {
             let ticker = Ticker(period: interval) { sink.yield(.tick) }
             ticker.start()
             defer { ticker.stop() }
+            // A guest's frame is read when it comes (a pass at most every waker gap), so that a
+            // report that changes its VM's demand is acted on at once, not at the next round.
+            hub.startWaker(minGap: Self.channelWakeGapSeconds) { sink.yield(.channels) }
             // Channels are served at least every channelPassSeconds, by the rounds themselves
             // when they are that frequent.
             let passes = interval > Self.channelPassSeconds ? Ticker(period: Self.channelPassSeconds) { sink.yield(.channels) } : nil
@@ -136,7 +139,13 @@ public struct HostDaemon: Service {
                 func wake(at: Double?, now: Double) {
                     guard let at, at < (wakeAt ?? .infinity) else { return }
                     wakeAt = at
-                    Task { try? await Task.sleep(for: .seconds(max(0, at - now))); sink.yield(.repairs) }
+                    Task { try? await Task.sleep(for: .seconds(max(0, at - now))); sink.yield(.due) }
+                }
+                /// What kernel notifications and guests' reports asked for, if due; when the
+                /// next is, if one waits.
+                func due(_ now: Double) async -> Double? {
+                    let (r, a) = (await controller.repairDue(now: now), await controller.reactDue(now: now))
+                    return [r, a].compactMap { $0 }.min()
                 }
                 for await e in events {
                     if Task.isCancelled { break }
@@ -147,7 +156,7 @@ public struct HostDaemon: Service {
                         if ready { notifier.watchdog(now: now) }
                         // What the guests sent, then (in a round) what to do about it.
                         for (name, ce) in hub.service(now: now) { await controller.receive(name, ce, now: now) }
-                        wake(at: await controller.repairDue(now: now), now: now)
+                        hub.rearm()
                         // Ticks that queued up behind a slow pass are one round, not a burst.
                         if case .tick = e, now - lastRound >= interval / 2 {
                             lastRound = now
@@ -168,11 +177,13 @@ public struct HostDaemon: Service {
                                 notifier.ready(status: "\(config.vms.count) VMs on \(config.links.count) links")
                             }
                         }
+                        // (After the round, which allocated every link: only what came since.)
+                        wake(at: await due(now), now: now)
                     case .kernel(let k):
                         wake(at: await controller.kernelChanged(k, now: now), now: now)
-                    case .repairs:
+                    case .due:
                         wakeAt = nil   // (this wake-up's; a later one set meanwhile fires anyway)
-                        wake(at: await controller.repairDue(now: now), now: now)
+                        wake(at: await due(now), now: now)
                     case .admin(let ae):
                         var libvirt: LibvirtStatus?
                         if let s = source { libvirt = s.status(managed: await controller.libvirtVMs(), now: now) }
@@ -272,6 +283,8 @@ public struct HostDaemon: Service {
 
     /// Longest a guest's frame waits to be read when rounds are further apart than this.
     static let channelPassSeconds = 0.1
+    /// Least time between two passes a guest's frame wakes (busy guests: at most 200 a second).
+    static let channelWakeGapSeconds = 0.005
 
     static func handleAdmin(_ e: LineServer.Event, controller: Controller, server: LineServer, libvirt: LibvirtStatus? = nil, now: Double) async {
         if case .line(let client, _) = e, client.uid != 0 && client.uid != geteuid() {

@@ -143,6 +143,74 @@ public final class ChannelHub: @unchecked Sendable {
             for c in channels { drop(c, retryAt: .infinity) }
             channels.removeAll()
         }
+        waker?.stop()
+    }
+
+    // MARK: waking the caller's loop
+
+    private var waker: Waker?
+
+    /// Calls `readable` (on a thread of the hub's) when a channel has something to read, so
+    /// that the caller's loop runs a pass then instead of at its next round; at most once
+    /// per `minGap` seconds, and not again until ``rearm()`` (which the caller calls after
+    /// each pass: its channels may have opened or closed). Idle guests cost no wake-up; busy
+    /// ones at most 1 / `minGap` passes a second.
+    public func startWaker(minGap: Double, _ readable: @escaping @Sendable () -> Void) {
+        let w = Waker(hub: self, minGap: minGap, readable: readable)
+        lock.withLock { waker = w }
+        w.start()
+    }
+
+    /// After a pass: the waker looks at the channels (as they are now) again.
+    public func rearm() { lock.withLock { waker }?.poke() }
+
+    /// The descriptors of the connected channels, for the waker.
+    func descriptors() -> [Int32] { lock.withLock { channels.compactMap { $0.fd >= 0 ? $0.fd : nil } } }
+
+    final class Waker: @unchecked Sendable {
+        weak var hub: ChannelHub?
+        let minGap: Double
+        let readable: @Sendable () -> Void
+        let pipe = WakePipe()
+        let lock = NSLock()
+        var stopped = false
+        var thread: Thread?
+
+        init(hub: ChannelHub, minGap: Double, readable: @escaping @Sendable () -> Void) {
+            self.hub = hub; self.minGap = minGap; self.readable = readable
+        }
+
+        func start() {
+            let t = Thread { [self] in loop() }
+            t.name = "tandem-channel-waker"
+            thread = t
+            t.start()
+        }
+
+        func poke() { pipe.wake() }
+
+        func stop() {
+            lock.withLock { stopped = true }
+            pipe.wake()
+            while thread.map({ !$0.isFinished }) ?? false { usleep(1000) }
+        }
+
+        func loop() {
+            var lastWake = -1e9
+            while !lock.withLock({ stopped }) {
+                guard let fds = hub?.descriptors() else { return }
+                let ready = POSIX.poll([(pipe.readFD, Int16(POLLIN))] + fds.map { ($0, Int16(POLLIN)) }, timeoutMilliseconds: -1)
+                if ready.first.map({ $0 != 0 }) ?? false { pipe.drain(); continue }   // rearmed or stopped: look again
+                guard ready.dropFirst().contains(where: { $0 != 0 }) else { continue }
+                // Not more often than minGap; then tell the caller, and wait for its pass.
+                let wait = lastWake + minGap - POSIX.now()
+                if wait > 0 { usleep(UInt32(wait * 1e6)) }
+                lastWake = POSIX.now()
+                readable()
+                _ = POSIX.poll([(pipe.readFD, Int16(POLLIN))], timeoutMilliseconds: -1)
+                pipe.drain()
+            }
+        }
     }
 
     // MARK: per channel, under the lock

@@ -147,6 +147,37 @@ final class Rig: @unchecked Sendable {
 }
 
 @Suite(.serialized) struct ControllerTests {
+    /// A report that changes a VM's demand reallocates its link at once (issue #17), not at
+    /// the next round; at most every `reactSeconds` per link.
+    @Test func aReportThatWantsMoreIsActedOnBeforeTheNextRound() async throws {
+        let rig = try Rig(guarantee1: "0")
+        await rig.controller.prepare()
+        await rig.connect("vm1")
+        await rig.connect("vm2")
+        func report(_ vm: String, _ seq: UInt64, rate: BitRate, wantsMore: Bool) async {
+            await rig.guest(vm, .demand(DemandReport(sequence: seq, intervalMilliseconds: 100, epoch: 0, rate: rate, wantsMore: wantsMore)))
+        }
+        for i in 0..<30 {
+            await report("vm1", UInt64(i + 1), rate: .mbit(190), wantsMore: true)
+            await report("vm2", UInt64(i + 1), rate: .zero, wantsMore: false)
+            await rig.round(["vm1": .mbit(400)])
+        }
+        let before = try #require(rig.backends["vm2"]!.limit)
+        #expect(before < .mbit(60), "vm2 idle: \(before)")
+        // vm2's flood starts: its agent says so between rounds.
+        rig.now += 0.03
+        await report("vm2", 100, rate: before, wantsMore: true)
+        #expect(rig.backends["vm2"]!.limit == before, "nothing before the reallocation is due")
+        #expect(await rig.controller.reactDue(now: rig.now) == nil)
+        let after = try #require(rig.backends["vm2"]!.limit)
+        #expect(after >= .mbit(95), "its fair share at once, not rounds of doubling: \(after)")
+        // Another report 5 ms later waits for the link's next slot.
+        rig.now += 0.005
+        await report("vm2", 101, rate: .mbit(10), wantsMore: false)
+        let next = try #require(await rig.controller.reactDue(now: rig.now))
+        #expect(abs(next - (rig.now - 0.005 + Controller.reactSeconds)) < 1e-9)
+    }
+
     @Test func allocationsFollowDemand() async throws {
         let rig = try Rig()
         await rig.controller.prepare()

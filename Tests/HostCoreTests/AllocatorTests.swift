@@ -82,4 +82,37 @@ import TandemProtocol
         let dropping = DemandEstimate.host(measured: .mbit(50), limit: .mbit(100), drops: 3, report: nil, fairShare: .mbit(100), capacity: Self.C, reserved: .zero)
         #expect(dropping >= .mbit(200))
     }
+
+    /// Between rounds (a report reallocates the link) the measured rate is the last round's:
+    /// a VM held back by a limit raised since is still at its limit (it looked content and
+    /// lost what it had just been given); and a guest saying, after that measurement, that it
+    /// sends less and wants no more is taken at its word.
+    @Test func betweenRoundsTheMeasuredRateIsJudgedAgainstItsOwnLimit() {
+        let fair = BitRate.mbit(100)
+        let raised = DemandEstimate.host(measured: .mbit(100), limit: .mbit(145), limitMeasured: .mbit(100), drops: 0, report: nil, fairShare: fair, capacity: Self.C, reserved: .zero)
+        #expect(raised >= .mbit(290), "still at the limit it was measured under: probed up from the new one")
+        let naive = DemandEstimate.host(measured: .mbit(100), limit: .mbit(145), drops: 0, report: nil, fairShare: fair, capacity: Self.C, reserved: .zero)
+        #expect(naive == .mbit(110), "judged against the raised limit it would look content")
+        let stopped = DemandReport(sequence: 9, intervalMilliseconds: 100, epoch: 1, rate: .mbit(2), wantsMore: false)
+        let newer = DemandEstimate.host(measured: .mbit(100), limit: .mbit(100), drops: 0, report: stopped, reportIsNewer: true, fairShare: fair, capacity: Self.C, reserved: .zero)
+        #expect(newer == BitRate(clamping: 2.2e6))
+        let older = DemandEstimate.host(measured: .mbit(100), limit: .mbit(100), drops: 0, report: stopped, reportIsNewer: false, fairShare: fair, capacity: Self.C, reserved: .zero)
+        #expect(older >= fair, "a report older than the measurement does not lower it")
+        let wanting = DemandReport(sequence: 9, intervalMilliseconds: 100, epoch: 1, rate: .mbit(2), wantsMore: true)
+        #expect(DemandEstimate.host(measured: .mbit(100), limit: .mbit(100), drops: 0, report: wanting, reportIsNewer: true, fairShare: fair, capacity: Self.C, reserved: .zero) >= fair)
+    }
+
+    /// A VM far below its fair share that sits at its limit, or says it wants more, is owed
+    /// its fair share at once (issue #17: it took rounds of doubling, 400 ms and more).
+    @Test func aVMBelowItsFairShareThatWantsMoreIsTakenToWantItAtOnce() {
+        let fair = BitRate.mbit(500)
+        let atLimit = DemandEstimate.host(measured: .mbit(10), limit: .mbit(10), drops: 0, report: nil, fairShare: fair, capacity: Self.C, reserved: .zero)
+        #expect(atLimit >= fair)
+        let wants = DemandReport(sequence: 1, intervalMilliseconds: 100, epoch: 1, rate: .mbit(9), wantsMore: true)
+        let reported = DemandEstimate.host(measured: .mbit(5), limit: .mbit(10), drops: 0, report: wants, fairShare: fair, capacity: Self.C, reserved: .zero)
+        #expect(reported == fair)
+        // Not at its limit and not asking: what it sends, with a margin, as before.
+        let quiet = DemandEstimate.host(measured: .mbit(5), limit: .mbit(10), drops: 0, report: nil, fairShare: fair, capacity: Self.C, reserved: .zero)
+        #expect(quiet == BitRate(clamping: 5.5e6))
+    }
 }

@@ -37,6 +37,43 @@ import Glibc
         events.compactMap { if case .frame(let f) = $0.1 { return String(decoding: f, as: UTF8.self) } else { return nil } }
     }
 
+    /// The waker (issue #17): a frame wakes the caller's loop at once, once, and not again
+    /// until the caller's pass re-arms it; wake-ups are at least `minGap` apart.
+    @Test func aFrameWakesTheLoopOnceUntilRearmed() async throws {
+        let peer = try Peer()
+        let hub = ChannelHub()
+        defer { hub.stop() }
+        _ = hub.add(name: "vm1") { [path = peer.path] in try UnixSocket.connect(path) }
+        _ = hub.service(now: 1)
+        #expect(peer.accept())
+        final class Wakes: @unchecked Sendable { let lock = NSLock(); var times: [Double] = [] }
+        let wakes = Wakes()
+        hub.startWaker(minGap: 0.05) { wakes.lock.withLock { wakes.times.append(POSIX.now()) } }
+        hub.rearm()
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(wakes.lock.withLock { wakes.times.isEmpty }, "nothing to read, no wake-up")
+        let sent = POSIX.now()
+        peer.write("{\"a\":1}\n")
+        var first: Double?
+        for _ in 0..<200 where first == nil { first = wakes.lock.withLock { wakes.times.first }; try await Task.sleep(for: .milliseconds(1)) }
+        let woke = try #require(first, "woken by the frame")
+        print("hub waker: woken \(String(format: "%.2f", (woke - sent) * 1000)) ms after the frame was written")
+        #expect(woke - sent < 0.1)
+        // Unread, but not re-armed: no second wake-up.
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(wakes.lock.withLock { wakes.times.count } == 1)
+        // Re-armed with the frame still unread: woken again, not before minGap.
+        hub.rearm()
+        try await Task.sleep(for: .milliseconds(150))
+        let times = wakes.lock.withLock { wakes.times }
+        #expect(times.count == 2 && times[1] - times[0] >= 0.05, "\(times)")
+        // Read, re-armed: quiet again.
+        #expect(frames(hub.service(now: 2)) == ["{\"a\":1}"])
+        hub.rearm()
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(wakes.lock.withLock { wakes.times.count } == 2)
+    }
+
     @Test func readsWritesAndReconnects() throws {
         let peer = try Peer()
         let hub = ChannelHub()
