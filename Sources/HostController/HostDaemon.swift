@@ -283,8 +283,8 @@ public struct HostDaemon: Service {
 
     /// Longest a guest's frame waits to be read when rounds are further apart than this.
     static let channelPassSeconds = 0.1
-    /// Least time between two passes a guest's frame wakes (busy guests: at most 200 a second).
-    static let channelWakeGapSeconds = 0.005
+    /// Least time between two passes a guest's frame wakes (busy guests: at most 50 a second).
+    static let channelWakeGapSeconds = 0.02
 
     static func handleAdmin(_ e: LineServer.Event, controller: Controller, server: LineServer, libvirt: LibvirtStatus? = nil, now: Double) async {
         if case .line(let client, _) = e, client.uid != 0 && client.uid != geteuid() {

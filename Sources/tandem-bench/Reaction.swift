@@ -71,6 +71,28 @@ enum Reaction {
         return (tLimit, tRate, tStopped)
     }
 
+    /// From iperf3's JSON (`-i 0.1`, the 100-ms intervals a user watching it sees): the end of
+    /// the first interval that carried at least `share` bit/s and from which on every three
+    /// intervals in a row average at least that (iperf3 writes 128 KiB at a time: at 100
+    /// Mbit/s a 100-ms interval holds 9 or 10 of them, so single intervals swing by a tenth);
+    /// seconds from the start, nil if it never held. (The server's own intervals are a second
+    /// long whatever the client asks, so the client's are taken: bytes the TCP socket took,
+    /// which at a steady state is what the receiver gets.)
+    static func holds(json: String, share: Double) -> Double? {
+        guard let data = json.data(using: .utf8), let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let intervals = root["intervals"] as? [[String: Any]] else { return nil }
+        let rows: [(end: Double, bps: Double)] = intervals.compactMap { i in
+            guard let sum = i["sum"] as? [String: Any], let end = sum["end"] as? Double, let bps = sum["bits_per_second"] as? Double else { return nil }
+            return (end, bps)
+        }
+        func held(from i: Int) -> Bool {
+            guard rows[i].bps >= share else { return false }
+            return (i..<max(i, rows.count - 2)).allSatisfy { j in (rows[j].bps + rows[j + 1].bps + rows[j + 2].bps) / 3 >= share }
+        }
+        guard let k = rows.indices.first(where: held) else { return nil }
+        return rows[k].end
+    }
+
     static func run(repetitions: Int) throws -> [Result] {
         var o = Lab.Options(binaries: SystemBench.binaries)
         o.vms = 2
@@ -83,7 +105,7 @@ enum Reaction {
         try lab.startTandem(t)
         let capacity = Double(o.link.bitsPerSecond)
         let reader = try Reader(t)
-        var floodLimit: [Double] = [], floodRate: [Double] = [], stopLimit: [Double] = [], stopRate: [Double] = [], drain: [Double] = []
+        var floodLimit: [Double] = [], floodRate: [Double] = [], stopLimit: [Double] = [], stopRate: [Double] = [], drain: [Double] = [], hold: [Double] = []
         // VM1 runs TCP throughout each repetition; VM2's flood starts, then VM1's TCP stops.
         for rep in 0..<repetitions {
             FileHandle.standardError.write(Data("\rreaction: repetition \(rep + 1)/\(repetitions)".utf8))
@@ -103,16 +125,30 @@ enum Reaction {
                                     rateOK: { $0 >= 0.9 * 0.95 * capacity }, stopping: "vm1", capacity: capacity)
             if let l2 { stopLimit.append(l2) }; if let r2 { stopRate.append(r2) }
             if let d { drain.append(d) }
+            // 3. A TCP transfer starts next to the flood (what a user tries first): when does
+            // it hold 40% of the link (its fair half, as goodput), by the receiver's own
+            // 100-ms intervals?
+            Thread.sleep(forTimeInterval: 1)
+            let out = t.dir.appendingPathComponent("tcp-next-to-flood-\(rep).json")
+            let late = try BackgroundProcess(["ip", "netns", "exec", t.vmNS[0].name, "iperf3", "-c", "10.77.0.254", "-p", "5201", "-t", "2", "-i", "0.1",
+                                              "-J"], log: out)
+            _ = late.wait(timeout: 10)
+            if let h = holds(json: (try? String(contentsOf: out, encoding: .utf8)) ?? "", share: 0.4 * capacity) { hold.append(h) }
             flood.stop(signal: SIGKILL)
             Thread.sleep(forTimeInterval: 1)
         }
         FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
         func pct(_ xs: [Double], _ p: Double) -> Double { let s = xs.sorted(); return s.isEmpty ? .nan : s[min(s.count - 1, Int((Double(s.count - 1) * p).rounded()))] }
         var out: [Result] = []
-        for (name, xs, target) in [("UDP flood starts: new limit in the kernel", floodLimit, 1.0), ("UDP flood starts: new throughput", floodRate, 2.0),
-                                   ("TCP flow stops: new limit in the kernel", stopLimit, 1.0), ("TCP flow stops: new throughput", stopRate, 2.0)] {
-            out.append(Result(name: "\(name), p50 (\(xs.count)/\(repetitions) reached)", value: pct(xs, 0.5) * 1000, unit: "ms", target: target * 1000, lowerIsBetter: true))
+        // Targets (issue #17) on the p99s: the limit within 150 ms, the throughput within 300 ms.
+        for (name, xs, target) in [("UDP flood starts: new limit in the kernel", floodLimit, 0.15), ("UDP flood starts: new throughput", floodRate, 0.3),
+                                   ("TCP flow stops: new limit in the kernel", stopLimit, 0.15), ("TCP flow stops: new throughput", stopRate, 0.3),
+                                   ("TCP starts next to a flood: holds 40% of the link (iperf3's 100-ms intervals)", hold, 0.3)] {
+            out.append(Result(name: "\(name), p50 (\(xs.count)/\(repetitions) reached)", value: pct(xs, 0.5) * 1000, unit: "ms", target: nil, lowerIsBetter: true))
             out.append(Result(name: "\(name), p99", value: pct(xs, 0.99) * 1000, unit: "ms", target: target * 1000, lowerIsBetter: true))
+        }
+        if ProcessInfo.processInfo.environment["TANDEM_BENCH_DEBUG"] != nil {
+            FileHandle.standardError.write(Data("holds: \(hold.map { String(format: "%.1f", $0) }); stop limits: \(stopLimit.map { String(format: "%.3f", $0) })\n".utf8))
         }
         // What the TCP-stop figures include before anything can react: the kernel sends what
         // the killed sender's socket still holds, at the VM's limit.

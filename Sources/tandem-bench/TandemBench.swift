@@ -63,8 +63,10 @@ struct TandemBench: AsyncParsableCommand {
                 }
             case "allocator": show("allocator", Micro.allocator())
             case "codec": show("protocol codec", Micro.codec())
-            case "overhead": show("overhead", try SystemBench.controllerOverhead() + SystemBench.controllerOverhead(guests: .idleAgents)
-                                        + SystemBench.controllerOverhead(guests: .busySynthetic) + SystemBench.agentOverhead())
+            case "overhead":
+                let floor = SystemBench.FloorBox()
+                show("overhead", try SystemBench.controllerOverhead(floor: floor) + SystemBench.controllerOverhead(guests: .idleAgents, floor: floor)
+                        + SystemBench.controllerOverhead(guests: .busySynthetic, floor: floor) + SystemBench.agentOverhead())
             case "accuracy": show("accuracy (100% = goodput equal to 95% of the limit; target within 3%)", try await SystemBench.accuracy())
             case "reaction": show("reaction in the lab (\(repetitions) repetitions)", try Reaction.run(repetitions: repetitions))
             case "libvirt": show("libvirt (\(repetitions) starts)", try await LibvirtBench.run(repetitions: repetitions))
