@@ -150,8 +150,8 @@ let package = Package(
 
         // Tests, tier by tier: pure cores (no I/O), transport over real sockets, services with
         // fakes, the kernel in namespaces, the binaries end to end, QEMU guests.
-        .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol"]),
-        .testTarget(name: "HostCoreTests", dependencies: ["HostCore", "TandemProtocol"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "TandemProtocolTests", dependencies: ["TandemProtocol", "TandemTestSupport"]),
+        .testTarget(name: "HostCoreTests", dependencies: ["HostCore", "TandemProtocol", "TandemTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "AgentCoreTests", dependencies: ["AgentCore", "Netlink", "TandemProtocol"]),
         .testTarget(name: "TransportTests", dependencies: ["TandemTransport", "TandemTestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["TandemDaemon", "TandemTestSupport", .product(name: "Logging", package: "swift-log")]),

@@ -211,19 +211,8 @@ extension HostConfig {
 
         let groups = try r.tables(root, "group")
         for (i, t) in groups.enumerated() {
-            var at = "[[group]] #\(i + 1)"
-            try r.unknownKeys(t, known: ["name", "link", "weight", "min", "max"], at: at, header: "[[group]]", index: i)
-            guard let name = try r.string(t, "name", at) else { throw r.error(at, "name", "missing", header: "[[group]]", index: i) }
-            try r.checkName(name, at, "name", header: "[[group]]", index: i)
-            at += " (\(name))"
-            if cfg.groups.contains(where: { $0.name == name }) { throw r.error(at, "name", "'\(name)' is named twice", header: "[[group]]", index: i) }
-            let linkName = try r.string(t, "link", at) ?? (cfg.links.count == 1 ? cfg.links[0].name : nil)
-            guard let linkName else {
-                throw r.error(at, "link", cfg.links.isEmpty ? "missing, and there is no [[link]]: add one with its name and capacity" : "missing (there is more than one [[link]]: name one)", header: "[[group]]", index: i)
-            }
-            guard let link = cfg.links.first(where: { $0.name == linkName }) else {
-                throw r.error(at, "link", "'\(linkName)' is not a [[link]] (there are: \(cfg.links.map(\.name).joined(separator: ", ")))", header: "[[group]]", index: i)
-            }
+            let (name, at, link) = try r.entry(t, "[[group]]", i, known: ["name", "link", "weight", "min", "max"], taken: cfg.groups.map(\.name), links: cfg.links)
+            let linkName = link.name
             let weight = try r.double(t, "weight", at) ?? 1
             let min = try r.string(t, "min", at).map { (s: String) throws(ConfigError) -> BitRate in try r.rate(s, at, "min", header: "[[group]]", index: i) } ?? .zero
             let max = try r.string(t, "max", at).map { (s: String) throws(ConfigError) -> BitRate in try r.rate(s, at, "max", header: "[[group]]", index: i) }
@@ -251,19 +240,9 @@ extension HostConfig {
 
         let vms = try r.tables(root, "vm")
         for (i, t) in vms.enumerated() {
-            var at = "[[vm]] #\(i + 1)"
-            try r.unknownKeys(t, known: ["name", "link", "backend", "interface", "pf", "vf", "set_min_rate", "channel", "weight", "min", "max", "group"], at: at, header: "[[vm]]", index: i)
-            guard let name = try r.string(t, "name", at) else { throw r.error(at, "name", "missing", header: "[[vm]]", index: i) }
-            try r.checkName(name, at, "name", header: "[[vm]]", index: i)
-            at += " (\(name))"
-            if cfg.vms.contains(where: { $0.name == name }) { throw r.error(at, "name", "'\(name)' is named twice", header: "[[vm]]", index: i) }
-            let linkName = try r.string(t, "link", at) ?? (cfg.links.count == 1 ? cfg.links[0].name : nil)
-            guard let linkName else {
-                throw r.error(at, "link", cfg.links.isEmpty ? "missing, and there is no [[link]]: add one with its name and capacity" : "missing (there is more than one [[link]]: name one)", header: "[[vm]]", index: i)
-            }
-            guard cfg.links.contains(where: { $0.name == linkName }) else {
-                throw r.error(at, "link", "'\(linkName)' is not a [[link]] (there are: \(cfg.links.map(\.name).joined(separator: ", ")))", header: "[[vm]]", index: i)
-            }
+            let (name, at, link) = try r.entry(t, "[[vm]]", i, known: ["name", "link", "backend", "interface", "pf", "vf", "set_min_rate", "channel", "weight", "min", "max", "group"],
+                                               taken: cfg.vms.map(\.name), links: cfg.links)
+            let linkName = link.name
             let backendName = try r.string(t, "backend", at) ?? "tc"
             let backend: Backend
             switch backendName {
@@ -490,6 +469,25 @@ struct Reader {
         // "[[vm]] #3 (name)" says which entry: its line is looked up in that one.
         let index = index ?? at.split(separator: "#").dropFirst().first.flatMap { Int($0.prefix(while: \.isNumber)) }.map { $0 - 1 } ?? 0
         return ConfigError(file: file, location: key.map { "\(at): key '\($0)'" } ?? at, line: line(of: key, header: header ?? (at.hasPrefix("[[") ? String(at.prefix(while: { $0 != " " })) : nil), index: index), problem: problem)
+    }
+
+    /// The head of a `[[vm]]` or `[[group]]` entry: its keys known, its name (unique among
+    /// `taken`) and its link (the only one when it names none). Returns the name, the
+    /// location to name in errors from here on (`[[vm]] #3 (web)`) and the link.
+    func entry(_ t: TOMLTable, _ header: String, _ i: Int, known: Set<String>, taken: [String], links: [HostConfig.LinkConfig]) throws(ConfigError) -> (String, String, HostConfig.LinkConfig) {
+        var at = "\(header) #\(i + 1)"
+        try unknownKeys(t, known: known, at: at, header: header, index: i)
+        guard let name = try string(t, "name", at) else { throw error(at, "name", "missing", header: header, index: i) }
+        try checkName(name, at, "name", header: header, index: i)
+        at += " (\(name))"
+        if taken.contains(name) { throw error(at, "name", "'\(name)' is named twice", header: header, index: i) }
+        guard let linkName = try string(t, "link", at) ?? (links.count == 1 ? links[0].name : nil) else {
+            throw error(at, "link", links.isEmpty ? "missing, and there is no [[link]]: add one with its name and capacity" : "missing (there is more than one [[link]]: name one)", header: header, index: i)
+        }
+        guard let link = links.first(where: { $0.name == linkName }) else {
+            throw error(at, "link", "'\(linkName)' is not a [[link]] (there are: \(links.map(\.name).joined(separator: ", ")))", header: header, index: i)
+        }
+        return (name, at, link)
     }
 
     func unknownKeys(_ t: TOMLTable, known: Set<String>, at: String, header: String?, index: Int = 0) throws(ConfigError) {
