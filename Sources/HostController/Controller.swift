@@ -70,7 +70,8 @@ public actor Controller {
         /// Times what `prepare` made was found changed and put back.
         var repairs: UInt64 = 0
         /// The lowest limit in force during the interval measured last (what `measured` is
-        /// judged against), and during the one being measured now.
+        /// judged against), and during the one being measured now (from the last round's
+        /// enforcement on).
         var limitMeasured: BitRate?
         var lowestApplied: BitRate?
         /// The backend was set up once (a later set-up is a repair).
@@ -281,6 +282,14 @@ public actor Controller {
             state.limit = fair
             await prepareBackend(state, initialLimit: fair)
         }
+        // A `policy set` kept over the file may no longer fit where the reload put its VM (a
+        // group with a smaller min): said, not undone (the allocator scales guarantees that do
+        // not fit down).
+        var book = GuaranteeBook(links: config.links, groups: config.groups)
+        for name in order {
+            guard let v = vms[name], let problem = book.admit(name: name, link: v.config.link, group: v.config.group, guarantee: v.policy.guarantee) else { continue }
+            log.warning("a runtime policy no longer fits after the reload", metadata: ["vm": "\(name)", "problem": "\(problem)"])
+        }
         // What the reload forgot (released VMs' policies and reservations) is written before
         // it returns: a reload is not on the round's path.
         if dirty { await flush() }
@@ -372,6 +381,9 @@ public actor Controller {
         let batches = await readBatches()
         for vm in roster { await measure(vm, now: now, batches: batches) }
         for link in config.links { await reallocate(link, now: now) }
+        // The next interval is measured under the limits in force now, and under any lower
+        // one a reallocation between rounds sets.
+        for vm in roster { vm.lowestApplied = vm.applied }
         for vm in roster { heartbeat(vm, now: now) }
         // Metrics are scraped every few seconds: once a second is plenty.
         if let metrics, now - lastMetrics >= 1 {
@@ -481,7 +493,6 @@ public actor Controller {
                 // The lowest limit in force over the interval just measured; the next starts
                 // with the one in force now.
                 vm.limitMeasured = vm.lowestApplied
-                vm.lowestApplied = vm.applied
             case .reset:
                 vm.resets += 1
                 vm.applied = nil   // a reset (driver reload) clears limits too: re-apply
@@ -917,7 +928,10 @@ public actor Controller {
         let l = link(vm.config.link)
         if let cap = p.cap, cap > l.capacity { throw PolicyError.capAboveLink(cap: cap, link: l.name, capacity: l.capacity) }
         var book = GuaranteeBook(links: config.links, groups: config.groups)
-        for other in order where other != name { if let o = vms[other] { _ = book.admit(o.config) } }
+        // The others with the guarantees in force (a `policy set` of theirs included).
+        for other in order where other != name {
+            if let o = vms[other] { _ = book.admit(name: other, link: o.config.link, group: o.config.group, guarantee: o.policy.guarantee) }
+        }
         if let problem = book.admit(name: name, link: l.name, group: vm.config.group, guarantee: p.guarantee) {
             throw PolicyError.guaranteesDoNotFit(problem)
         }

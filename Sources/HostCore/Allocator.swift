@@ -147,27 +147,26 @@ public enum Allocator {
         // The level at which each VM below its limit gets there.
         var rising: [(level: Double, i: Int)] = []
         rising.reserveCapacity(a.count)
-        var weight = 0.0
-        for i in a.indices where a[i] < limits[i] - 0.5 {
-            rising.append(((limits[i] - a[i]) / weights[i], i))
-            weight += weights[i]
-        }
+        for i in a.indices where a[i] < limits[i] - 0.5 { rising.append(((limits[i] - a[i]) / weights[i], i)) }
         rising.sort { $0.level < $1.level }
+        // The weight still rising from each place on, summed from the end (not a running
+        // total taken down: with weights far apart that rounds to 0, or below).
+        var still = [Double](repeating: 0, count: rising.count + 1)
+        for k in stride(from: rising.count - 1, through: 0, by: -1) { still[k] = still[k + 1] + weights[rising[k].i] }
         var level = 0.0
         var k = 0
         while k < rising.count {
             let (top, i) = rising[k]
-            let cost = (top - level) * weight
+            let cost = (top - level) * still[k]
             // Not enough left to bring the next one to its limit: all still rising share it.
             guard cost <= remaining else { break }
             remaining -= cost
             level = top
-            weight -= weights[i]
             a[i] = limits[i]
             k += 1
         }
-        guard k < rising.count, weight > 0 else { return }
-        let final = level + remaining / weight
+        guard k < rising.count, still[k] > 0 else { return }
+        let final = level + remaining / still[k]
         for (_, i) in rising[k...] { a[i] = min(limits[i], a[i] + final * weights[i]) }
     }
 

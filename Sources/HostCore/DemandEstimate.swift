@@ -25,7 +25,9 @@ public enum DemandEstimate {
         var d = measured.scaled(by: 1.1)
         let held = limitMeasured ?? limit
         let atLimit = held > .zero && (measured >= held.scaled(by: 0.95) || drops > 0)
-        if atLimit { d = max(d, max(limit.scaled(by: 2), limit + capacity.scaled(by: 0.05), fairShare)) }
+        // (From the limit it was measured under: between rounds the measurement is the same,
+        // and a reallocation there must not double the probe again.)
+        if atLimit { d = max(d, max(held.scaled(by: 2), held + capacity.scaled(by: 0.05), fairShare)) }
         if let r = report {
             var claim = r.rate
             if r.wantsMore { claim = max(max(claim, limit).scaled(by: 1.5), fairShare) }

@@ -161,7 +161,7 @@ public enum LibvirtInventory {
         // group, the order the domains were first seen.
         func rank(_ c: Candidate) -> Int {
             guard let e = c.earlier else { return 2 }
-            return e.policy == c.vm.policy && e.link == c.vm.link ? 0 : 1
+            return e.policy == c.vm.policy && e.link == c.vm.link && e.group == c.vm.group ? 0 : 1
         }
         var book = GuaranteeBook(links: file.links, groups: file.groups)
         for vm in file.vms { _ = book.admit(vm) }

@@ -167,7 +167,6 @@ final class Rig: @unchecked Sendable {
         // vm2's flood starts: its agent says so between rounds.
         rig.now += 0.03
         await report("vm2", 100, rate: before, wantsMore: true)
-        #expect(rig.backends["vm2"]!.limit == before, "nothing before the reallocation is due")
         #expect(await rig.controller.reactDue(now: rig.now) == nil)
         let after = try #require(rig.backends["vm2"]!.limit)
         #expect(after >= .mbit(95), "its fair share at once, not rounds of doubling: \(after)")
@@ -176,6 +175,20 @@ final class Rig: @unchecked Sendable {
         await report("vm2", 101, rate: .mbit(10), wantsMore: false)
         let next = try #require(await rig.controller.reactDue(now: rig.now))
         #expect(abs(next - (rig.now - 0.005 + Controller.reactSeconds)) < 1e-9)
+    }
+
+    /// `policy set` counts the other VMs at the guarantees in force, their own `policy set`s
+    /// included (it counted the file's, letting two changes promise more than the link).
+    @Test func policySetCountsTheOthersAtTheirGuaranteesInForce() async throws {
+        let rig = try Rig()
+        await rig.controller.prepare()
+        _ = try await rig.controller.setPolicy(vm: "vm1", weight: nil, min: .mbit(100), max: nil)
+        do {
+            _ = try await rig.controller.setPolicy(vm: "vm2", weight: nil, min: .mbit(150), max: nil)
+            Issue.record("250mbit of guarantees on a 200mbit link")
+        } catch {
+            #expect("\(error)" == "min 150mbit would bring link wire's guarantees to 250mbit (vm1 100mbit, vm2 150mbit), more than its capacity 200mbit", "\(error)")
+        }
     }
 
     @Test func allocationsFollowDemand() async throws {

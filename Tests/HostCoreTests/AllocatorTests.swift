@@ -90,7 +90,10 @@ import TandemProtocol
     @Test func betweenRoundsTheMeasuredRateIsJudgedAgainstItsOwnLimit() {
         let fair = BitRate.mbit(100)
         let raised = DemandEstimate.host(measured: .mbit(100), limit: .mbit(145), limitMeasured: .mbit(100), drops: 0, report: nil, fairShare: fair, capacity: Self.C, reserved: .zero)
-        #expect(raised >= .mbit(290), "still at the limit it was measured under: probed up from the new one")
+        #expect(raised == .mbit(200), "still at the limit it was measured under, and probed up from that one")
+        // Reallocations between rounds (the same measurement) do not double it again.
+        let again = DemandEstimate.host(measured: .mbit(100), limit: raised, limitMeasured: .mbit(100), drops: 0, report: nil, fairShare: fair, capacity: Self.C, reserved: .zero)
+        #expect(again == raised)
         let naive = DemandEstimate.host(measured: .mbit(100), limit: .mbit(145), drops: 0, report: nil, fairShare: fair, capacity: Self.C, reserved: .zero)
         #expect(naive == .mbit(110), "judged against the raised limit it would look content")
         let stopped = DemandReport(sequence: 9, intervalMilliseconds: 100, epoch: 1, rate: .mbit(2), wantsMore: false)
@@ -100,6 +103,18 @@ import TandemProtocol
         #expect(older >= fair, "a report older than the measurement does not lower it")
         let wanting = DemandReport(sequence: 9, intervalMilliseconds: 100, epoch: 1, rate: .mbit(2), wantsMore: true)
         #expect(DemandEstimate.host(measured: .mbit(100), limit: .mbit(100), drops: 0, report: wanting, reportIsNewer: true, fairShare: fair, capacity: Self.C, reserved: .zero) >= fair)
+    }
+
+    /// Weights far apart (any weight above 0 is accepted): the link is still shared out whole,
+    /// and never more than it (a running total of the weights rounded to 0 before).
+    @Test func weightsFarApartStillFillTheLinkAndNoMore() {
+        for tiny in [5e-14, 1.6e-13, 1e-9] {
+            let vms = [Allocator.Input(name: "big", weight: 1000, cap: .mbit(50), demand: Self.C),
+                       Allocator.Input(name: "tiny", weight: tiny, demand: Self.C)]
+            let out = Allocator.allocate(capacity: Self.C, vms, headroom: false)
+            let total = out.reduce(0.0) { $0 + Double($1.allocation.bitsPerSecond) }
+            #expect(abs(total - Double(Self.C.bitsPerSecond)) <= 2, "weight \(tiny): \(out)")
+        }
     }
 
     /// A VM far below its fair share that sits at its limit, or says it wants more, is owed

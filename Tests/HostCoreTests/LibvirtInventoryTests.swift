@@ -209,6 +209,37 @@ import TandemProtocol
         #expect(again.kept.first?.reason.contains("no such [[group]]") == true)
     }
 
+    /// A VM in force whose metadata moves it into another group is admitted after the VMs
+    /// that kept theirs: it cannot take the room of a VM already in that group (which became
+    /// unmanaged when the mover came first).
+    @Test func aVMMovingGroupsDoesNotPushOutOneAlreadyThere() throws {
+        let file = try Self.file("""
+            [[group]]
+            name = "g"
+            min = "100mbit"
+            [[group]]
+            name = "h"
+            min = "100mbit"
+            """)
+        func meta(_ attrs: String) -> String { #"<tandem:policy xmlns:tandem="urn:tandem:policy:1" "# + attrs + "/>" }
+        let before = try [
+            Self.entry(Self.domain("y", devices: Self.tap("vnet2"), metadata: meta(#"group="h" min="60mbit""#))),
+            Self.entry(Self.domain("x", devices: Self.tap("vnet1"), metadata: meta(#"group="g" min="60mbit""#))),
+        ]
+        let first = LibvirtInventory.build(file: file, entries: before, devices: Self.devices())
+        #expect(first.config.vms.map(\.name) == ["y", "x"])
+        let moved = try [
+            Self.entry(Self.domain("y", devices: Self.tap("vnet2"), metadata: meta(#"group="g" min="60mbit""#))),
+            Self.entry(Self.domain("x", devices: Self.tap("vnet1"), metadata: meta(#"group="g" min="60mbit""#))),
+        ]
+        let out = LibvirtInventory.build(file: file, entries: moved, devices: Self.devices(), previous: Self.inForce(first))
+        let byName = Dictionary(uniqueKeysWithValues: out.config.vms.map { ($0.name, $0) })
+        #expect(byName["x"]?.group == "g", "x keeps its place in g")
+        #expect(byName["y"]?.group == "h", "y stays in h, on its last good policy")
+        #expect(out.unmanaged.isEmpty, "\(out.unmanaged)")
+        #expect(out.kept.first?.reason.contains("more than the group's min 100mbit") == true, "\(out.kept)")
+    }
+
     static func inForce(_ out: LibvirtInventory.Outcome) -> [String: HostConfig.VMConfig] {
         Dictionary(uniqueKeysWithValues: out.config.vms.compactMap { vm -> (String, HostConfig.VMConfig)? in
             if case .libvirt(let u) = vm.origin { (u, vm) } else { nil }
