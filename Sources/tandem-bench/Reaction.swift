@@ -1,6 +1,8 @@
 import Foundation
 import HostController
 import Netlink
+import AgentCore
+import TandemDaemon
 import TandemLab
 import TandemProtocol
 import TandemLabSupport
@@ -93,6 +95,40 @@ enum Reaction {
         return rows[k].end
     }
 
+    /// From a reservation's grant (the agent's answer to `reserve`) to its class in the VM's
+    /// own tree (what shapes the reserved flow): the host's allocation carrying it has to
+    /// reach the agent. Seconds, per repetition; each reservation is released after.
+    static func reservationInForce(_ t: Lab.Topology, repetitions: Int) throws -> [Double] {
+        let guest = try RouteSocket(namespace: t.vmNS[0].name)
+        func classes() -> [HTBClass] {
+            final class Box: @unchecked Sendable { var value: [HTBClass] = [] }
+            let box = Box(), sem = DispatchSemaphore(value: 0)
+            Task {
+                if let i = try? await guest.index(of: "eth0"), let c = try? await guest.classes(ifindex: i) { box.value = c.map(\.spec) }
+                sem.signal()
+            }
+            sem.wait()
+            return box.value
+        }
+        var out: [Double] = []
+        let rate = BitRate.mbit(17)
+        for rep in 0..<repetitions {
+            FileHandle.standardError.write(Data("\rreaction: reservation \(rep + 1)/\(repetitions)".utf8))
+            let client = try LineClient(path: t.dir.appendingPathComponent("vm1-agent.sock").path, what: "vm1's agent")
+            defer { client.close() }
+            let r = try client.call(AgentRequest(op: "reserve", rate: rate.description, proto: "tcp", dst: "10.77.0.254", dport: 5201), as: AgentResponse.self)
+            let granted = POSIX.now()
+            guard r.ok, let id = r.id else { throw CommandFailure("the reservation was refused: \(r.error ?? "?")") }
+            while POSIX.now() - granted < 2 {
+                if classes().contains(where: { $0.rate == rate || $0.ceil == rate }) { out.append(POSIX.now() - granted); break }
+                usleep(1_000)
+            }
+            _ = try? client.call(AgentRequest(op: "release", id: id), as: AgentResponse.self)
+            Thread.sleep(forTimeInterval: 0.3)
+        }
+        return out
+    }
+
     static func run(repetitions: Int) throws -> [Result] {
         var o = Lab.Options(binaries: SystemBench.binaries)
         o.vms = 2
@@ -138,12 +174,14 @@ enum Reaction {
             Thread.sleep(forTimeInterval: 1)
         }
         FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+        let inForce = try reservationInForce(t, repetitions: repetitions)
         func pct(_ xs: [Double], _ p: Double) -> Double { let s = xs.sorted(); return s.isEmpty ? .nan : s[min(s.count - 1, Int((Double(s.count - 1) * p).rounded()))] }
         var out: [Result] = []
         // Targets (issue #17) on the p99s: the limit within 150 ms, the throughput within 300 ms.
         for (name, xs, target) in [("UDP flood starts: new limit in the kernel", floodLimit, 0.15), ("UDP flood starts: new throughput", floodRate, 0.3),
                                    ("TCP flow stops: new limit in the kernel", stopLimit, 0.15), ("TCP flow stops: new throughput", stopRate, 0.3),
-                                   ("TCP starts next to a flood: holds 40% of the link (iperf3's 100-ms intervals)", hold, 0.3)] {
+                                   ("TCP starts next to a flood: holds 40% of the link (iperf3's 100-ms intervals)", hold, 0.3),
+                                   ("a reservation in force in the guest after its grant", inForce, 0.1)] {
             out.append(Result(name: "\(name), p50 (\(xs.count)/\(repetitions) reached)", value: pct(xs, 0.5) * 1000, unit: "ms", target: nil, lowerIsBetter: true))
             out.append(Result(name: "\(name), p99", value: pct(xs, 0.99) * 1000, unit: "ms", target: target * 1000, lowerIsBetter: true))
         }
