@@ -58,7 +58,7 @@ import Glibc
         for _ in 0..<200 where first == nil { first = wakes.lock.withLock { wakes.times.first }; try await Task.sleep(for: .milliseconds(1)) }
         let woke = try #require(first, "woken by the frame")
         print("hub waker: woken \(String(format: "%.2f", (woke - sent) * 1000)) ms after the frame was written")
-        #expect(woke - sent < 0.1)
+        #expect(woke - sent < 1, "woken by the frame itself (no pass runs in this test)")
         // Unread, but not re-armed: no second wake-up.
         try await Task.sleep(for: .milliseconds(100))
         #expect(wakes.lock.withLock { wakes.times.count } == 1)
