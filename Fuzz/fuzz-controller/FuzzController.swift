@@ -1,7 +1,8 @@
 // Fuzz target: what a guest sends, decoded, driven into a real Controller (fake backends and
 // channels, named as such: no kernel) for two VMs on one link, with rounds between frames.
 // The input is split into lines; each line is a frame from vm1 (vm2 stays quiet), and every
-// third line a round runs. Checked after each input: no crash (and, under the sanitizer, no
+// third line a round runs, and the reallocations reports ask for in between. Checked after
+// every frame: the limits in force within the link. After each input: no crash (and, under the sanitizer, no
 // memory error), vm1 never limited above the link or beyond its cap, vm2 untouched by vm1's
 // frames beyond its fair share's floor, reservations within their bound.
 // Built with -DFUZZING -sanitize=fuzzer,address by scripts/fuzz.sh; otherwise a replayer.
@@ -79,7 +80,11 @@ func fuzzOne(_ bytes: [UInt8]) {
         for (i, f) in input.enumerated() {
             now += 0.01
             await controller.receive("vm1", .frame(f), now: now)
+            // What a report that changes the demand asks for between rounds (issue #17).
+            await controller.reactDue(now: now)
             if i % 3 == 2 { await controller.tick(now: now) }
+            let (l1, l2) = (await controller.snapshot("vm1")?.limit ?? .zero, await controller.snapshot("vm2")?.limit ?? .zero)
+            precondition(l1.bitsPerSecond + l2.bitsPerSecond <= 200_000_002, "limits in force above the link: \(l1) + \(l2)")
         }
         await controller.tick(now: now + 0.1)
         let s1 = await controller.snapshot("vm1")!
