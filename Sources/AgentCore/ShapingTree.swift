@@ -112,7 +112,8 @@ public struct InstalledTree: Equatable, Sendable {
 
 /// One change to the kernel's tree.
 public enum ShapingOperation: Equatable, Sendable {
-    /// `tc qdisc replace dev IF root handle 1: htb default 30`
+    /// `tc qdisc replace dev IF root handle 1: htb default 30` (after deleting a root that is
+    /// not ours as it should be)
     case replaceRoot
     case addClass(HTBClass)
     /// In place: counters and queued packets stay.
@@ -134,10 +135,9 @@ public enum ShapingPlanner {
         switch installed.root {
         case .ours(let d) where d == ShapingTree.defaultMinor:
             for c in installed.classes { current[c.handle] = c }
-        case .ours:
-            ops.append(.replaceRoot)   // same handle: changed in place, classes kept
-            for c in installed.classes { current[c.handle] = c }
-        case .none, .foreign:
+        case .ours, .none, .foreign:
+            // (A root of ours with another default class is made again with everything under
+            // it: HTB cannot change a root in place, the kernel refuses it.)
             ops.append(.replaceRoot)
             currentFilters = []
         }

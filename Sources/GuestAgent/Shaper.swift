@@ -52,7 +52,7 @@ public actor Shaper {
         for op in ops {
             switch op {
             case .replaceRoot:
-                if case .foreign = have.root { try await netlink.deleteQdisc(ifindex: ifindex, parent: .root) }
+                if have.root != .none { try await netlink.deleteQdisc(ifindex: ifindex, parent: .root) }
                 try await netlink.replaceHTBRoot(ifindex: ifindex, handle: ShapingTree.qdisc, defaultClass: ShapingTree.defaultMinor)
             case .addClass(let c): try await netlink.setHTBClass(ifindex: ifindex, c, mode: .replace)
             case .changeClass(let c): try await netlink.setHTBClass(ifindex: ifindex, c, mode: .change)

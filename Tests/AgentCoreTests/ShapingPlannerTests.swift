@@ -27,6 +27,18 @@ import TandemProtocol
         #expect(lastClass < firstFilter)
     }
 
+    /// A root of ours whose default class is another (an older agent's, or changed by hand):
+    /// HTB cannot change it in place, so the whole tree is made again.
+    @Test func aRootOfOursWithAnotherDefaultIsMadeAgainWhole() {
+        let want = ShapingTree.desired(limit: .mbit(100), reservations: [])
+        var have = Self.installed(want)
+        have.root = .ours(defaultMinor: 0x99)
+        let ops = ShapingPlanner.plan(desired: want, installed: have)
+        #expect(ops.first == .replaceRoot)
+        #expect(ops.filter { if case .addClass = $0 { return true }; return false }.count == want.classes.count, "\(ops)")
+        #expect(ops.filter { if case .addFilter = $0 { return true }; return false }.count == want.filters.count)
+    }
+
     @Test func upToDateTreeNeedsNothing() {
         let want = ShapingTree.desired(limit: .mbit(100), reservations: [.init(slot: 0, reservation: ShapingTreeTests.rsv)])
         #expect(ShapingPlanner.plan(desired: want, installed: Self.installed(want)).isEmpty)
