@@ -285,9 +285,7 @@ public actor Controller {
         // A `policy set` kept over the file may no longer fit where the reload put its VM (a
         // group with a smaller min): said, not undone (the allocator scales guarantees that do
         // not fit down).
-        var book = GuaranteeBook(links: config.links, groups: config.groups)
-        for name in order {
-            guard let v = vms[name], let problem = book.admit(name: name, link: v.config.link, group: v.config.group, guarantee: v.policy.guarantee) else { continue }
+        _ = guaranteesInForce { name, problem in
             log.warning("a runtime policy no longer fits after the reload", metadata: ["vm": "\(name)", "problem": "\(problem)"])
         }
         // What the reload forgot (released VMs' policies and reservations) is written before
@@ -333,7 +331,7 @@ public actor Controller {
         state.applied = nil
         state.meter = RateMeter(ceiling: capacity + capacity)
         state.lastDrops = nil
-        await prepareBackend(state, initialLimit: state.limit > .zero ? state.limit : fairShare(vm.name))
+        await prepareBackend(state, initialLimit: initialLimit(state))
         if !sameDevice {
             do { try await old.teardown(handingOverTo: state.backend) } catch {
                 log.error("old backend not released", metadata: ["vm": "\(vm.name)", "backend": "\(old.describe)", "error": "\(error)"])
@@ -368,9 +366,20 @@ public actor Controller {
 
     func fairShare(_ name: String) -> BitRate {
         guard let vm = vms[name] else { return .zero }
-        let members = order.compactMap { vms[$0] }.filter { $0.config.link == vm.config.link }
-        return Allocator.fairShares(capacity: capacity(of: vm), members.map { Self.input($0, demand: .zero) }, groups: groups(on: vm.config.link))[name] ?? .zero
+        return fairShares(of: link(vm.config.link))[name] ?? .zero
     }
+
+    /// A link's fair shares by VM. They depend on policies only: kept until one changes (a
+    /// reload or `policy set` forgets them).
+    func fairShares(of link: HostConfig.LinkConfig) -> [String: BitRate] {
+        if let f = fairShares[link.name] { return f }
+        let f = Allocator.fairShares(capacity: link.capacity, (members[link.name] ?? []).map { Self.input($0, demand: .zero) }, groups: groups(on: link.name))
+        fairShares[link.name] = f
+        return f
+    }
+
+    /// The limit a VM's backend is set up with: its own if it has one, else its fair share.
+    func initialLimit(_ vm: VM) -> BitRate { vm.limit > .zero ? vm.limit : fairShare(vm.config.name) }
 
     // MARK: rounds
 
@@ -435,6 +444,13 @@ public actor Controller {
         return next
     }
 
+    /// What kernel notifications and guests' reports asked for, if due; when the next is, if
+    /// one waits (the daemon comes back then).
+    public func due(now: Double) async -> Double? {
+        let (r, a) = (await repairDue(now: now), await reactDue(now: now))
+        return [r, a].compactMap { $0 }.min()
+    }
+
     /// One request per batch key for the round's counters (see ``CounterBatch``). A batch
     /// that cannot be read is left out: its VMs read their own counters, which say why.
     func readBatches() async -> [String: CounterBatch] {
@@ -451,7 +467,7 @@ public actor Controller {
         let name = vm.config.name
         let batch = vm.backend.batchKey.flatMap { batches[$0] }
         if !vm.prepared {
-            await prepareBackend(vm, initialLimit: vm.limit > .zero ? vm.limit : fairShare(name))
+            await prepareBackend(vm, initialLimit: initialLimit(vm))
             if !vm.prepared { return }
         } else if let batch {
             // (Only for a backend prepared before the batch was read: one set up just now is
@@ -513,15 +529,11 @@ public actor Controller {
 
     func allocate(_ link: HostConfig.LinkConfig, now: Double) {
         let group = members[link.name] ?? []
-        // Fair shares depend on policies only: computed again when one changes.
-        let groups = groups(on: link.name)
-        let fair = fairShares[link.name] ?? Allocator.fairShares(capacity: link.capacity, group.map { Self.input($0, demand: .zero) }, groups: groups)
-        fairShares[link.name] = fair
+        let fair = fairShares(of: link)
         var inputs: [Allocator.Input] = []
         inputs.reserveCapacity(group.count)
         for v in group {
-            // Agents report on change and at least every keepalive: a report holds until then.
-            let fresh = v.agent == .connected && now - v.reportTime < max(3 * config.controller.interval, 2.5 * Limits.reportKeepaliveSeconds)
+            let fresh = reportFresh(v, now: now)
             let reserved = v.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }
             v.demand = DemandEstimate.host(measured: v.measured, limit: v.limit, limitMeasured: v.limitMeasured, drops: v.dropsDelta, report: fresh ? v.report : nil,
                                            reportIsNewer: v.reportTime > v.measuredAt,
@@ -529,10 +541,15 @@ public actor Controller {
             inputs.append(Self.input(v, demand: v.demand))
         }
         // Outputs come in the inputs' order.
-        for (v, out) in zip(group, Allocator.allocate(capacity: link.capacity, inputs, groups: groups)) {
+        for (v, out) in zip(group, Allocator.allocate(capacity: link.capacity, inputs, groups: groups(on: link.name))) {
             v.allocation = out.allocation
             v.limit = out.limit
         }
+    }
+
+    /// Agents report on change and at least every keepalive: a report holds until then.
+    func reportFresh(_ v: VM, now: Double) -> Bool {
+        v.agent == .connected && now - v.reportTime < max(3 * config.controller.interval, 2.5 * Limits.reportKeepaliveSeconds)
     }
 
     static func input(_ v: VM, demand: BitRate) -> Allocator.Input {
@@ -601,7 +618,7 @@ public actor Controller {
         let name = vm.config.name
         guard vm.prepared else {
             let before = vm.everPrepared
-            await prepareBackend(vm, initialLimit: vm.limit > .zero ? vm.limit : fairShare(name))
+            await prepareBackend(vm, initialLimit: initialLimit(vm))
             if vm.prepared && before { vm.repairs += 1 }
             return
         }
@@ -797,8 +814,7 @@ public actor Controller {
             if level == .info { vm.lastWelcomeLog = now }
             log.log(level: level, "agent welcomed", metadata: ["vm": "\(vm.config.name)", "agent": "\(h.agentVersion)", "interface": "\(h.interface)"])
         case .demand(let d):
-            let fresh = vm.agent == .connected && now - vm.reportTime < max(3 * config.controller.interval, 2.5 * Limits.reportKeepaliveSeconds)
-            if reportChanged(vm, fresh ? vm.report : nil, d) { reactAt[vm.config.link] = reactAt[vm.config.link] ?? now }
+            if reportChanged(vm, reportFresh(vm, now: now) ? vm.report : nil, d) { reactAt[vm.config.link] = reactAt[vm.config.link] ?? now }
             vm.report = d
             vm.reportTime = now
             // The guest still enforces an older allocation: ours was lost on the way. Send it
@@ -927,11 +943,7 @@ public actor Controller {
         }
         let l = link(vm.config.link)
         if let cap = p.cap, cap > l.capacity { throw PolicyError.capAboveLink(cap: cap, link: l.name, capacity: l.capacity) }
-        var book = GuaranteeBook(links: config.links, groups: config.groups)
-        // The others with the guarantees in force (a `policy set` of theirs included).
-        for other in order where other != name {
-            if let o = vms[other] { _ = book.admit(name: other, link: o.config.link, group: o.config.group, guarantee: o.policy.guarantee) }
-        }
+        var book = guaranteesInForce(except: name)
         if let problem = book.admit(name: name, link: l.name, group: vm.config.group, guarantee: p.guarantee) {
             throw PolicyError.guaranteesDoNotFit(problem)
         }
@@ -958,6 +970,17 @@ public actor Controller {
         return p
     }
 
+    /// The guarantees in force (a `policy set`'s included), VM by VM in the file's order,
+    /// with what does not fit told to `problem`.
+    func guaranteesInForce(except: String? = nil, problem: (String, String) -> Void = { _, _ in }) -> GuaranteeBook {
+        var book = GuaranteeBook(links: config.links, groups: config.groups)
+        for name in order where name != except {
+            guard let v = vms[name], let p = book.admit(name: name, link: v.config.link, group: v.config.group, guarantee: v.policy.guarantee) else { continue }
+            problem(name, p)
+        }
+        return book
+    }
+
     public func fairness() -> [LinkFairness] { fairnessSnapshot() }
 
     func fairnessSnapshot() -> [LinkFairness] {
@@ -978,13 +1001,7 @@ public actor Controller {
     }
 
     public func status(now: Double) -> HostStatus {
-        var s = statusWithoutState(now: now)
-        s.state = stateProblem
-        return s
-    }
-
-    func statusWithoutState(now: Double) -> HostStatus {
-        HostStatus(version: TandemVersion.string, uptime: now - started, links: config.links.map { "\($0.name) \($0.capacity)" },
+        var s = HostStatus(version: TandemVersion.string, uptime: now - started, links: config.links.map { "\($0.name) \($0.capacity)" },
                    vms: order.compactMap { vms[$0] }.map { v in
                        HostStatus.VM(name: v.config.name, link: v.config.link, backend: v.backend.describe, channel: v.config.channel,
                                      agent: v.agent.rawValue, session: v.handshake.session?.rawValue, limit: v.applied?.bitsPerSecond, epoch: v.epoch,
@@ -992,6 +1009,8 @@ public actor Controller {
                                      disconnects: v.disconnects, lastError: v.lastError, resets: v.resets,
                                      origin: v.config.origin == .file ? "file" : "libvirt", guestError: v.guestError, repairs: v.repairs)
                    })
+        s.state = stateProblem
+        return s
     }
 
     /// The VMs that come from libvirt domains, in order.

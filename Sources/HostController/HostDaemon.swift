@@ -141,12 +141,6 @@ public struct HostDaemon: Service {
                     wakeAt = at
                     Task { try? await Task.sleep(for: .seconds(max(0, at - now))); sink.yield(.due) }
                 }
-                /// What kernel notifications and guests' reports asked for, if due; when the
-                /// next is, if one waits.
-                func due(_ now: Double) async -> Double? {
-                    let (r, a) = (await controller.repairDue(now: now), await controller.reactDue(now: now))
-                    return [r, a].compactMap { $0 }.min()
-                }
                 for await e in events {
                     if Task.isCancelled { break }
                     let now = POSIX.now()
@@ -178,12 +172,12 @@ public struct HostDaemon: Service {
                             }
                         }
                         // (After the round, which allocated every link: only what came since.)
-                        wake(at: await due(now), now: now)
+                        wake(at: await controller.due(now: now), now: now)
                     case .kernel(let k):
                         wake(at: await controller.kernelChanged(k, now: now), now: now)
                     case .due:
                         wakeAt = nil   // (this wake-up's; a later one set meanwhile fires anyway)
-                        wake(at: await due(now), now: now)
+                        wake(at: await controller.due(now: now), now: now)
                     case .admin(let ae):
                         var libvirt: LibvirtStatus?
                         if let s = source { libvirt = s.status(managed: await controller.libvirtVMs(), now: now) }

@@ -25,23 +25,17 @@ enum Reaction {
 
         func ifbClass(_ vm: String) -> (bytes: UInt64, ceil: BitRate?) {
             let ifb = "tdm-" + TCBackend.hash8(vm)
-            let box = Box()
-            let sem = DispatchSemaphore(value: 0)
             let known = indexes[ifb]
-            Task {
+            let found: (UInt64, BitRate, Int32)? = waitFor { [socket] in
                 var index = known
                 if index == nil { index = try? await socket.index(of: ifb) }
-                if let index, let c = try? await socket.classes(ifindex: index).first(where: { $0.spec.handle == TCHandle(major: 1, minor: 0x10) }) {
-                    box.value = (c.stats.bytes, c.spec.ceil, index)
-                }
-                sem.signal()
+                guard let index, let c = try? await socket.classes(ifindex: index).first(where: { $0.spec.handle == TCHandle(major: 1, minor: 0x10) }) else { return nil }
+                return (c.stats.bytes, c.spec.ceil, index)
             }
-            sem.wait()
-            guard let (bytes, ceil, index) = box.value else { return (0, nil) }
+            guard let (bytes, ceil, index) = found else { return (0, nil) }
             indexes[ifb] = index
             return (bytes, ceil)
         }
-        final class Box: @unchecked Sendable { var value: (UInt64, BitRate, Int32)? }
     }
 
     /// Waits until `ok` holds for VM `vm` (limit and rate); returns (seconds to limit, seconds to rate).
@@ -101,14 +95,10 @@ enum Reaction {
     static func reservationInForce(_ t: Lab.Topology, repetitions: Int) throws -> [Double] {
         let guest = try RouteSocket(namespace: t.vmNS[0].name)
         func classes() -> [HTBClass] {
-            final class Box: @unchecked Sendable { var value: [HTBClass] = [] }
-            let box = Box(), sem = DispatchSemaphore(value: 0)
-            Task {
-                if let i = try? await guest.index(of: "eth0"), let c = try? await guest.classes(ifindex: i) { box.value = c.map(\.spec) }
-                sem.signal()
+            waitFor {
+                guard let i = try? await guest.index(of: "eth0"), let c = try? await guest.classes(ifindex: i) else { return [] }
+                return c.map(\.spec)
             }
-            sem.wait()
-            return box.value
         }
         var out: [Double] = []
         let rate = BitRate.mbit(17)

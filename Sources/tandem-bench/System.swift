@@ -127,20 +127,17 @@ enum SystemBench {
             getrusage(RUSAGE_SELF.rawValue, &r)
             return Double(r.ru_utime.tv_sec + r.ru_stime.tv_sec) + Double(r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e6
         }
-        final class Done: @unchecked Sendable { var roots = 0 }
-        let done = Done()
+        var roots = 0
         let c0 = usage(), t0 = POSIX.now()
         var k = 0
         while POSIX.now() - t0 < seconds {
-            let sem = DispatchSemaphore(value: 0)
-            Task { done.roots = (try? await socket.qdiscCounters())?.roots.count ?? 0; sem.signal() }
-            sem.wait()
+            roots = waitFor { (try? await socket.qdiscCounters())?.roots.count ?? 0 }
             k += 1
             let next = t0 + Double(k) * 0.1
             let wait = next - POSIX.now()
             if wait > 0 { usleep(UInt32(wait * 1e6)) }
         }
-        guard done.roots > 0 else { throw CommandFailure("the floor's dump read no qdisc") }
+        guard roots > 0 else { throw CommandFailure("the floor's dump read no qdisc") }
         return (usage() - c0) / seconds * 100
     }
 
@@ -246,3 +243,14 @@ enum SystemBench {
     }
 }
 
+
+/// Runs `body` to completion from synchronous benchmark code (the samplers and the floor
+/// loop are plain loops on their own thread, timed with the wall clock).
+func waitFor<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
+    let box = WaitBox<T>(), done = DispatchSemaphore(value: 0)
+    Task { box.value = await body(); done.signal() }
+    done.wait()
+    return box.value!
+}
+
+final class WaitBox<T>: @unchecked Sendable { var value: T? }
