@@ -30,7 +30,7 @@ let package = Package(
             name: "CNetlink",
             path: "Sources/CNetlink",
             pkgConfig: "libnl-route-3.0",
-            providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]
+            providers: [.apt(["libnl-3-dev", "libnl-route-3-dev", "libnl-genl-3-dev"])]
         ),
         // libvirt's C API through pkg-config (callback shims for the domain events).
         .systemLibrary(
@@ -160,7 +160,7 @@ let package = Package(
         .testTarget(name: "GuestAgentTests", dependencies: ["GuestAgent", "AgentCore", "TandemTransport", "TandemLabSupport", "TandemTestSupport"]),
         .testTarget(name: "DeployTests", dependencies: ["HostController", "HostCore", "TandemLabSupport", "TandemTestSupport"]),
         .testTarget(name: "LabTests", dependencies: ["TandemLab", "HostController", "HostCore", "TandemLabSupport", "TandemTestSupport"]),
-        .testTarget(name: "VMTests", dependencies: ["HostController", "HostCore", "TandemLibvirt", "TandemTransport", "TandemLabSupport", "TandemTestSupport"]),
+        .testTarget(name: "VMTests", dependencies: ["HostController", "HostCore", "Netlink", "TandemLibvirt", "TandemTransport", "TandemLabSupport", "TandemTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

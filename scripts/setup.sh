@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  libnl-3-dev libnl-route-3-dev pkg-config   # CNetlink builds against libnl through pkg-config
+  libnl-3-dev libnl-route-3-dev libnl-genl-3-dev pkg-config   # CNetlink builds against libnl through pkg-config
   iproute2                                     # ip and tc: namespaces, veth, the tests' oracle
   iperf3                                       # traffic in the tests and the lab
   iputils-ping                                 # counters move in the link tests

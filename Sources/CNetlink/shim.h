@@ -38,6 +38,11 @@
 #include <netlink/route/qdisc/tbf.h>
 #include <netlink/route/cls/u32.h>
 #include <netlink/route/act/mirred.h>
+#include <netlink/genl/genl.h>
+#include <netlink/genl/ctrl.h>
+#include <netlink/genl/family.h>
+#include <linux/genetlink.h>
+#include <linux/devlink.h>
 
 #ifndef SOL_NETLINK
 #define SOL_NETLINK 270

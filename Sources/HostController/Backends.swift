@@ -29,6 +29,8 @@ public enum CounterBatch: Sendable {
     /// A PF's VFs by number: TX bytes and drops (zero where the driver keeps no VF
     /// stats), and the max TX rate in force.
     case virtualFunctions([UInt32: (bytes: UInt64, drops: UInt64, maxRate: BitRate)])
+    /// A PF's VFs as above, and every devlink rate object (leaves and nodes).
+    case devlink(vfs: [UInt32: (bytes: UInt64, drops: UInt64, maxRate: BitRate)], rates: [DevlinkRate])
 }
 
 /// Where a VM's hard limit lives, and where its sent bytes are counted.

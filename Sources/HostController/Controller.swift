@@ -245,7 +245,7 @@ public actor Controller {
         for vm in change.replaced {
             guard let state = vms[vm.name] else { continue }
             let capacity = next.links.first { $0.name == vm.link }!.capacity
-            if state.config.backend != vm.backend { await replaceBackend(state, with: vm, attach: attach, capacity: capacity) }
+            if state.config.backend != vm.backend || (vm.backend.groupInHardware && state.config.group != vm.group) { await replaceBackend(state, with: vm, attach: attach, capacity: capacity) }
             if state.config.channel != vm.channel {
                 attach.detach(vm.name)
                 state.channel = attach.channel(for: vm)
@@ -324,7 +324,7 @@ public actor Controller {
         let old = state.backend
         let sameDevice: Bool
         switch (state.config.backend, vm.backend) {
-        case (.sriov(let p1, let v1, _), .sriov(let p2, let v2, _)): sameDevice = p1 == p2 && v1 == v2
+        case (.sriov(let p1, let v1, _, _), .sriov(let p2, let v2, _, _)): sameDevice = p1 == p2 && v1 == v2
         default: sameDevice = false
         }
         state.backend = attach.backend(for: vm)

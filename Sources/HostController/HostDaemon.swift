@@ -51,11 +51,17 @@ public struct HostDaemon: Service {
     struct Attachments: VMAttachments {
         let netlink: RouteSocket
         let hub: ChannelHub
+        /// Generic netlink, for devlink's rate objects.
+        let devlink: RouteSocket
+        /// The groups' rate nodes (devlink backend), as the configuration in force says.
+        let nodes: DevlinkNodes
 
         func backend(for vm: HostConfig.VMConfig) -> any HardLimitBackend {
             switch vm.backend {
             case .tc(let iface): TCBackend(vm: vm.name, interface: iface, netlink: netlink)
-            case .sriov(let pf, let vf, let setMin): SRIOVBackend(pf: pf, vf: vf, setMin: setMin, netlink: netlink)
+            case .sriov(let pf, let vf, let setMin, false): SRIOVBackend(pf: pf, vf: vf, setMin: setMin, netlink: netlink)
+            case .sriov(let pf, let vf, let setMin, true):
+                DevlinkBackend(pf: pf, vf: vf, setMin: setMin, group: vm.group, nodes: nodes, netlink: netlink, devlink: devlink)
             }
         }
 
@@ -74,7 +80,7 @@ public struct HostDaemon: Service {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         let netlink = try RouteSocket()
         let hub = ChannelHub()
-        let attach = Attachments(netlink: netlink, hub: hub)
+        let attach = Attachments(netlink: netlink, hub: hub, devlink: try RouteSocket(protocol: .generic), nodes: DevlinkNodes(config.groups))
         var backends: [String: any HardLimitBackend] = [:]
         var channels: [String: any GuestChannel] = [:]
         for vm in config.vms {
@@ -242,6 +248,7 @@ public struct HostDaemon: Service {
             log.warning("[libvirt] changed: it takes effect at a restart", metadata: ["uri": "\(config.libvirt?.uri ?? "none")"])
         }
         let previous = await Self.libvirtVMs(controller)
+        attach.nodes.update(new.groups)
         let inventory = source.map { LibvirtInventory.build(file: new, entries: $0.ordered, devices: devices, previous: previous) }
         let change = await controller.reload(inventory?.config ?? new, attach: attach)
         notifier.ready(status: "\(new.vms.count) VMs on \(new.links.count) links (reloaded: \(change.added.count) added, \(change.removed.count) removed)")

@@ -32,6 +32,9 @@ public struct HostConfig: Sendable, Equatable {
         public var defaults = VMPolicy(weight: 1, guarantee: .zero, cap: nil)
         /// Set the NIC's min TX rate (the guarantee) on libvirt VMs' VFs on this link.
         public var setMinRate = false
+        /// Limit libvirt VMs' VFs on this link through devlink rate objects (`vf_backend =
+        /// "devlink"`), not the PF's VF rate.
+        public var devlink = false
 
         public init(name: String, capacity: BitRate, reserveBeyondGuarantee: Bool = false, pfs: [String] = [], bridges: [String] = [],
                     defaults: VMPolicy = VMPolicy(weight: 1, guarantee: .zero, cap: nil), setMinRate: Bool = false) {
@@ -66,7 +69,12 @@ public struct HostConfig: Sendable, Equatable {
         /// Shape the VM's egress on the host interface (tap, macvtap, veth) via an IFB.
         case tc(interface: String)
         /// The VF's TX limit on the PF. `setMin`: also set the NIC's min TX rate (guarantee).
-        case sriov(pf: String, vf: UInt32, setMin: Bool)
+        /// `devlink`: through the VF's devlink rate leaf (tx_max, tx_share), its group a rate
+        /// node, instead of the PF's VF rate (`ip link set PF vf N max_tx_rate`).
+        case sriov(pf: String, vf: UInt32, setMin: Bool, devlink: Bool = false)
+
+        /// Whether the VM's group is part of its backend (a devlink rate node).
+        public var groupInHardware: Bool { if case .sriov(_, _, _, true) = self { true } else { false } }
     }
 
     /// Where a VM comes from: a `[[vm]]` in the file, or a running libvirt domain.
@@ -173,7 +181,8 @@ extension HostConfig {
         let links = try r.tables(root, "link")
         for (i, t) in links.enumerated() {
             let at = "[[link]] #\(i + 1)"
-            try r.unknownKeys(t, known: ["name", "capacity", "reserve_beyond_guarantee", "pf", "bridge", "default_weight", "default_min", "default_max", "set_min_rate"],
+            try r.unknownKeys(t, known: ["name", "capacity", "reserve_beyond_guarantee", "pf", "bridge", "default_weight", "default_min", "default_max", "set_min_rate",
+                                               "vf_backend"],
                               at: at, header: "[[link]]", index: i)
             guard let name = try r.string(t, "name", at) else { throw r.error(at, "name", "missing", header: "[[link]]", index: i) }
             try r.checkName(name, at, "name", header: "[[link]]", index: i)
@@ -196,6 +205,11 @@ extension HostConfig {
             }
             if let c = link.defaults.cap, c > cap { throw r.error(named, "default_max", "\(c) is above the link's capacity \(cap)", header: "[[link]]", index: i) }
             link.setMinRate = try r.bool(t, "set_min_rate", named) ?? false
+            switch try r.string(t, "vf_backend", named) ?? "sriov" {
+            case "sriov": link.devlink = false
+            case "devlink": link.devlink = true
+            case let other: throw r.error(named, "vf_backend", "'\(other)' is not \"sriov\" or \"devlink\"", header: "[[link]]", index: i)
+            }
             // A device names one link (a macvtap's uplink is looked up among both lists).
             if let dev = link.pfs.first(where: link.bridges.contains) {
                 throw r.error(named, "bridge", "'\(dev)' is also this link's pf", header: "[[link]]", index: i)
@@ -250,14 +264,14 @@ extension HostConfig {
                 guard let iface = try r.string(t, "interface", at) else { throw r.error(at, "interface", "missing: the VM's host interface (tap, macvtap, veth) for backend \"tc\"", header: "[[vm]]", index: i) }
                 try r.checkInterface(iface, at, "interface", header: "[[vm]]", index: i)
                 backend = .tc(interface: iface)
-            case "sriov":
-                guard let pf = try r.string(t, "pf", at) else { throw r.error(at, "pf", "missing: the PF's interface for backend \"sriov\"", header: "[[vm]]", index: i) }
+            case "sriov", "devlink":
+                guard let pf = try r.string(t, "pf", at) else { throw r.error(at, "pf", "missing: the PF's interface for backend \"\(backendName)\"", header: "[[vm]]", index: i) }
                 try r.checkInterface(pf, at, "pf", header: "[[vm]]", index: i)
-                guard let vf = try r.int(t, "vf", at) else { throw r.error(at, "vf", "missing: the VF's number for backend \"sriov\"", header: "[[vm]]", index: i) }
+                guard let vf = try r.int(t, "vf", at) else { throw r.error(at, "vf", "missing: the VF's number for backend \"\(backendName)\"", header: "[[vm]]", index: i) }
                 guard (0...255).contains(vf) else { throw r.error(at, "vf", "\(vf) is not a VF number from 0 to 255", header: "[[vm]]", index: i) }
-                backend = .sriov(pf: pf, vf: UInt32(vf), setMin: try r.bool(t, "set_min_rate", at) ?? false)
+                backend = .sriov(pf: pf, vf: UInt32(vf), setMin: try r.bool(t, "set_min_rate", at) ?? false, devlink: backendName == "devlink")
             default:
-                throw r.error(at, "backend", "'\(backendName)' is not \"tc\" or \"sriov\"", header: "[[vm]]", index: i)
+                throw r.error(at, "backend", "'\(backendName)' is not \"tc\", \"sriov\" or \"devlink\"", header: "[[vm]]", index: i)
             }
             let weight = try r.double(t, "weight", at) ?? 1
             let min = try r.string(t, "min", at).map { (s: String) throws(ConfigError) -> BitRate in try r.rate(s, at, "min", header: "[[vm]]", index: i) } ?? .zero
@@ -299,7 +313,7 @@ extension HostConfig {
             let key: String
             switch vm.backend {
             case .tc(let iface): key = "interface \(iface)"
-            case .sriov(let pf, let vf, _): key = "pf \(pf) vf \(vf)"
+            case .sriov(let pf, let vf, _, _): key = "pf \(pf) vf \(vf)"
             }
             if let other = seen[key] { throw ConfigError(file: file, location: "[[vm]] (\(vm.name))", line: nil, problem: "\(key) is also \(other)'s") }
             seen[key] = vm.name

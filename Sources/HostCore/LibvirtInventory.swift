@@ -102,7 +102,7 @@ public enum LibvirtInventory {
                 do {
                     let m = try devices.vf(address)
                     if let link = file.links.first(where: { $0.pfs.contains(m.pf) }) {
-                        found.append((.sriov(pf: m.pf, vf: m.vf, setMin: link.setMinRate), link, "VF \(address) (\(m.pf) vf \(m.vf))"))
+                        found.append((.sriov(pf: m.pf, vf: m.vf, setMin: link.setMinRate, devlink: link.devlink), link, "VF \(address) (\(m.pf) vf \(m.vf))"))
                     } else {
                         missed.append("<hostdev> VF \(address) is on PF \(m.pf), which no [[link]] names (pf = \"\(m.pf)\")")
                     }
@@ -218,7 +218,7 @@ extension HostConfig.Backend {
     public func sameDevice(as other: HostConfig.Backend) -> Bool {
         switch (self, other) {
         case (.tc(let a), .tc(let b)): a == b
-        case (.sriov(let p1, let v1, _), .sriov(let p2, let v2, _)): p1 == p2 && v1 == v2
+        case (.sriov(let p1, let v1, _, _), .sriov(let p2, let v2, _, _)): p1 == p2 && v1 == v2
         default: false
         }
     }

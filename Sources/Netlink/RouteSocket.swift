@@ -3,7 +3,9 @@ import CNetlink
 import Glibc
 #endif
 
-/// One rtnetlink socket (NETLINK_ROUTE) through libnl, with a single owner.
+/// One netlink socket through libnl, with a single owner: rtnetlink (NETLINK_ROUTE) for
+/// links, VFs and tc, or generic netlink (NETLINK_GENERIC, ``init(namespace:protocol:)``)
+/// for devlink's rate objects (``DevlinkRate``).
 ///
 /// libnl sockets are not thread-safe (a shared socket mixes up sequence numbers), so each
 /// socket is an actor and no libnl object leaves it. Requests ask for acks and for the
@@ -26,12 +28,23 @@ public actor RouteSocket {
     /// How often an interrupted dump (NLM_F_DUMP_INTR: the table changed under it) is retried.
     static let dumpRetries = 5
 
+    /// Which netlink: rtnetlink, or generic netlink (devlink).
+    public enum Kind: Sendable {
+        case route, generic
+        var value: Int32 { self == .route ? NETLINK_ROUTE : NETLINK_GENERIC }
+        var name: String { self == .route ? "NETLINK_ROUTE" : "NETLINK_GENERIC" }
+    }
+    public nonisolated let proto: Kind
+    /// Generic netlink families resolved so far (``devlinkFamily()``).
+    var families: [String: GenericFamily] = [:]
+
     /// Opens a socket in the caller's namespace, or in the named one (`ip netns` name).
-    public init(namespace: String? = nil) throws(NetlinkError) {
+    public init(namespace: String? = nil, protocol proto: Kind = .route) throws(NetlinkError) {
+        let kind = proto.name
         guard let s = nl_socket_alloc() else {
-            throw NetlinkError(operation: "nl_socket_alloc", object: "NETLINK_ROUTE", errno: ENOMEM)
+            throw NetlinkError(operation: "nl_socket_alloc", object: kind, errno: ENOMEM)
         }
-        let connect = { () -> Int32 in nl_connect(s, NETLINK_ROUTE) }
+        let connect = { () -> Int32 in nl_connect(s, proto.value) }
         var rc: Int32
         if let namespace {
             do { rc = try NetworkNamespace.run(in: namespace, connect) } catch {
@@ -43,7 +56,7 @@ public actor RouteSocket {
         }
         guard rc == 0 else {
             nl_socket_free(s)
-            throw NetlinkError(operation: "nl_connect", object: "NETLINK_ROUTE", errno: 0, detail: String(cString: nl_geterror(rc)))
+            throw NetlinkError(operation: "nl_connect", object: kind, errno: 0, detail: String(cString: nl_geterror(rc)))
         }
         // Large replies (a PF with 256 VFs and their stats) exceed 64 KiB: peek at each
         // message's size before reading it, and give the socket room for big dumps.
@@ -56,8 +69,9 @@ public actor RouteSocket {
         let ackRC = tandem_install_ack(s, a)
         if ackRC < 0 && ackRC != -NLE_OPNOTSUPP {
             nl_socket_free(s); a.deallocate()
-            throw NetlinkError(operation: "nl_socket_modify_err_cb", object: "NETLINK_ROUTE", errno: 0, detail: String(cString: nl_geterror(ackRC)))
+            throw NetlinkError(operation: "nl_socket_modify_err_cb", object: kind, errno: 0, detail: String(cString: nl_geterror(ackRC)))
         }
+        self.proto = proto
         self.sock = s
         self.ack = a
         self.namespace = namespace

@@ -49,6 +49,35 @@ import TandemProtocol
         #expect(c.relinked.isEmpty && c.needsRestart.isEmpty && !c.tuned)
     }
 
+    /// A devlink VM's group is its leaf's node: a VM that changes group has its backend made
+    /// again (another VM's group change is only a policy change).
+    @Test func aDevlinkVMThatChangesGroupIsReplaced() throws {
+        let text = """
+            [[link]]
+            name = "wire"
+            capacity = "1gbit"
+            [[group]]
+            name = "g1"
+            link = "wire"
+            [[group]]
+            name = "g2"
+            link = "wire"
+            [[vm]]
+            name = "d"
+            backend = "devlink"
+            pf = "p0"
+            vf = 1
+            group = "g1"
+            [[vm]]
+            name = "t"
+            interface = "ta"
+            group = "g1"
+            """
+        let c = ConfigChange(from: try HostConfig.parse(text), to: try HostConfig.parse(text.replacingOccurrences(of: #"group = "g1""#, with: #"group = "g2""#)))
+        #expect(c.replaced.map(\.name) == ["d"])
+        #expect(c.repoliced.map(\.name) == ["t"])
+    }
+
     @Test func aVMThatComesFromLibvirtNowIsReplaced() throws {
         let old = try HostConfig.parse(Self.base)
         var new = old

@@ -75,6 +75,26 @@ import TandemProtocol
         }
     }
 
+    /// `backend = "devlink"`: an SR-IOV VF limited through its devlink rate leaf; a link's
+    /// `vf_backend` says the same for libvirt's VFs on it.
+    @Test func devlinkBackendAndTheLinksVFBackend() throws {
+        let c = try HostConfig.parse(Self.good.replacingOccurrences(of: #"backend = "sriov""#, with: "backend = \"devlink\"\nset_min_rate = true")
+            .replacingOccurrences(of: #"capacity = "1gbit""#, with: "capacity = \"1gbit\"\nvf_backend = \"devlink\""))
+        #expect(c.vms[1].backend == .sriov(pf: "enp3s0f0", vf: 1, setMin: true, devlink: true))
+        #expect(c.vms[1].backend.groupInHardware && !c.vms[0].backend.groupInHardware)
+        #expect(c.links[0].devlink)
+        #expect(try !HostConfig.parse(Self.good).links[0].devlink, "sriov by default")
+        for (from, to, fragments) in [
+            (#"capacity = "1gbit""#, "capacity = \"1gbit\"\nvf_backend = \"ethtool\"", ["key 'vf_backend'", "'ethtool' is not \"sriov\" or \"devlink\""]),
+            (#"vf = 1"#, "", ["key 'vf'", "missing: the VF's number for backend \"devlink\""]),
+        ] {
+            let text = Self.good.replacingOccurrences(of: #"backend = "sriov""#, with: #"backend = "devlink""#).replacingOccurrences(of: from, with: to)
+            do { _ = try HostConfig.parse(text, file: "host.toml"); Issue.record("\(to) accepted") } catch {
+                for f in fragments { #expect(error.description.contains(f), "'\(error.description)' lacks '\(f)'") }
+            }
+        }
+    }
+
     @Test func libvirtAndTheLinksDevicesParse() throws {
         let c = try HostConfig.parse("""
             [libvirt]

@@ -6,6 +6,7 @@ import TandemTestSupport
 import HostCore
 import TandemLabSupport
 import TandemTransport
+import Netlink
 
 /// What a namespace cannot prove: a real virtio-serial port between a guest kernel and the
 /// host, and the VF netlink path against a kernel driver that implements it (netdevsim).
@@ -197,5 +198,114 @@ struct VMTests {
         #expect(restored[0]?.max == Int(fair2.vms.first { $0.vm == "a" }!.allocation / 1_000_000))
         #expect(restored[0]?.min == 2000, "min and max set together")
         #expect(hostLog.contains("re-applying") || hostLog.contains("counters went back") || hostLog.contains("counters unreadable"), "the controller noticed the reset")
+    }
+
+    /// `devlink -j port function rate show`: handle → (type, tx_share, tx_max in bytes/s, parent).
+    static func devlinkRates(_ json: String) throws -> [String: (type: String, share: UInt64, max: UInt64, parent: String?)] {
+        let top = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        let rates = try #require(top["rate"] as? [String: [String: Any]], "devlink printed: \(json)")
+        // iproute2 6.1 leaves out a zero rate and a missing parent.
+        return rates.mapValues { r in ((r["type"] as? String) ?? "?", (r["tx_share"] as? NSNumber)?.uint64Value ?? 0,
+                                        (r["tx_max"] as? NSNumber)?.uint64Value ?? 0, r["parent"] as? String) }
+    }
+
+    @Test func devlinkBackendDrivesNetdevsimRateLeavesAndNodes() async throws {
+        let out = try VM.outDir()
+        defer { try? FileManager.default.removeItem(at: out) }
+        let vm = try BackgroundProcess([VM.runVM, "--script", VM.guest("devlink.sh"), "--out", out.path, "--timeout", "300"], log: out.appendingPathComponent("run-vm.log"))
+        defer { vm.stop(signal: SIGKILL, grace: 1) }
+        let status = vm.wait(timeout: 320)
+        func read(_ n: String) throws -> String { try String(contentsOf: out.appendingPathComponent(n), encoding: .utf8) }
+        let hostLog = (try? read("host.log")) ?? ""
+        #expect(status == 0, "guest log:\n\((try? read("guest.log")) ?? "")\nhost log:\n\(hostLog.suffix(3000))")
+        let dev = "netdevsim/netdevsim11"
+        let mbit: UInt64 = 125_000
+        func allocations(_ name: String) throws -> [String: UInt64] {
+            let fair = try JSONDecoder().decode([LinkFairness].self, from: Data(try read(name).utf8))[0]
+            return Dictionary(uniqueKeysWithValues: fair.vms.map { ($0.vm, $0.allocation) })
+        }
+        // netdevsim's own record of each VF port (debugfs): tx_share, tx_max in Mbit/s, parent.
+        func driver(_ name: String) throws -> [String: [String]] {
+            Dictionary(uniqueKeysWithValues: try read(name).split(separator: "\n").map { l in
+                let f = l.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+                return (f[0], Array(f.dropFirst()))
+            })
+        }
+        /// The tree as the controller set it, read back by devlink (not by Tandem) and by the driver.
+        func checkTree(_ phase: String) throws {
+            let rates = try Self.devlinkRates(try read("rate-\(phase).json"))
+            let alloc = try allocations("fairness-\(phase).json")
+            let drv = try driver("debugfs-\(phase).txt")
+            print("vm: devlink rates after \(phase): \(rates.sorted { $0.key < $1.key }.map { "\($0.key.split(separator: "/").last!) \($0.value.type) share \($0.value.share / mbit) max \($0.value.max / mbit) parent \($0.value.parent ?? "-")" }), allocations \(alloc.sorted { $0.key < $1.key })")
+            let node = try #require(rates["\(dev)/tandem-t1"], "the group's node")
+            #expect(node.type == "node" && node.share == 1000 * mbit && node.max == 2000 * mbit, "tx_share = the group's min, tx_max its max")
+            let a = try #require(rates["\(dev)/128"]), b = try #require(rates["\(dev)/129"]), c = try #require(rates["\(dev)/130"])
+            // Rates are written in whole Mbit/s (what netdevsim and mlx5 take).
+            func written(_ vm: String) -> UInt64 { (alloc[vm]! + 500_000) / 1_000_000 * mbit }
+            #expect(a.max == written("a") && b.max == written("b") && c.max == written("c"), "each leaf's tx_max is the VM's allocation")
+            #expect(a.share == 500 * mbit && b.share == 0, "a's tx_share is its min (set_min_rate); b's is left alone")
+            #expect(a.parent == "tandem-t1" && b.parent == "tandem-t1" && c.parent == nil)
+            #expect(a.max + b.max <= node.max, "the node's members within its max")
+            #expect(rates["\(dev)/131"]?.max == 0, "a VF no VM uses is left alone")
+            // The driver kept what devlink says.
+            #expect(drv["128"] == ["\(a.share / mbit)", "\(a.max / mbit)", "tandem-t1"])
+            #expect(drv["130"] == ["0", "\(c.max / mbit)", ""])
+        }
+        try checkTree("set")
+        // The device made again: nothing is left of the tree, and the controller puts it back.
+        let reset = try Self.devlinkRates(try read("rate-reset.json"))
+        #expect(reset["\(dev)/tandem-t1"] == nil && reset["\(dev)/128"]?.max == 0)
+        try checkTree("restored")
+        #expect(hostLog.contains("node tandem-t1 made"), "the node was made again")
+        // The reload: b out of the group, c gone (its leaf back to no limit), the node kept for a.
+        let reloaded = try Self.devlinkRates(try read("rate-reloaded.json"))
+        let alloc = try allocations("fairness-reloaded.json")
+        #expect(reloaded["\(dev)/129"]?.parent == nil && reloaded["\(dev)/129"]?.max == alloc["b"].map { ($0 + 500_000) / 1_000_000 * mbit })
+        #expect(reloaded["\(dev)/130"]?.max == 0 && alloc["c"] == nil)
+        #expect(reloaded["\(dev)/128"]?.parent == "tandem-t1" && reloaded["\(dev)/tandem-t1"] != nil)
+
+        // Tandem's requests against iproute2's for the same changes (strace in the guest):
+        // the same attributes, and byte for byte but for the version byte (devlink 6.1 sends
+        // 0, Tandem the family's version 1; the kernel reads neither) and the padding after
+        // an empty parent name (which devlink leaves uninitialised).
+        func body(_ o: DevlinkRate.Object, _ c: DevlinkRateChange, new: Bool = false) -> [UInt8] {
+            DevlinkMessages.setBody(bus: "netdevsim", device: "netdevsim11", o, c, new: new)
+        }
+        let requests: [(String, [UInt8])] = [
+            ("leaf", body(.leaf(port: 131), DevlinkRateChange(txShare: 100 * mbit, txMax: 200 * mbit))),
+            ("new", body(.node(name: "fx"), DevlinkRateChange(txShare: 10 * mbit, txMax: 20 * mbit), new: true)),
+            ("parent", body(.leaf(port: 131), DevlinkRateChange(parent: "fx"))),
+            ("noparent", body(.leaf(port: 131), DevlinkRateChange(parent: ""))),
+            ("del", DevlinkMessages.deleteBody(bus: "netdevsim", device: "netdevsim11", node: "fx")),
+        ]
+        func attributes(_ b: [UInt8]) -> [String] { NetlinkAttribute.parse(b.dropFirst(4)).map { "\($0.type):\(Array($0.payload))" } }
+        for (name, ours) in requests {
+            let sent = try #require(Self.straceMessages(try read("strace-\(name).txt"), call: "sendto").last, "devlink's \(name) request")
+            #expect(sent.first == ours.first && attributes(sent) == attributes(ours), "\(name): devlink sent \(sent), Tandem \(ours)")
+            if name != "noparent" { #expect(Array(sent.dropFirst(2)) == Array(ours.dropFirst(2)), "\(name)") }
+        }
+        // The kernel's dump replies, as Tandem reads them, against devlink's reading of them.
+        let dumped = try Self.straceMessages(try read("strace-dump.txt"), call: "recvmsg").compactMap { DevlinkMessages.parseRate(ArraySlice([UInt8](repeating: 0, count: 16) + $0)) }
+        let final = try Self.devlinkRates(try read("rate-final.json"))
+        #expect(dumped.count == final.count && dumped.count >= 4)
+        for r in dumped {
+            let theirs = try #require(final[r.handle], "\(r.handle) in devlink's output")
+            #expect(theirs.share == r.txShare && theirs.max == r.txMax && theirs.parent == r.parent, "\(r.handle)")
+        }
+    }
+
+    /// The devlink messages (generic netlink header and attributes, after the nlmsghdr) that a
+    /// strace of `devlink` shows for one call (`strace -xx -s 65536`).
+    static func straceMessages(_ text: String, call: String) throws -> [[UInt8]] {
+        let re = try NSRegularExpression(pattern: #"nlmsg_type=devlink[^}]*\}, "((?:\\x[0-9a-f]{2})*)""#)
+        var out: [[UInt8]] = []
+        for line in text.split(separator: "\n") where line.hasPrefix(call + "(") {
+            let l = String(line)
+            for m in re.matches(in: l, range: NSRange(l.startIndex..., in: l)) {
+                let hex = l[Range(m.range(at: 1), in: l)!].split(separator: "\\").compactMap { UInt8($0.dropFirst(), radix: 16) }
+                out.append(hex)
+            }
+        }
+        return out
     }
 }

@@ -1,0 +1,237 @@
+import Foundation
+import HostCore
+import Netlink
+import TandemProtocol
+
+/// The rate nodes Tandem keeps for `[[group]]`s, as the configuration says now (a reload
+/// changes them; the VMs' backends then find their node different and put it right).
+public final class DevlinkNodes: @unchecked Sendable {
+    /// A group's node: tx_share its guarantee, tx_max its cap (0: none), tx_weight its weight
+    /// where the kernel and driver take one.
+    public struct Spec: Sendable, Equatable {
+        public var name: String
+        public var share: BitRate
+        public var max: BitRate?
+        public var weight: Double
+    }
+    private let lock = NSLock()
+    private var specs: [String: Spec] = [:]
+
+    public init(_ groups: [HostConfig.GroupConfig] = []) { update(groups) }
+
+    public func update(_ groups: [HostConfig.GroupConfig]) {
+        let new = Dictionary(groups.map { ($0.name, Spec(name: Self.nodeName($0.name), share: $0.guarantee, max: $0.cap, weight: $0.weight)) }, uniquingKeysWith: { a, _ in a })
+        lock.withLock { specs = new }
+    }
+
+    func spec(_ group: String?) -> Spec? { group.flatMap { g in lock.withLock { specs[g] } } }
+
+    /// A node's name: the group's, prefixed (a name that is a number would read as a port).
+    public static func nodeName(_ group: String) -> String { "tandem-" + group }
+    public static func isOurs(_ node: String?) -> Bool { node?.hasPrefix("tandem-") == true }
+}
+
+/// An SR-IOV VF limited through its devlink rate leaf (`devlink port function rate set
+/// pci/ADDR/PORT tx_max M tx_share S`), the VF's group a rate node whose tx_share and
+/// tx_max are the group's guarantee and cap. The NIC then holds the group's budget itself,
+/// between rounds too. Needs the PF's eswitch in switchdev mode (VF ports exist only there).
+///
+/// The VF's counters are read as ``SRIOVBackend`` reads them (the PF's VF list), in the same
+/// per-PF batch as the devlink rate dump.
+public struct DevlinkBackend: HardLimitBackend {
+    public let pf: String
+    public let vf: UInt32
+    public let setMin: Bool
+    let group: String?
+    let nodes: DevlinkNodes
+    let vfs: SRIOVBackend
+    let devlink: RouteSocket
+    let leafCache = LeafCache()
+
+    final class LeafCache: @unchecked Sendable {
+        private let lock = NSLock()
+        private var port: DevlinkPort?
+        var value: DevlinkPort? { lock.withLock { port } }
+        func set(_ p: DevlinkPort?) { lock.withLock { port = p } }
+    }
+
+    public init(pf: String, vf: UInt32, setMin: Bool, group: String?, nodes: DevlinkNodes, netlink: RouteSocket, devlink: RouteSocket) {
+        self.pf = pf; self.vf = vf; self.setMin = setMin; self.group = group; self.nodes = nodes
+        self.vfs = SRIOVBackend(pf: pf, vf: vf, setMin: setMin, netlink: netlink)
+        self.devlink = devlink
+        self.batchKey = "devlink:" + (vfs.batchKey ?? pf)
+    }
+
+    public var describe: String {
+        let leaf = leafCache.value.map { " \($0.bus)/\($0.device)/\($0.index)" } ?? ""
+        return "devlink\(leaf) (\(pf) vf \(vf))"
+    }
+
+    public func sameLimit(_ a: BitRate, _ b: BitRate) -> Bool { vfs.sameLimit(a, b) }
+
+    /// The VF's port: the devlink instance whose port has the PF as its netdev, and its PCI VF
+    /// port with the VF's number. Cached until a request fails.
+    func leaf() async throws -> DevlinkPort {
+        if let p = leafCache.value { return p }
+        let ports = try await devlink.devlinkPorts()
+        guard let uplink = ports.first(where: { $0.netdev == pf }) else {
+            throw NetlinkError(operation: "DEVLINK_CMD_PORT_GET", object: "dev \(pf)", errno: 19,
+                               detail: "no devlink port has \(pf) as its netdev: the PF has no devlink instance, or its eswitch is not in switchdev mode (devlink dev eswitch set pci/ADDR mode switchdev)")
+        }
+        let candidates = ports.filter {
+            $0.bus == uplink.bus && $0.device == uplink.device && $0.flavour == DevlinkPort.pciVF && $0.vfNumber.map(UInt32.init) == vf && ($0.controller ?? 0) == 0
+        }.sorted { ($0.pfNumber ?? 0) < ($1.pfNumber ?? 0) }
+        guard let port = candidates.first(where: { uplink.pfNumber == nil || $0.pfNumber == uplink.pfNumber }) ?? candidates.first else {
+            let count = ports.filter { $0.bus == uplink.bus && $0.device == uplink.device && $0.flavour == DevlinkPort.pciVF }.count
+            throw NetlinkError(operation: "DEVLINK_CMD_PORT_GET", object: "\(uplink.bus)/\(uplink.device) vf \(vf)", errno: 19,
+                               detail: "no devlink port for VF \(vf) (\(count) VF ports; VF ports exist in switchdev mode, for VFs that are enabled)")
+        }
+        leafCache.set(port)
+        return port
+    }
+
+    /// Runs `body` with the VF's port; on failure looks the port up again once (the device
+    /// may have been made again).
+    func withLeaf<T>(_ body: (DevlinkPort) async throws -> T) async throws -> T {
+        do { return try await body(try await leaf()) } catch {
+            leafCache.set(nil)
+            return try await body(try await leaf())
+        }
+    }
+
+    static func rate(_ r: BitRate?) -> UInt64 { r.map(DevlinkRate.bytesPerSecond) ?? 0 }
+
+    /// What is not as it should be in the rate objects `rates` (one dump): the VF's leaf
+    /// missing, its node missing or other than the group says, the leaf in another node.
+    func differences(_ port: DevlinkPort, _ rates: [DevlinkRate]) -> [String] {
+        let mine = rates.filter { $0.bus == port.bus && $0.device == port.device }
+        guard let leaf = mine.first(where: { $0.object == .leaf(port: port.index) }) else { return ["no rate leaf for port \(port.index)"] }
+        var out: [String] = []
+        let spec = nodes.spec(group)
+        if let spec {
+            if let node = mine.first(where: { $0.object == .node(name: spec.name) }) {
+                if node.txShare != Self.rate(spec.share) || node.txMax != Self.rate(spec.max) { out.append("node \(spec.name) has other rates") }
+            } else {
+                out.append("no node \(spec.name)")
+            }
+        }
+        if leaf.parent != spec?.name && (spec != nil || DevlinkNodes.isOurs(leaf.parent)) {
+            out.append("leaf in \(leaf.parent ?? "no node")")
+        }
+        return out
+    }
+
+    /// Makes the group's node and puts the leaf in it (or out of a node of Tandem's when the
+    /// VM is in no group); says what it did.
+    func placeLeaf(_ port: DevlinkPort) async throws -> [String] {
+        let rates = try await devlink.devlinkRates().filter { $0.bus == port.bus && $0.device == port.device }
+        guard let leaf = rates.first(where: { $0.object == .leaf(port: port.index) }) else {
+            throw NetlinkError(operation: "DEVLINK_CMD_RATE_GET", object: "\(port.bus)/\(port.device)/\(port.index)", errno: 19, detail: "the VF's port has no rate leaf")
+        }
+        var done: [String] = []
+        let spec = nodes.spec(group)
+        if let spec {
+            let weight = UInt32(Swift.max(1, Swift.min(Double(UInt16.max), spec.weight.rounded())))
+            let change = DevlinkRateChange(txShare: Self.rate(spec.share), txMax: Self.rate(spec.max), txWeight: weight)
+            if let node = rates.first(where: { $0.object == .node(name: spec.name) }) {
+                if node.txShare != change.txShare || node.txMax != change.txMax || (node.txWeight != nil && node.txWeight != weight) {
+                    try await devlink.setDevlinkRate(bus: port.bus, device: port.device, .node(name: spec.name), change)
+                    done.append("node \(spec.name) set")
+                }
+            } else {
+                try await devlink.setDevlinkRate(bus: port.bus, device: port.device, .node(name: spec.name), change, new: true)
+                done.append("node \(spec.name) made")
+            }
+        }
+        let want = spec?.name
+        if leaf.parent != want && (want != nil || DevlinkNodes.isOurs(leaf.parent)) {
+            // The kernel moves a leaf between nodes only through "no node".
+            if leaf.parent != nil { try await devlink.setDevlinkRate(bus: port.bus, device: port.device, .leaf(port: port.index), DevlinkRateChange(parent: "")) }
+            if let want { try await devlink.setDevlinkRate(bus: port.bus, device: port.device, .leaf(port: port.index), DevlinkRateChange(parent: want)) }
+            done.append("leaf put in \(want ?? "no node")")
+            if let old = leaf.parent, DevlinkNodes.isOurs(old) { try await deleteIfEmpty(port, old) }
+        }
+        return done
+    }
+
+    public func prepare(initialLimit: BitRate) async throws {
+        _ = try await withLeaf { try await placeLeaf($0) }
+        if try await currentLimit() == nil {
+            let share = try await withLeaf { p in try await leafRate(p)?.txShare ?? 0 }
+            try await apply(limit: initialLimit, guarantee: DevlinkRate.bitRate(bytesPerSecond: share))
+        }
+    }
+
+    public func restore(limit: BitRate) async throws -> [String] {
+        try await withLeaf { try await placeLeaf($0) }
+    }
+
+    func leafRate(_ port: DevlinkPort) async throws -> DevlinkRate? {
+        try await devlink.devlinkRates().first { $0.bus == port.bus && $0.device == port.device && $0.object == .leaf(port: port.index) }
+    }
+
+    public func apply(limit: BitRate, guarantee: BitRate) async throws {
+        // Never 0 (which means unlimited): at least 1 Mbit/s.
+        let max = Swift.max(limit, .mbit(1))
+        let change = DevlinkRateChange(txShare: setMin ? DevlinkRate.bytesPerSecond(Swift.min(guarantee, max)) : nil, txMax: DevlinkRate.bytesPerSecond(max))
+        try await withLeaf { p in try await devlink.setDevlinkRate(bus: p.bus, device: p.device, .leaf(port: p.index), change) }
+    }
+
+    public func currentLimit() async throws -> BitRate? {
+        guard let r = try await withLeaf({ try await leafRate($0) }) else {
+            throw NetlinkError(operation: "DEVLINK_CMD_RATE_GET", object: describe, errno: 19, detail: "the VF's port has no rate leaf")
+        }
+        return r.txMax == 0 ? nil : DevlinkRate.bitRate(bytesPerSecond: r.txMax)
+    }
+
+    public func counters() async throws -> (sentBytes: UInt64, drops: UInt64?) { try await vfs.counters() }
+
+    /// The PF's VF list and the devlink rate objects, one request each per round for all the
+    /// PF's VFs.
+    public let batchKey: String?
+
+    public func readBatch() async throws -> CounterBatch {
+        guard case .virtualFunctions(let v) = try await vfs.readBatch() else { return .virtualFunctions([:]) }
+        return .devlink(vfs: v, rates: try await devlink.devlinkRates())
+    }
+
+    public func counters(in batch: CounterBatch) -> (sentBytes: UInt64, drops: UInt64?)? {
+        guard case .devlink(let v, _) = batch else { return nil }
+        return vfs.counters(in: .virtualFunctions(v))
+    }
+
+    /// A device made again (a driver reload) has its leaves back without their node: seen
+    /// in the next round.
+    public func isIntact(in batch: CounterBatch) -> Bool? {
+        guard case .devlink(_, let rates) = batch, let port = leafCache.value else { return nil }
+        return differences(port, rates).isEmpty
+    }
+
+    public func currentLimit(in batch: CounterBatch) -> BitRate?? {
+        guard case .devlink(_, let rates) = batch, let port = leafCache.value,
+              let r = rates.first(where: { $0.bus == port.bus && $0.device == port.device && $0.object == .leaf(port: port.index) }) else { return nil }
+        return .some(r.txMax == 0 ? nil : DevlinkRate.bitRate(bytesPerSecond: r.txMax))
+    }
+
+    public func isIntact() async -> Bool {
+        guard let port = try? await leaf(), let rates = try? await devlink.devlinkRates() else { return false }
+        return differences(port, rates).isEmpty
+    }
+
+    /// The leaf back to no limit and out of its node; the node deleted when no other leaf is
+    /// in it (the kernel refuses to delete a node with members: then it stays for them).
+    public func teardown() async throws {
+        try await withLeaf { p in
+            try await devlink.setDevlinkRate(bus: p.bus, device: p.device, .leaf(port: p.index), DevlinkRateChange(txShare: setMin ? 0 : nil, txMax: 0))
+            guard let leaf = try await leafRate(p), let parent = leaf.parent, DevlinkNodes.isOurs(parent) else { return }
+            try await devlink.setDevlinkRate(bus: p.bus, device: p.device, .leaf(port: p.index), DevlinkRateChange(parent: ""))
+            try await deleteIfEmpty(p, parent)
+        }
+    }
+
+    /// A node of Tandem's that no rate object is in any more is deleted.
+    func deleteIfEmpty(_ p: DevlinkPort, _ node: String) async throws {
+        let members = try await devlink.devlinkRates().contains { $0.bus == p.bus && $0.device == p.device && $0.parent == node }
+        if !members { try await devlink.deleteDevlinkNode(bus: p.bus, device: p.device, name: node) }
+    }
+}
