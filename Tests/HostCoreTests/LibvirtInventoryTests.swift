@@ -112,6 +112,17 @@ import TandemProtocol
         #expect(unnamed.unmanaged.map(\.reason) == [#"domain vf-vm: <hostdev> VF 0000:03:10.2 is on PF enp3s0f0, which no [[link]] names (pf = "enp3s0f0")"#])
     }
 
+    /// A link with `vf_backend = "devlink"` gives its VFs the devlink backend; a tap on the
+    /// same link stays on tc.
+    @Test func aLinksVFBackendChoosesDevlinkForItsVFs() throws {
+        let out = LibvirtInventory.build(file: try Self.file(#"vf_backend = "devlink""#),
+                                         entries: [try Self.entry(Self.domain("vf-vm", devices: Self.vf(2))), try Self.entry(Self.domain("tap-vm", devices: Self.tap("vnet9")))],
+                                         devices: Self.devices())
+        let vms = Dictionary(uniqueKeysWithValues: out.config.vms.map { ($0.name, $0.backend) })
+        #expect(vms["vf-vm"] == .sriov(pf: "enp3s0f0", vf: 1, setMin: false, devlink: true))
+        #expect(vms["tap-vm"] == .tc(interface: "vnet9"))
+    }
+
     @Test func oneBadDomainIsUnmanagedAndTheOthersAreUntouched() throws {
         let file = try Self.file("""
             [[vm]]
