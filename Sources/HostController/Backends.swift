@@ -399,4 +399,11 @@ public struct SRIOVBackend: HardLimitBackend {
     public func teardown() async throws {
         try await netlink.setVFRate(pf: pf, vf: vf, max: .zero, min: .zero)
     }
+
+    /// The same VF handed to the `devlink` backend keeps its rate until that one writes its
+    /// own (on netdevsim and mlx5 they are one setting: clearing it would lift the limit).
+    public func teardown(handingOverTo successor: any HardLimitBackend) async throws {
+        if let d = successor as? DevlinkBackend, d.pf == pf, d.vf == vf { return }
+        try await teardown()
+    }
 }

@@ -324,7 +324,8 @@ public actor Controller {
         let old = state.backend
         let sameDevice: Bool
         switch (state.config.backend, vm.backend) {
-        case (.sriov(let p1, let v1, _, _), .sriov(let p2, let v2, _, _)): sameDevice = p1 == p2 && v1 == v2
+        // (The same VF under the other rate interface is handed over: see teardown(handingOverTo:).)
+        case (.sriov(let p1, let v1, _, let d1), .sriov(let p2, let v2, _, let d2)): sameDevice = p1 == p2 && v1 == v2 && d1 == d2
         default: sameDevice = false
         }
         state.backend = attach.backend(for: vm)

@@ -48,11 +48,18 @@ public struct DevlinkBackend: HardLimitBackend {
     let devlink: RouteSocket
     let leafCache = LeafCache()
 
+    /// The VF's port once found, and what the device was found to take.
     final class LeafCache: @unchecked Sendable {
         private let lock = NSLock()
         private var port: DevlinkPort?
+        private var weight = false
+        private var noNodes = false
         var value: DevlinkPort? { lock.withLock { port } }
         func set(_ p: DevlinkPort?) { lock.withLock { port = p } }
+        /// A weight was written to the device: the node's is compared from then on.
+        var takesWeight: Bool { get { lock.withLock { weight } } set { lock.withLock { weight = newValue } } }
+        /// The driver refused to make a node: the VM goes on with its leaf alone.
+        var nodesRefused: Bool { get { lock.withLock { noNodes } } set { lock.withLock { noNodes = newValue } } }
     }
 
     public init(pf: String, vf: UInt32, setMin: Bool, group: String?, nodes: DevlinkNodes, netlink: RouteSocket, devlink: RouteSocket) {
@@ -80,8 +87,14 @@ public struct DevlinkBackend: HardLimitBackend {
         }
         let candidates = ports.filter {
             $0.bus == uplink.bus && $0.device == uplink.device && $0.flavour == DevlinkPort.pciVF && $0.vfNumber.map(UInt32.init) == vf && ($0.controller ?? 0) == 0
-        }.sorted { ($0.pfNumber ?? 0) < ($1.pfNumber ?? 0) }
-        guard let port = candidates.first(where: { uplink.pfNumber == nil || $0.pfNumber == uplink.pfNumber }) ?? candidates.first else {
+        }
+        // (A physical port carries no PF number: an instance with VFs of several PFs cannot be
+        // told apart here, and is refused rather than guessed.)
+        if Set(candidates.map { $0.pfNumber ?? 0 }).count > 1 {
+            throw NetlinkError(operation: "DEVLINK_CMD_PORT_GET", object: "\(uplink.bus)/\(uplink.device) vf \(vf)", errno: 22,
+                               detail: "VF \(vf) of several PFs (\(candidates.map { "pfnum \($0.pfNumber ?? 0) port \($0.index)" }.joined(separator: ", "))): which is \(pf)'s cannot be told")
+        }
+        guard let port = candidates.first else {
             let count = ports.filter { $0.bus == uplink.bus && $0.device == uplink.device && $0.flavour == DevlinkPort.pciVF }.count
             throw NetlinkError(operation: "DEVLINK_CMD_PORT_GET", object: "\(uplink.bus)/\(uplink.device) vf \(vf)", errno: 19,
                                detail: "no devlink port for VF \(vf) (\(count) VF ports; VF ports exist in switchdev mode, for VFs that are enabled)")
@@ -90,14 +103,18 @@ public struct DevlinkBackend: HardLimitBackend {
         return port
     }
 
-    /// Runs `body` with the VF's port; on failure looks the port up again once (the device
-    /// may have been made again).
+    /// Runs `body` with the VF's port; when the device or port is not there (ENODEV,
+    /// ENOENT) looks the port up again once (the device may have been made again).
     func withLeaf<T>(_ body: (DevlinkPort) async throws -> T) async throws -> T {
         do { return try await body(try await leaf()) } catch {
+            guard let e = error as? NetlinkError, e.errno == ENODEV || e.errno == ENOENT else { throw error }
             leafCache.set(nil)
             return try await body(try await leaf())
         }
     }
+
+    /// A group's weight as drivers take it (ice: 1 to 200).
+    static func weight(_ w: Double) -> UInt32 { UInt32(Swift.max(1, Swift.min(200, w.rounded()))) }
 
     static func rate(_ r: BitRate?) -> UInt64 { r.map(DevlinkRate.bytesPerSecond) ?? 0 }
 
@@ -107,10 +124,11 @@ public struct DevlinkBackend: HardLimitBackend {
         let mine = rates.filter { $0.bus == port.bus && $0.device == port.device }
         guard let leaf = mine.first(where: { $0.object == .leaf(port: port.index) }) else { return ["no rate leaf for port \(port.index)"] }
         var out: [String] = []
-        let spec = nodes.spec(group)
+        let spec = leafCache.nodesRefused ? nil : nodes.spec(group)
         if let spec {
             if let node = mine.first(where: { $0.object == .node(name: spec.name) }) {
-                if node.txShare != Self.rate(spec.share) || node.txMax != Self.rate(spec.max) { out.append("node \(spec.name) has other rates") }
+                if node.txShare != Self.rate(spec.share) || node.txMax != Self.rate(spec.max)
+                    || (leafCache.takesWeight && node.txWeight != Self.weight(spec.weight)) { out.append("node \(spec.name) has other rates") }
             } else {
                 out.append("no node \(spec.name)")
             }
@@ -129,19 +147,29 @@ public struct DevlinkBackend: HardLimitBackend {
             throw NetlinkError(operation: "DEVLINK_CMD_RATE_GET", object: "\(port.bus)/\(port.device)/\(port.index)", errno: 19, detail: "the VF's port has no rate leaf")
         }
         var done: [String] = []
-        let spec = nodes.spec(group)
-        if let spec {
-            let weight = UInt32(Swift.max(1, Swift.min(Double(UInt16.max), spec.weight.rounded())))
-            let change = DevlinkRateChange(txShare: Self.rate(spec.share), txMax: Self.rate(spec.max), txWeight: weight)
-            if let node = rates.first(where: { $0.object == .node(name: spec.name) }) {
-                if node.txShare != change.txShare || node.txMax != change.txMax || (node.txWeight != nil && node.txWeight != weight) {
-                    try await devlink.setDevlinkRate(bus: port.bus, device: port.device, .node(name: spec.name), change)
-                    done.append("node \(spec.name) set")
+        var spec = leafCache.nodesRefused ? nil : nodes.spec(group)
+        if let s = spec {
+            let weight = Self.weight(s.weight)
+            let change = DevlinkRateChange(txShare: Self.rate(s.share), txMax: Self.rate(s.max), txWeight: weight)
+            let known = await devlink.devlinkTakesWeight(bus: port.bus, device: port.device)
+            if let node = rates.first(where: { $0.object == .node(name: s.name) }) {
+                if node.txShare != change.txShare || node.txMax != change.txMax || (known != false && node.txWeight != weight) {
+                    try await devlink.setDevlinkRate(bus: port.bus, device: port.device, .node(name: s.name), change)
+                    done.append("node \(s.name) set")
                 }
             } else {
-                try await devlink.setDevlinkRate(bus: port.bus, device: port.device, .node(name: spec.name), change, new: true)
-                done.append("node \(spec.name) made")
+                do {
+                    try await devlink.setDevlinkRate(bus: port.bus, device: port.device, .node(name: s.name), change, new: true)
+                    done.append("node \(s.name) made")
+                } catch {
+                    guard let e = error as? NetlinkError, e.errno == EOPNOTSUPP else { throw error }
+                    // A driver without rate nodes: the leaves carry the group's share alone.
+                    leafCache.nodesRefused = true
+                    spec = nil
+                    done.append("no node: the driver makes none (\(e))")
+                }
             }
+            leafCache.takesWeight = await devlink.devlinkTakesWeight(bus: port.bus, device: port.device) == true
         }
         let want = spec?.name
         if leaf.parent != want && (want != nil || DevlinkNodes.isOurs(leaf.parent)) {
@@ -154,12 +182,14 @@ public struct DevlinkBackend: HardLimitBackend {
         return done
     }
 
+    /// The leaf's limit first (a VF is never left without one while its node is made), then
+    /// its node.
     public func prepare(initialLimit: BitRate) async throws {
-        _ = try await withLeaf { try await placeLeaf($0) }
         if try await currentLimit() == nil {
             let share = try await withLeaf { p in try await leafRate(p)?.txShare ?? 0 }
             try await apply(limit: initialLimit, guarantee: DevlinkRate.bitRate(bytesPerSecond: share))
         }
+        _ = try await withLeaf { try await placeLeaf($0) }
     }
 
     public func restore(limit: BitRate) async throws -> [String] {
@@ -213,9 +243,13 @@ public struct DevlinkBackend: HardLimitBackend {
         return .some(r.txMax == 0 ? nil : DevlinkRate.bitRate(bytesPerSecond: r.txMax))
     }
 
+    /// The closer look: the port found again (a device made again could number its ports
+    /// otherwise), then the rate objects.
     public func isIntact() async -> Bool {
+        let cached = leafCache.value
+        leafCache.set(nil)
         guard let port = try? await leaf(), let rates = try? await devlink.devlinkRates() else { return false }
-        return differences(port, rates).isEmpty
+        return port == cached && differences(port, rates).isEmpty
     }
 
     /// The leaf back to no limit and out of its node; the node deleted when no other leaf is
@@ -223,9 +257,32 @@ public struct DevlinkBackend: HardLimitBackend {
     public func teardown() async throws {
         try await withLeaf { p in
             try await devlink.setDevlinkRate(bus: p.bus, device: p.device, .leaf(port: p.index), DevlinkRateChange(txShare: setMin ? 0 : nil, txMax: 0))
-            guard let leaf = try await leafRate(p), let parent = leaf.parent, DevlinkNodes.isOurs(parent) else { return }
+            try await leaveNode(p)
+        }
+    }
+
+    /// Handing the same VF over (to the `sriov` backend, or to `devlink` with another group):
+    /// the leaf leaves this backend's node, if still in it, and its rates stay for the
+    /// successor to write over (clearing them would leave the VF unlimited meanwhile: on
+    /// netdevsim and mlx5 the leaf's rates are the VF's). Another device: ``teardown()``.
+    public func teardown(handingOverTo successor: any HardLimitBackend) async throws {
+        let sameVF = (successor as? SRIOVBackend).map { $0.pf == pf && $0.vf == vf } ?? (successor as? DevlinkBackend).map { $0.pf == pf && $0.vf == vf } ?? false
+        guard sameVF else { return try await teardown() }
+        try await withLeaf { try await leaveNode($0) }
+    }
+
+    /// Out of this backend's node (Tandem's, and the one its group names if it is still that);
+    /// the node deleted if no member is left.
+    func leaveNode(_ p: DevlinkPort) async throws {
+        let node = nodes.spec(group)?.name
+        let parent = try await leafRate(p)?.parent
+        if let parent, DevlinkNodes.isOurs(parent), node == nil || parent == node {
             try await devlink.setDevlinkRate(bus: p.bus, device: p.device, .leaf(port: p.index), DevlinkRateChange(parent: ""))
-            try await deleteIfEmpty(p, parent)
+        }
+        for n in Set([parent, node].compactMap { $0 }) where DevlinkNodes.isOurs(n) {
+            if try await devlink.devlinkRates().contains(where: { $0.bus == p.bus && $0.device == p.device && $0.object == .node(name: n) }) {
+                try await deleteIfEmpty(p, n)
+            }
         }
     }
 

@@ -98,8 +98,8 @@ public enum DevlinkMessages {
     static let ATTR_RATE_TX_MAX: UInt16 = 167
     static let ATTR_RATE_NODE_NAME: UInt16 = 168
     static let ATTR_RATE_PARENT_NODE_NAME: UInt16 = 169
-    /// Linux 6.6 and later (after DEVLINK_ATTR_SELFTESTS, 176, and TX_PRIORITY, 177): a
-    /// kernel whose family has fewer attributes does not know it, and it is not sent.
+    /// Linux 6.2 and later (after DEVLINK_ATTR_SELFTESTS, 176, and TX_PRIORITY, 177). Only
+    /// some drivers take it (ice); see ``RouteSocket/setDevlinkRate(bus:device:_:_:new:)``.
     public static let ATTR_RATE_TX_WEIGHT: UInt16 = 178
     static let RATE_TYPE_LEAF: UInt16 = 0
     static let RATE_TYPE_NODE: UInt16 = 1
@@ -212,9 +212,12 @@ extension RouteSocket {
         return f
     }
 
-    /// Whether the kernel's devlink knows tx_weight (Linux 6.6 and later).
-    public func devlinkHasTxWeight() throws(NetlinkError) -> Bool {
-        try devlinkFamily().maxAttribute >= UInt32(DevlinkMessages.ATTR_RATE_TX_WEIGHT)
+    /// Whether a device takes tx_weight: true once a weight was written to it, false once the
+    /// kernel (before 6.2: the family has fewer attributes) or the driver (all but ice, as of
+    /// 6.12) refused one, nil before either.
+    public func devlinkTakesWeight(bus: String, device: String) -> Bool? {
+        if let f = families["devlink"], f.maxAttribute != 0, f.maxAttribute < UInt32(DevlinkMessages.ATTR_RATE_TX_WEIGHT) { return false }
+        return weights["\(bus)/\(device)"]
     }
 
     /// `devlink -j port show`: every port of every devlink instance.
@@ -239,11 +242,31 @@ extension RouteSocket {
         return rates
     }
 
-    /// `devlink port function rate set` (or, with `new`, `add` of a node). tx_weight is left
-    /// out on a kernel that does not know it (see ``devlinkHasTxWeight()``).
+    /// `devlink port function rate set` (or, with `new`, `add` of a node). tx_weight goes only
+    /// to a device that may take it (``devlinkTakesWeight(bus:device:)``); one the kernel or
+    /// driver refuses (EOPNOTSUPP, or EINVAL for an attribute it does not know) is sent again
+    /// without it, and the device is not asked again. (A family whose attribute count says 0,
+    /// as devlink's does since its operations were split, 6.7, cannot tell: it is tried.)
     public func setDevlinkRate(bus: String, device: String, _ object: DevlinkRate.Object, _ change: DevlinkRateChange, new: Bool = false) throws(NetlinkError) {
-        var change = change
-        if change.txWeight != nil, try !devlinkHasTxWeight() { change.txWeight = nil }
+        _ = try devlinkFamily()
+        let key = "\(bus)/\(device)"
+        guard change.txWeight != nil, devlinkTakesWeight(bus: bus, device: device) != false else {
+            var plain = change
+            plain.txWeight = nil
+            return try sendDevlinkRate(bus: bus, device: device, object, plain, new: new)
+        }
+        do {
+            try sendDevlinkRate(bus: bus, device: device, object, change, new: new)
+            weights[key] = true
+        } catch where error.errno == EOPNOTSUPP || error.errno == EINVAL {
+            var plain = change
+            plain.txWeight = nil
+            try sendDevlinkRate(bus: bus, device: device, object, plain, new: new)
+            weights[key] = false
+        }
+    }
+
+    func sendDevlinkRate(bus: String, device: String, _ object: DevlinkRate.Object, _ change: DevlinkRateChange, new: Bool) throws(NetlinkError) {
         let handle = DevlinkRate(bus: bus, device: device, object: object).handle
         let family = try devlinkFamily().id
         let what = [change.txShare.map { "tx_share \($0 * 8)bit" }, change.txMax.map { "tx_max \($0 * 8)bit" },

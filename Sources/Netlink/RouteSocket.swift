@@ -37,6 +37,8 @@ public actor RouteSocket {
     public nonisolated let proto: Kind
     /// Generic netlink families resolved so far (``devlinkFamily()``).
     var families: [String: GenericFamily] = [:]
+    /// Devlink devices ("bus/device") that took a tx_weight (true) or refused one (false).
+    var weights: [String: Bool] = [:]
 
     /// Opens a socket in the caller's namespace, or in the named one (`ip netns` name).
     public init(namespace: String? = nil, protocol proto: Kind = .route) throws(NetlinkError) {

@@ -27,7 +27,7 @@ make_device
 echo "$PF" > /out/pf
 devlink -j port show > /out/ports.json
 mkdir -p /run/tandem
-write_config() { # write_config B_GROUP_LINE C_VM
+write_config() { # write_config B_GROUP_LINE C_VM D_BACKEND
 cat > /run/tandem/host.toml <<CFG
 [controller]
 interval = "100ms"
@@ -61,13 +61,19 @@ pf = "$PF"
 vf = 1
 $1
 $2
+
+[[vm]]
+name = "d"
+backend = "$3"
+pf = "$PF"
+vf = 3
 CFG
 }
 write_config 'group = "t1"' '[[vm]]
 name = "c"
 backend = "devlink"
 pf = "'"$PF"'"
-vf = 2'
+vf = 2' sriov
 "$BIN/tandem-host" run --config /run/tandem/host.toml --log-level debug > /out/host.log 2>&1 &
 HOST=$!
 sleep 4
@@ -81,8 +87,8 @@ snapshot reset
 kill -CONT $HOST
 sleep 4
 snapshot restored
-# A reload: b leaves the group, c goes.
-write_config '' ''
+# A reload: b leaves the group, c goes, d's VF goes from its PF's VF rate to its devlink leaf.
+write_config '' '' devlink
 kill -HUP $HOST
 sleep 3
 snapshot reloaded
