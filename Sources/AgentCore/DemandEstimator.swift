@@ -36,6 +36,17 @@ public struct DemandEstimator: Sendable {
 
     public init(maxFlows: Int = 32) { self.maxFlows = min(maxFlows, Limits.maxFlowsPerReport) }
 
+    /// A flow that ended (its socket destroyed, see ``SocketClosed``): the demand its last
+    /// sample showed no longer counts, so a report says at once that the VM wants no more
+    /// for it (sockets are sampled once a second). Returns whether it counted: it sent more
+    /// than 100 kbit/s and wanted more.
+    public mutating func forget(_ flow: FlowKey) -> Bool {
+        let counted = lastFlowDemand.contains { $0.flow == flow && !$0.wantsMore.isEmpty && $0.rate > .kbit(100) }
+        lastFlowDemand.removeAll { $0.flow == flow }
+        lastFlows = lastFlows.filter { $0.value.flow != flow }
+        return counted
+    }
+
     /// Forgets the previous sample (after the tree was rebuilt and counters restarted).
     public mutating func reset() { lastTime = nil; lastClasses = [:]; lastFlows = [:]; lastFlowTime = nil; lastFlowDemand = [] }
 

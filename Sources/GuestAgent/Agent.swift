@@ -107,6 +107,10 @@ public actor Agent: Service {
         case channel(FrameChannel.Event)
         case client(LineServer.Event)
         case tick
+        /// A TCP socket of the guest's was destroyed (a flow ended).
+        case socketClosed(SocketClosed)
+        /// The report that follows a flow's end.
+        case afterFlowEnded
     }
 
     /// Runs until a graceful shutdown (SIGTERM, through the service group) or cancellation,
@@ -145,6 +149,19 @@ public actor Agent: Service {
             let ticker = Ticker(period: max(interval, 0.01)) { sink.yield(.tick) }
             ticker.start()
             defer { ticker.stop() }
+            // Flows that end are known at once (no more than once a second from the socket
+            // samples): without CAP_NET_ADMIN, or on a kernel without sock_diag's destroy
+            // groups, the agent goes on without.
+            var closes: SocketCloseMonitor? = nil
+            if diag != nil {
+                do { closes = try SocketCloseMonitor() } catch { log.info("ended flows not announced (sock_diag destroy groups)", metadata: ["error": "\(error)"]) }
+            }
+            if let closes {
+                closes.start()
+                group.addTask { for await e in closes.events { sink.yield(.socketClosed(e)) } }
+            }
+            defer { closes?.stop() }
+            afterFlowEnded = { Task { try? await Task.sleep(for: .seconds(Agent.afterFlowEndedSeconds)); sink.yield(.afterFlowEnded) } }
             group.addTask { [self] in
                 for await e in events {
                     if Task.isCancelled { break }
@@ -172,6 +189,11 @@ public actor Agent: Service {
     func handle(_ e: Event) async {
         switch e {
         case .tick: await tick()
+        case .socketClosed(.closed(let flow)): await flowEnded(flow)
+        case .socketClosed(.overrun): break
+        case .afterFlowEnded:
+            followUpPending = false
+            if hostState == .connected { lastReport = clock(); await report(lastReport) }
         case .channel(let c): await handleChannel(c)
         case .client(let c): await handleClient(c)
         }
@@ -347,7 +369,39 @@ public actor Agent: Service {
         }
     }
 
+    /// How long after a flow's end the agent reports: what its classes send then, measured
+    /// from the end on (the socket is destroyed once its queue went out).
+    static let afterFlowEndedSeconds = 0.02
+    var followUpPending = false
+    var afterFlowEnded: @Sendable () -> Void = {}
+
+    /// A flow that sent and wanted more ended: the estimator forgets its claim, starts an
+    /// interval now, and the report for it goes out ``afterFlowEndedSeconds`` later, without
+    /// waiting for the next tick (one at a time: sockets that churn do not add reports).
+    func flowEnded(_ flow: FlowKey) async {
+        guard estimator.forget(flow), hostState == .connected, !followUpPending else { return }
+        followUpPending = true
+        _ = await sample(clock())
+        afterFlowEnded()
+    }
+
     func report(_ now: Double) async {
+        guard var r = await sample(now) else { return }
+        // Keep the frame within the limit whatever the number of flows and classes (fixed
+        // classes are named first and kept). Encoded once when it fits, as it nearly always does.
+        guard pacer.shouldSend(r, at: now, slack: max(options.interval, 0.01) / 2) else { return }
+        if r.classes.count > Limits.maxClassesPerReport { r.classes.removeLast(r.classes.count - Limits.maxClassesPerReport) }
+        var frame = MessageCodec.encode(.demand(r), session: session)
+        while !MessageCodec.fits(frame) && (!r.flows.isEmpty || r.classes.count > 4) {
+            if !r.flows.isEmpty { r.flows.removeLast(max(1, r.flows.count / 4)) } else { r.classes.removeLast(max(1, (r.classes.count - 4) / 4)) }
+            frame = MessageCodec.encode(.demand(r), session: session)
+        }
+        send(frame: frame)
+    }
+
+    /// Samples the classes (and, once a second, the sockets): the demand report for the
+    /// interval since the last sample, nil for the first sample or when the tree is not there.
+    func sample(_ now: Double) async -> DemandReport? {
         var stats: [HTBClassState] = []
         var trouble: String? = nil
         do { stats = try await shaper.classStats() } catch { trouble = "\(error)" }
@@ -362,7 +416,7 @@ public actor Agent: Service {
             } catch {
                 log.error("cannot shape the interface", metadata: ["interface": "\(options.interface)", "error": "\(trouble ?? "")", "recover": "\(error)"])
             }
-            return
+            return nil
         }
         let classes = stats.map { DemandEstimator.ClassSample(handle: $0.spec.handle, bytes: $0.stats.bytes, drops: $0.stats.drops, backlog: $0.stats.backlog) }
         // Sockets once a second (see `socketSampleSeconds`); the reports in between name no
@@ -379,17 +433,7 @@ public actor Agent: Service {
             }
         }
         let unmet = shaperUnmet()
-        guard var r = estimator.report(at: now, classes: classes, flows: flows, epoch: allocation?.epoch ?? 0, unmetReservations: unmet) else { return }
-        // Keep the frame within the limit whatever the number of flows and classes (fixed
-        // classes are named first and kept). Encoded once when it fits, as it nearly always does.
-        guard pacer.shouldSend(r, at: now, slack: max(options.interval, 0.01) / 2) else { return }
-        if r.classes.count > Limits.maxClassesPerReport { r.classes.removeLast(r.classes.count - Limits.maxClassesPerReport) }
-        var frame = MessageCodec.encode(.demand(r), session: session)
-        while !MessageCodec.fits(frame) && (!r.flows.isEmpty || r.classes.count > 4) {
-            if !r.flows.isEmpty { r.flows.removeLast(max(1, r.flows.count / 4)) } else { r.classes.removeLast(max(1, (r.classes.count - 4) / 4)) }
-            frame = MessageCodec.encode(.demand(r), session: session)
-        }
-        send(frame: frame)
+        return estimator.report(at: now, classes: classes, flows: flows, epoch: allocation?.epoch ?? 0, unmetReservations: unmet)
     }
 
     func shaperUnmet() -> BitRate {

@@ -74,24 +74,42 @@ public enum RouteEvent: Equatable, Sendable {
 /// Events caused by the sockets whose ports are in `ignoring` (the controller's own
 /// requests) are left out. When the kernel could not queue events (ENOBUFS) or the stream's
 /// buffer was full, ``RouteEvent/overrun`` follows: what was lost cannot be known.
-public final class RouteMonitor: @unchecked Sendable {
+public typealias RouteMonitor = NetlinkListener<RouteEvent>
+
+extension NetlinkListener where Event == RouteEvent {
+    public convenience init(namespace: String? = nil, ignoring: Set<UInt32> = []) throws(NetlinkError) {
+        try self.init(namespace: namespace, protocol: NETLINK_ROUTE, groups: UInt32(RTMGRP_LINK) | UInt32(RTMGRP_TC),
+                      what: "NETLINK_ROUTE groups link, tc", overrun: .overrun, name: "tandem-route-monitor") { m in
+            guard let e = RouteEvent.parse(m), e.sender == 0 || !ignoring.contains(e.sender) else { return nil }
+            return e
+        }
+    }
+}
+
+/// A netlink socket bound to multicast groups, read on a thread of its own; each message
+/// `parse` makes an event of is handed on in ``events``. When the kernel could not queue
+/// messages (ENOBUFS) or the stream's buffer was full, the `overrun` event follows.
+public final class NetlinkListener<Event: Sendable>: @unchecked Sendable {
     let fd: Int32
     let wake: (read: Int32, write: Int32)
-    /// The descriptors are closed by ``stop()`` (the thread holds the monitor until it ends).
+    /// The descriptors are closed by ``stop()`` (the thread holds the listener until it ends).
     var closed = false
-    let ignoring: Set<UInt32>
+    let parse: @Sendable (UnsafeRawBufferPointer) -> Event?
+    let overrun: Event
+    let name: String
     let lock = NSLock()
     var thread: Thread?
     var stopped = false
-    public let events: AsyncStream<RouteEvent>
-    let sink: AsyncStream<RouteEvent>.Continuation
+    public let events: AsyncStream<Event>
+    let sink: AsyncStream<Event>.Continuation
 
     /// Room for the events between two reads of the stream; beyond it the oldest are
     /// dropped and an overrun is said.
-    static let buffered = 4096
+    static var buffered: Int { 4096 }
 
-    public init(namespace: String? = nil, ignoring: Set<UInt32> = []) throws(NetlinkError) {
-        let open = { () -> Int32 in socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), NETLINK_ROUTE) }
+    init(namespace: String?, protocol proto: Int32, groups: UInt32, what: String, overrun: Event, name: String,
+         parse: @escaping @Sendable (UnsafeRawBufferPointer) -> Event?) throws(NetlinkError) {
+        let open = { () -> Int32 in socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), proto) }
         var fd: Int32
         if let namespace {
             do { fd = try NetworkNamespace.run(in: namespace, open) } catch {
@@ -100,32 +118,34 @@ public final class RouteMonitor: @unchecked Sendable {
         } else {
             fd = open()
         }
-        guard fd >= 0 else { throw NetlinkError(operation: "socket", object: "NETLINK_ROUTE monitor", errno: errno) }
+        guard fd >= 0 else { throw NetlinkError(operation: "socket", object: what, errno: errno) }
         // Room for a burst (a host re-creating dozens of taps at once); past it, an overrun.
         var size: Int32 = 1 << 20
         _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size))
         var addr = sockaddr_nl()
         addr.nl_family = sa_family_t(AF_NETLINK)
-        addr.nl_groups = UInt32(RTMGRP_LINK) | UInt32(RTMGRP_TC)
+        addr.nl_groups = groups
         let bound = withUnsafePointer(to: &addr) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_nl>.size)) }
         }
         guard bound == 0 else {
             let e = errno
             close(fd)
-            throw NetlinkError(operation: "bind", object: "NETLINK_ROUTE groups link, tc", errno: e)
+            throw NetlinkError(operation: "bind", object: what, errno: e)
         }
         var p: [Int32] = [0, 0]
         guard pipe(&p) == 0 else {
             let e = errno
             close(fd)
-            throw NetlinkError(operation: "pipe", object: "NETLINK_ROUTE monitor", errno: e)
+            throw NetlinkError(operation: "pipe", object: what, errno: e)
         }
         for end in p { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         self.fd = fd
         self.wake = (p[0], p[1])
-        self.ignoring = ignoring
-        (events, sink) = AsyncStream.makeStream(of: RouteEvent.self, bufferingPolicy: .bufferingNewest(Self.buffered))
+        self.parse = parse
+        self.overrun = overrun
+        self.name = name
+        (events, sink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(Self.buffered))
     }
 
     deinit { closeDescriptors() }
@@ -143,7 +163,7 @@ public final class RouteMonitor: @unchecked Sendable {
         lock.withLock {
             guard thread == nil, !stopped else { return }
             let t = Thread { [self] in self.loop() }
-            t.name = "tandem-route-monitor"
+            t.name = name
             thread = t
             t.start()
         }
@@ -183,26 +203,23 @@ public final class RouteMonitor: @unchecked Sendable {
             // MSG_TRUNC: the datagram's real length, to tell one cut short (then lost).
             let n = recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT) | Int32(MSG_TRUNC))
             if n < 0 {
-                if errno == ENOBUFS { yield(.overrun) }
+                if errno == ENOBUFS { yield(overrun) }
                 continue
             }
-            if n > buffer.count { yield(.overrun); continue }
+            if n > buffer.count { yield(overrun); continue }
             var off = 0
             while off + 16 <= n {
                 let len = Int(buffer.loadUnaligned(fromByteOffset: off, as: UInt32.self))
                 guard len >= 16, off + len <= n else { break }
-                if let e = RouteEvent.parse(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[off..<(off + len)])),
-                   e.sender == 0 || !ignoring.contains(e.sender) {
-                    yield(e)
-                }
+                if let e = parse(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[off..<(off + len)])) { yield(e) }
                 off += (len + 3) & ~3
             }
         }
     }
 
-    func yield(_ e: RouteEvent) {
+    func yield(_ e: Event) {
         // The oldest event went to make room: say that something was lost.
-        if case .dropped = sink.yield(e) { _ = sink.yield(.overrun) }
+        if case .dropped = sink.yield(e) { _ = sink.yield(overrun) }
     }
 }
 

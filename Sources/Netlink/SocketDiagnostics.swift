@@ -105,3 +105,45 @@ public actor SocketDiagnostics {
         return SocketInfo(flow: flow, state: s.state, uid: s.uid, inode: s.inode, tcp: tcp)
     }
 }
+
+/// A TCP socket the kernel destroyed, as sock_diag announces it to the groups
+/// SKNLGRP_INET_TCP_DESTROY and SKNLGRP_INET6_TCP_DESTROY: a flow that ended. A socket is
+/// destroyed once what it held has gone out and its FIN was answered (a process killed
+/// mid-transfer: after its queue drained), so the flow sends nothing more from then on.
+public enum SocketClosed: Equatable, Sendable {
+    case closed(FlowKey)
+    /// Announcements were lost (the socket's buffer or the stream's was full).
+    case overrun
+
+    static let SOCK_DIAG_BY_FAMILY = 20
+    /// The groups' bits for bind(2): SKNLGRP_INET_TCP_DESTROY (1), SKNLGRP_INET6_TCP_DESTROY (3).
+    static let tcpGroups: UInt32 = 1 << 0 | 1 << 2
+
+    /// Parses one SOCK_DIAG_BY_FAMILY message (nlmsghdr, then struct inet_diag_msg: family,
+    /// state, timer, retrans; inet_diag_sockid: sport, dport (network order), src[16],
+    /// dst[16], if, cookie[2]; expires, rqueue, wqueue, uid, inode); nil for another message
+    /// or one too short.
+    public static func parse(_ m: UnsafeRawBufferPointer) -> SocketClosed? {
+        guard m.count >= 16 + 72, Int(m.loadUnaligned(fromByteOffset: 4, as: UInt16.self)) == SOCK_DIAG_BY_FAMILY,
+              Int(m.loadUnaligned(fromByteOffset: 0, as: UInt32.self)) >= 16 + 72 else { return nil }
+        let family = m[16]
+        guard family == UInt8(AF_INET) || family == UInt8(AF_INET6) else { return nil }
+        func port(_ at: Int) -> UInt16 { UInt16(m[at]) << 8 | UInt16(m[at + 1]) }
+        func address(_ at: Int) -> IPAddress {
+            if family == UInt8(AF_INET) { return .v4(UInt32(m[at]) << 24 | UInt32(m[at + 1]) << 16 | UInt32(m[at + 2]) << 8 | UInt32(m[at + 3])) }
+            return .v6(Array(m[at..<(at + 16)]))
+        }
+        return .closed(FlowKey(proto: .tcp, source: address(24), sourcePort: port(20), destination: address(40), destinationPort: port(22)))
+    }
+}
+
+/// Listens for TCP sockets the kernel destroys (``SocketClosed``) in the caller's network
+/// namespace or a named one. Needs CAP_NET_ADMIN.
+public typealias SocketCloseMonitor = NetlinkListener<SocketClosed>
+
+extension NetlinkListener where Event == SocketClosed {
+    public convenience init(namespace: String? = nil) throws(NetlinkError) {
+        try self.init(namespace: namespace, protocol: 4 /* NETLINK_SOCK_DIAG */, groups: SocketClosed.tcpGroups, what: "NETLINK_SOCK_DIAG groups tcp destroy",
+                      overrun: .overrun, name: "tandem-socket-monitor", parse: SocketClosed.parse)
+    }
+}

@@ -55,6 +55,26 @@ import TandemProtocol
         #expect(stopped?.wantsMore == false, "a stopped flow does not keep wanting until the next sample")
     }
 
+    /// A flow whose socket was destroyed claims nothing more, though the VM still sent in the
+    /// interval (its queue draining): the report that follows says it wants no more.
+    @Test func aFlowThatEndedClaimsNothing() throws {
+        var e = DemandEstimator()
+        let top = { (b: UInt64) in [DemandEstimator.ClassSample(handle: ShapingTree.top, bytes: b, drops: 0, backlog: 0)] }
+        let other = FlowKey(proto: .tcp, source: IPAddress("10.0.0.2")!, sourcePort: 4001, destination: IPAddress("10.0.0.5")!, destinationPort: 22)
+        _ = e.report(at: 1, classes: top(0), flows: [.init(flow: Self.flow, inode: 7, bytesSent: 0, appLimited: false), .init(flow: other, inode: 8, bytesSent: 0, appLimited: true)],
+                     epoch: 0, unmetReservations: .zero)
+        _ = e.report(at: 1.5, classes: top(625_000), flows: [.init(flow: Self.flow, inode: 7, bytesSent: 620_000, appLimited: false), .init(flow: other, inode: 8, bytesSent: 5_000, appLimited: true)],
+                     epoch: 0, unmetReservations: .zero)
+        let (quiet, sender, again) = (e.forget(other), e.forget(Self.flow), e.forget(Self.flow))
+        #expect(!quiet, "an application-limited flow claimed nothing")
+        #expect(sender, "the sender wanted more")
+        #expect(!again, "forgotten once")
+        let next = e.report(at: 1.6, classes: top(1_250_000), flows: nil, epoch: 0, unmetReservations: .zero)
+        let after = try #require(next)
+        #expect(after.rate == .mbit(50), "what the VM sent in the interval is still reported")
+        #expect(!after.wantsMore, "the ended flow's claim is gone")
+    }
+
     @Test func resetCountersGiveZeroNotHuge() throws {
         var e = DemandEstimator()
         _ = e.report(at: 1, classes: [.init(handle: ShapingTree.top, bytes: 9_000_000, drops: 10, backlog: 0)], flows: [], epoch: 0, unmetReservations: .zero)

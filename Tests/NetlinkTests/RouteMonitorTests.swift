@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import Netlink
+import TandemProtocol
 import TandemLabSupport
 import TandemTestSupport
 
@@ -55,6 +56,45 @@ struct RouteMonitorTests {
         _ = try await Self.next(&events, monitor) { e -> Bool? in
             if case .link(true, m0, "m0", _, _) = e { return true } else { return nil }
         }
+    }
+
+    /// A TCP transfer in the test's namespace ends: sock_diag announces its sockets' end, with
+    /// the client's 5-tuple as the agent's socket samples name it.
+    @Test func tcpSocketsThatEndAreAnnounced() async throws {
+        let ns = try Netns(prefix: "tdm-sclose")
+        defer { ns.delete() }
+        try ns.ip("link set lo up")
+        let monitor = try SocketCloseMonitor(namespace: ns.name)
+        monitor.start()
+        defer { monitor.stop() }
+        var events = monitor.events.makeAsyncIterator()
+        let server = try Iperf.server(in: ns, port: 5399)
+        defer { server.stop() }
+        _ = try Iperf.client(in: ns, host: "127.0.0.1", port: 5399, seconds: 1)
+        let timer = Task { try await Task.sleep(for: .seconds(5)); monitor.stop() }
+        defer { timer.cancel() }
+        var closed: [FlowKey] = []
+        while let e = await events.next() {
+            if case .closed(let f) = e { closed.append(f) }
+            // iperf3's control and data connections, each seen from both ends.
+            if closed.filter({ $0.destinationPort == 5399 }).count >= 2 { break }
+        }
+        let toServer = closed.filter { $0.destinationPort == 5399 }
+        #expect(toServer.count >= 2, "announced: \(closed)")
+        #expect(toServer.allSatisfy { $0.proto == .tcp && $0.source == IPAddress("127.0.0.1")! && $0.destination == IPAddress("127.0.0.1")! && $0.sourcePort != 0 })
+    }
+
+    @Test func whatIsNotASocketsEndIsNotParsed() {
+        var m = [UInt8](repeating: 0, count: 88)
+        m[0] = 88; m[4] = 20; m[16] = UInt8(AF_INET)
+        m[20] = 0x14; m[21] = 0x51; m[22] = 0x15; m[23] = 0x1F; m[24] = 10; m[27] = 2; m[40] = 10; m[43] = 5
+        let ok = m.withUnsafeBytes { SocketClosed.parse($0) }
+        #expect(ok == .closed(FlowKey(proto: .tcp, source: IPAddress("10.0.0.2")!, sourcePort: 0x1451, destination: IPAddress("10.0.0.5")!, destinationPort: 0x151F)))
+        var other = m; other[4] = 16
+        #expect(other.withUnsafeBytes { SocketClosed.parse($0) } == nil, "another message type")
+        #expect(Array(m.prefix(80)).withUnsafeBytes { SocketClosed.parse($0) } == nil, "too short")
+        var unix = m; unix[16] = UInt8(AF_UNIX)
+        #expect(unix.withUnsafeBytes { SocketClosed.parse($0) } == nil, "not an inet socket")
     }
 
     @Test func whatIsNotANotificationIsNotParsed() {
