@@ -162,7 +162,8 @@ public struct DevlinkBackend: HardLimitBackend {
                     try await devlink.setDevlinkRate(bus: port.bus, device: port.device, .node(name: s.name), change, new: true)
                     done.append("node \(s.name) made")
                 } catch {
-                    guard let e = error as? NetlinkError, e.errno == EOPNOTSUPP else { throw error }
+                    let e = error
+                    guard e.errno == EOPNOTSUPP else { throw e }
                     // A driver without rate nodes: the leaves carry the group's share alone.
                     leafCache.nodesRefused = true
                     spec = nil

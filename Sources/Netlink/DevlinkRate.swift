@@ -222,24 +222,22 @@ extension RouteSocket {
 
     /// `devlink -j port show`: every port of every devlink instance.
     public func devlinkPorts() throws(NetlinkError) -> [DevlinkPort] {
-        let family = try devlinkFamily().id
-        var ports: [DevlinkPort] = []
-        try rawDump(type: family, body: DevlinkMessages.dumpBody(ports: true), operation: "DEVLINK_CMD_PORT_GET", object: "all ports",
-                    restart: { ports = [] }) { m in
-            if let p = DevlinkMessages.parsePort(ArraySlice(m)) { ports.append(p) }
-        }
-        return ports
+        try devlinkDump(ports: true, "all ports", DevlinkMessages.parsePort)
     }
 
     /// `devlink -j port function rate show`: every rate object, leaves and nodes.
     public func devlinkRates() throws(NetlinkError) -> [DevlinkRate] {
+        try devlinkDump(ports: false, "all rate objects", DevlinkMessages.parseRate)
+    }
+
+    func devlinkDump<T>(ports: Bool, _ what: String, _ parse: (ArraySlice<UInt8>) -> T?) throws(NetlinkError) -> [T] {
         let family = try devlinkFamily().id
-        var rates: [DevlinkRate] = []
-        try rawDump(type: family, body: DevlinkMessages.dumpBody(ports: false), operation: "DEVLINK_CMD_RATE_GET", object: "all rate objects",
-                    restart: { rates = [] }) { m in
-            if let r = DevlinkMessages.parseRate(ArraySlice(m)) { rates.append(r) }
+        var out: [T] = []
+        try rawDump(type: family, body: DevlinkMessages.dumpBody(ports: ports), operation: ports ? "DEVLINK_CMD_PORT_GET" : "DEVLINK_CMD_RATE_GET",
+                    object: what, restart: { out = [] }) { m in
+            if let x = parse(ArraySlice(m)) { out.append(x) }
         }
-        return rates
+        return out
     }
 
     /// `devlink port function rate set` (or, with `new`, `add` of a node). tx_weight goes only
