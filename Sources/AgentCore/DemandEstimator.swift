@@ -40,11 +40,31 @@ public struct DemandEstimator: Sendable {
     /// sample showed no longer counts, so a report says at once that the VM wants no more
     /// for it (sockets are sampled once a second). Returns whether it counted: it sent more
     /// than 100 kbit/s and wanted more.
+    /// (The socket sample keeps its entry: the next sample replaces it, and a socket gone by
+    /// then counts for nothing.)
     public mutating func forget(_ flow: FlowKey) -> Bool {
-        let counted = lastFlowDemand.contains { $0.flow == flow && !$0.wantsMore.isEmpty && $0.rate > .kbit(100) }
-        lastFlowDemand.removeAll { $0.flow == flow }
-        lastFlows = lastFlows.filter { $0.value.flow != flow }
+        guard let i = lastFlowDemand.firstIndex(where: { $0.flow == flow }) else { return false }
+        let counted = Self.claims(lastFlowDemand[i])
+        lastFlowDemand.remove(at: i)
         return counted
+    }
+
+    /// The flows whose last sample claims more: those whose end matters (``forget(_:)``).
+    public var claiming: Set<FlowKey> { Set(lastFlowDemand.filter(Self.claims).map(\.flow)) }
+
+    static func claims(_ f: FlowDemand) -> Bool { !f.wantsMore.isEmpty && f.rate > .kbit(100) }
+
+    /// Starts the rates' interval at `time` (a flow ended: what the VM sends from then on is
+    /// what the next report should say), keeping the drop counts of the last report: drops
+    /// seen since then still count in the next.
+    public mutating func restart(at time: Double, classes: [ClassSample]) {
+        guard let t0 = lastTime, time > t0 else { return }
+        lastTime = time
+        for c in classes {
+            var p = lastClasses[c.handle] ?? c
+            p.bytes = c.bytes
+            lastClasses[c.handle] = p
+        }
     }
 
     /// Forgets the previous sample (after the tree was rebuilt and counters restarted).
@@ -102,7 +122,7 @@ public struct DemandEstimator: Sendable {
         }
         // Flows sampled earlier (sockets are sampled once a second) count only while the VM
         // still sends: a TCP flow that stopped must not keep claiming more until the next sample.
-        if (flows != nil || total > .kbit(100)) && flowDemand.contains(where: { !$0.wantsMore.isEmpty && $0.rate > .kbit(100) }) { wants = true }
+        if (flows != nil || total > .kbit(100)) && flowDemand.contains(where: Self.claims) { wants = true }
         if unmetReservations > .zero { wants = true }
         sequence += 1
         return DemandReport(sequence: sequence, intervalMilliseconds: UInt32(clamping: Int((dt * 1000).rounded())).clamped(to: Limits.reportIntervalRange),

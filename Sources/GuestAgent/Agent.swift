@@ -149,16 +149,23 @@ public actor Agent: Service {
             let ticker = Ticker(period: max(interval, 0.01)) { sink.yield(.tick) }
             ticker.start()
             defer { ticker.stop() }
-            // Flows that end are known at once (no more than once a second from the socket
-            // samples): without CAP_NET_ADMIN, or on a kernel without sock_diag's destroy
-            // groups, the agent goes on without.
+            // Flows that end are known at once (not at the next socket sample, a second
+            // apart). Only the ends of flows that claim more are passed on: a guest closing
+            // thousands of connections does not fill the agent's queue. Without sock_diag's
+            // destroy groups the agent goes on without.
             var closes: SocketCloseMonitor? = nil
             if diag != nil {
                 do { closes = try SocketCloseMonitor() } catch { log.info("ended flows not announced (sock_diag destroy groups)", metadata: ["error": "\(error)"]) }
             }
             if let closes {
                 closes.start()
-                group.addTask { for await e in closes.events { sink.yield(.socketClosed(e)) } }
+                let claiming = self.claiming
+                group.addTask {
+                    for await e in closes.events {
+                        if case .closed(let f) = e, !claiming.contains(f) { continue }
+                        sink.yield(.socketClosed(e))
+                    }
+                }
             }
             defer { closes?.stop() }
             afterFlowEnded = { Task { try? await Task.sleep(for: .seconds(Agent.afterFlowEndedSeconds)); sink.yield(.afterFlowEnded) } }
@@ -190,10 +197,8 @@ public actor Agent: Service {
         switch e {
         case .tick: await tick()
         case .socketClosed(.closed(let flow)): await flowEnded(flow)
-        case .socketClosed(.overrun): break
-        case .afterFlowEnded:
-            followUpPending = false
-            if hostState == .connected { lastReport = clock(); await report(lastReport) }
+        case .socketClosed(.overrun): lastSocketSample = -1e9   // ends were lost: sample the sockets next time
+        case .afterFlowEnded: await followUp()
         case .channel(let c): await handleChannel(c)
         case .client(let c): await handleClient(c)
         }
@@ -365,24 +370,40 @@ public actor Agent: Service {
         // (Half a tick of slack: ticks come every `interval`, a hair early or late.)
         if hostState == .connected && now - lastReport >= reportInterval - max(options.interval, 0.01) / 2 {
             lastReport = now
+            // This report covers a flow's end as well as the follow-up would.
+            followUpDue = nil
             await report(now)
+        } else if let due = followUpDue, now > due + 0.1 {
+            await followUp()   // (its event was lost)
         }
     }
 
     /// How long after a flow's end the agent reports: what its classes send then, measured
     /// from the end on (the socket is destroyed once its queue went out).
     static let afterFlowEndedSeconds = 0.02
-    var followUpPending = false
+    /// When the report after a flow's end is due; nil: none waits.
+    var followUpDue: Double?
     var afterFlowEnded: @Sendable () -> Void = {}
+    /// The flows whose end is passed on from the monitor's thread (``DemandEstimator/claiming``).
+    let claiming = LockedSet<FlowKey>()
 
-    /// A flow that sent and wanted more ended: the estimator forgets its claim, starts an
-    /// interval now, and the report for it goes out ``afterFlowEndedSeconds`` later, without
-    /// waiting for the next tick (one at a time: sockets that churn do not add reports).
+    /// A flow that sent and wanted more ended: the estimator forgets its claim and starts the
+    /// rates' interval now, and the report for it goes out ``afterFlowEndedSeconds`` later,
+    /// without waiting for the next tick (one at a time: sockets that churn add no reports).
     func flowEnded(_ flow: FlowKey) async {
-        guard estimator.forget(flow), hostState == .connected, !followUpPending else { return }
-        followUpPending = true
-        _ = await sample(clock())
+        guard estimator.forget(flow) else { return }
+        claiming.set(estimator.claiming)
+        guard hostState == .connected, followUpDue == nil, let classes = await classSamples() else { return }
+        let now = clock()
+        estimator.restart(at: now, classes: classes)
+        followUpDue = now + Self.afterFlowEndedSeconds
         afterFlowEnded()
+    }
+
+    func followUp() async {
+        guard followUpDue != nil else { return }
+        followUpDue = nil
+        if hostState == .connected { await report(clock()) }
     }
 
     func report(_ now: Double) async {
@@ -402,6 +423,28 @@ public actor Agent: Service {
     /// Samples the classes (and, once a second, the sockets): the demand report for the
     /// interval since the last sample, nil for the first sample or when the tree is not there.
     func sample(_ now: Double) async -> DemandReport? {
+        guard let classes = await classSamples() else { return nil }
+        // Sockets once a second (see `socketSampleSeconds`); the reports in between name no
+        // flows, and the last sampled flows' wanting still counts.
+        var flows: [DemandEstimator.FlowSample]? = nil
+        if let diag, now - lastSocketSample >= Self.socketSampleSeconds {
+            lastSocketSample = now
+            do {
+                let (socks, _) = try await diag.sockets(.tcp)
+                flows = socks.compactMap { s in s.tcp.map { DemandEstimator.FlowSample(flow: s.flow, inode: s.inode, bytesSent: $0.bytesSent, appLimited: $0.appLimited) } }
+            } catch {
+                if !diagFailed { log.warning("per-flow demand unavailable (sock_diag)", metadata: ["error": "\(error)"]) }
+                diagFailed = true
+            }
+        }
+        let unmet = shaperUnmet()
+        let r = estimator.report(at: now, classes: classes, flows: flows, epoch: allocation?.epoch ?? 0, unmetReservations: unmet)
+        if flows != nil { claiming.set(estimator.claiming) }
+        return r
+    }
+
+    /// The classes' counters, or nil when the tree is not there (then it is put back).
+    func classSamples() async -> [DemandEstimator.ClassSample]? {
         var stats: [HTBClassState] = []
         var trouble: String? = nil
         do { stats = try await shaper.classStats() } catch { trouble = "\(error)" }
@@ -418,22 +461,7 @@ public actor Agent: Service {
             }
             return nil
         }
-        let classes = stats.map { DemandEstimator.ClassSample(handle: $0.spec.handle, bytes: $0.stats.bytes, drops: $0.stats.drops, backlog: $0.stats.backlog) }
-        // Sockets once a second (see `socketSampleSeconds`); the reports in between name no
-        // flows, and the last sampled flows' wanting still counts.
-        var flows: [DemandEstimator.FlowSample]? = nil
-        if let diag, now - lastSocketSample >= Self.socketSampleSeconds {
-            lastSocketSample = now
-            do {
-                let (socks, _) = try await diag.sockets(.tcp)
-                flows = socks.compactMap { s in s.tcp.map { DemandEstimator.FlowSample(flow: s.flow, inode: s.inode, bytesSent: $0.bytesSent, appLimited: $0.appLimited) } }
-            } catch {
-                if !diagFailed { log.warning("per-flow demand unavailable (sock_diag)", metadata: ["error": "\(error)"]) }
-                diagFailed = true
-            }
-        }
-        let unmet = shaperUnmet()
-        return estimator.report(at: now, classes: classes, flows: flows, epoch: allocation?.epoch ?? 0, unmetReservations: unmet)
+        return stats.map { DemandEstimator.ClassSample(handle: $0.spec.handle, bytes: $0.stats.bytes, drops: $0.stats.drops, backlog: $0.stats.backlog) }
     }
 
     func shaperUnmet() -> BitRate {
@@ -612,4 +640,12 @@ final class LockedBox<T>: @unchecked Sendable {
     private let lock = NSLock()
     init(_ v: T?) { value = v }
     func take() -> T? { lock.lock(); defer { lock.unlock() }; let v = value; value = nil; return v }
+}
+
+/// A set read on one thread and replaced on another.
+final class LockedSet<T: Hashable>: @unchecked Sendable {
+    private var value: Set<T> = []
+    private let lock = NSLock()
+    func set(_ v: Set<T>) { lock.withLock { value = v } }
+    func contains(_ x: T) -> Bool { lock.withLock { value.contains(x) } }
 }

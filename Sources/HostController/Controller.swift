@@ -30,8 +30,9 @@ public actor Controller {
         var channel: (any GuestChannel)?
         var meter: RateMeter
         var measured = BitRate.zero
-        /// When `measured` was last measured.
+        /// When `measured` was last measured, and when the interval it covers began.
         var measuredAt = -1e9
+        var intervalStart = -1e9
         var lastDrops: UInt64?
         var dropsDelta: UInt64 = 0
         var demand = BitRate.zero
@@ -506,6 +507,7 @@ public actor Controller {
             case .first: break
             case .rate(let r), .wrapped(let r):
                 vm.measured = r
+                vm.intervalStart = vm.measuredAt
                 vm.measuredAt = now
                 // The lowest limit in force over the interval just measured; the next starts
                 // with the one in force now.
@@ -537,7 +539,10 @@ public actor Controller {
             let fresh = reportFresh(v, now: now)
             let reserved = v.reservations.values.reduce(BitRate.zero) { $0 + $1.rate }
             v.demand = DemandEstimate.host(measured: v.measured, limit: v.limit, limitMeasured: v.limitMeasured, drops: v.dropsDelta, report: fresh ? v.report : nil,
-                                           reportIsNewer: v.reportTime > v.measuredAt,
+                                           // (A report from within the interval measured counts:
+                                           // a flow that ended in it must not make the VM look
+                                           // at its limit against a limit its report lowered.)
+                                           reportIsNewer: v.reportTime > v.intervalStart,
                                            fairShare: fair[v.config.name] ?? .zero, capacity: link.capacity, reserved: reserved)
             inputs.append(Self.input(v, demand: v.demand))
         }

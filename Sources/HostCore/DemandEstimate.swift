@@ -11,7 +11,7 @@ public enum DemandEstimate {
     /// A VM is at its limit against that one: a limit raised since (between rounds) must not
     /// make a VM that was held back look as if it no longer wanted more.
     ///
-    /// `reportIsNewer`: the report came after the host's last measurement. A guest that says
+    /// `reportIsNewer`: the report came after the start of the interval the host measured. A guest that says
     /// it sends less than the host last measured, and wants no more, is taken at its word
     /// for the demand (the rest goes to the others now, not a round later): a guest that
     /// under-claims only holds itself back.

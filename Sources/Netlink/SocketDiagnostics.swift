@@ -138,7 +138,8 @@ public enum SocketClosed: Equatable, Sendable {
 }
 
 /// Listens for TCP sockets the kernel destroys (``SocketClosed``) in the caller's network
-/// namespace or a named one. Needs CAP_NET_ADMIN.
+/// namespace or a named one. Any user may (the groups take listeners without privileges);
+/// without CAP_NET_ADMIN the socket keeps the default buffer, a few hundred announcements.
 public typealias SocketCloseMonitor = NetlinkListener<SocketClosed>
 
 extension NetlinkListener where Event == SocketClosed {

@@ -73,6 +73,23 @@ import TandemProtocol
         let after = try #require(next)
         #expect(after.rate == .mbit(50), "what the VM sent in the interval is still reported")
         #expect(!after.wantsMore, "the ended flow's claim is gone")
+        #expect(e.claiming.isEmpty)
+    }
+
+    /// At a flow's end the rates' interval starts again (the report after it says what the VM
+    /// sends from then on), and the drops since the last report still count.
+    @Test func aRestartedIntervalKeepsTheDropsSinceTheLastReport() throws {
+        var e = DemandEstimator()
+        let udp = { (b: UInt64, d: UInt64) in [DemandEstimator.ClassSample(handle: ShapingTree.top, bytes: b, drops: 0, backlog: 0),
+                                               DemandEstimator.ClassSample(handle: ShapingTree.udp, bytes: b, drops: d, backlog: 0)] }
+        _ = e.report(at: 1, classes: udp(0, 0), flows: nil, epoch: 0, unmetReservations: .zero)
+        e.restart(at: 1.08, classes: udp(1_000_000, 3))
+        let next = e.report(at: 1.1, classes: udp(1_000_000, 3), flows: nil, epoch: 0, unmetReservations: .zero)
+        let r = try #require(next)
+        #expect(r.rate == .zero, "nothing sent since the restart")
+        #expect(r.intervalMilliseconds == 20)
+        #expect(r.classes.first { $0.name == "udp" }?.drops == 3, "the drops before the restart count")
+        #expect(r.wantsMore)
     }
 
     @Test func resetCountersGiveZeroNotHuge() throws {

@@ -177,6 +177,37 @@ final class Rig: @unchecked Sendable {
         #expect(abs(next - (rig.now - 0.005 + Controller.reactSeconds)) < 1e-9)
     }
 
+    /// A flow that ends mid-round: its agent's report (sending nothing now, wanting no more)
+    /// lowers the VM at once, and the round that follows, whose interval still holds what it
+    /// sent before, does not take it to be at the limit it lowered to (it was probed back to
+    /// its fair share for a round: the neighbour's limit went 196 -> 100 -> 196 Mbit).
+    @Test func aFlowThatEndedMidRoundIsNotProbedBackUp() async throws {
+        let rig = try Rig(guarantee1: "0")
+        await rig.controller.prepare()
+        await rig.connect("vm1")
+        await rig.connect("vm2")
+        func report(_ vm: String, _ seq: UInt64, rate: BitRate, wantsMore: Bool) async {
+            await rig.guest(vm, .demand(DemandReport(sequence: seq, intervalMilliseconds: 100, epoch: 0, rate: rate, wantsMore: wantsMore)))
+        }
+        for i in 0..<30 {
+            await report("vm1", UInt64(i + 1), rate: .mbit(100), wantsMore: true)
+            await report("vm2", UInt64(i + 1), rate: .mbit(100), wantsMore: true)
+            await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)])
+        }
+        #expect(try #require(rig.backends["vm2"]!.limit) <= .mbit(110), "sharing: \(rig.backends["vm2"]!.limit!)")
+        // vm1's sender stops 30 ms into the round; its agent says so.
+        for (vm, r) in [("vm1", BitRate.mbit(400)), ("vm2", .mbit(400))] { rig.backends[vm]!.send(r, for: 0.03) }
+        rig.now += 0.03
+        await report("vm1", 100, rate: .zero, wantsMore: false)
+        _ = await rig.controller.reactDue(now: rig.now)
+        #expect(try #require(rig.backends["vm2"]!.limit) >= .mbit(180), "the share moves at the report")
+        rig.backends["vm2"]!.send(.mbit(400), for: 0.07)
+        rig.now += 0.07
+        await rig.controller.tick(now: rig.now)
+        let vm2 = try #require(rig.backends["vm2"]!.limit), vm1 = try #require(rig.backends["vm1"]!.limit)
+        #expect(vm2 >= .mbit(180), "and stays at the round: vm2 \(vm2), vm1 \(vm1)")
+    }
+
     /// `policy set` counts the other VMs at the guarantees in force, their own `policy set`s
     /// included (it counted the file's, letting two changes promise more than the link).
     @Test func policySetCountsTheOthersAtTheirGuaranteesInForce() async throws {
