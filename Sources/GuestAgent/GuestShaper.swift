@@ -13,6 +13,8 @@ public protocol GuestShaper: Sendable {
     func apply(_ tree: ShapingTree, force: Bool) async throws -> [ShapingOperation]
     /// Every class's counters.
     func classStats() async throws -> [HTBClassState]
+    /// Every class's counters alone (cheaper: read at every report and between them).
+    func classCounters() async throws -> [ClassCounters]
     /// After the interface went away and came back: finds it and puts the last tree back.
     /// Returns whether it did anything.
     @discardableResult
@@ -24,6 +26,10 @@ public protocol GuestShaper: Sendable {
 }
 
 extension GuestShaper {
+    public func classCounters() async throws -> [ClassCounters] {
+        try await classStats().map { ClassCounters(handle: $0.spec.handle, bytes: $0.stats.bytes, drops: $0.stats.drops, backlog: $0.stats.backlog) }
+    }
+
     @discardableResult
     public func apply(_ tree: ShapingTree) async throws -> [ShapingOperation] { try await apply(tree, force: false) }
 }

@@ -70,6 +70,10 @@ public actor Shaper {
         try await netlink.classes(ifindex: ifindex)
     }
 
+    public func classCounters() async throws -> [ClassCounters] {
+        try await netlink.classCounters(ifindex: ifindex)
+    }
+
     /// After the interface went away and came back (a new index): finds it again and puts
     /// the last tree back. Returns whether it did anything.
     @discardableResult

@@ -154,3 +154,50 @@ extension RouteSocket {
         return out.sorted { $0.spec.handle < $1.spec.handle }
     }
 }
+
+/// A class's counters, as ``RouteSocket/classCounters(ifindex:)`` reads them.
+public struct ClassCounters: Hashable, Sendable {
+    public var handle: TCHandle
+    public var bytes: UInt64
+    public var drops: UInt64
+    /// Bytes queued now.
+    public var backlog: UInt64
+    public init(handle: TCHandle, bytes: UInt64, drops: UInt64, backlog: UInt64) {
+        self.handle = handle; self.bytes = bytes; self.drops = drops; self.backlog = backlog
+    }
+
+    /// Parses one RTM_NEWTCLASS message (netlink header, struct tcmsg, attributes: TCA_STATS2
+    /// with TCA_STATS_BASIC's bytes and TCA_STATS_QUEUE's backlog and drops); nil for anything
+    /// else or a message too short to be one.
+    public static func parse(_ m: UnsafeRawBufferPointer) -> ClassCounters? {
+        guard m.count >= 36, m.loadUnaligned(fromByteOffset: 4, as: UInt16.self) == UInt16(RTM_NEWTCLASS) else { return nil }
+        let length = min(m.count, Int(m.loadUnaligned(fromByteOffset: 0, as: UInt32.self)))
+        var c = ClassCounters(handle: TCHandle(rawValue: m.loadUnaligned(fromByteOffset: 24, as: UInt32.self)), bytes: 0, drops: 0, backlog: 0)
+        RootQdiscCounters.forEachAttribute(m, from: 36, to: length) { type, start, len in
+            guard type == 7 else { return }   // TCA_STATS2
+            RootQdiscCounters.forEachAttribute(m, from: start, to: start + len) { t, s, l in
+                if t == 1 && l >= 8 { c.bytes = m.loadUnaligned(fromByteOffset: s, as: UInt64.self) }   // TCA_STATS_BASIC
+                if t == 3 && l >= 12 {   // TCA_STATS_QUEUE: qlen, backlog, drops
+                    c.backlog = UInt64(m.loadUnaligned(fromByteOffset: s + 4, as: UInt32.self))
+                    c.drops = UInt64(m.loadUnaligned(fromByteOffset: s + 8, as: UInt32.self))
+                }
+            }
+        }
+        return c
+    }
+}
+
+extension RouteSocket {
+    /// `tc -s class show dev IF`, counters only: one RTM_GETTCLASS dump (the kernel keeps to
+    /// the interface) read in place, without libnl's objects: what the agent reads at every
+    /// report and between them (``classes(ifindex:)`` decodes each class whole).
+    public func classCounters(ifindex: Int32) throws(NetlinkError) -> [ClassCounters] {
+        var body = [UInt8](repeating: 0, count: 20)   // struct tcmsg, tcm_ifindex at 4
+        withUnsafeBytes(of: ifindex.littleEndian) { for (k, b) in $0.enumerated() { body[4 + k] = b } }
+        var out: [ClassCounters] = []
+        try rawDump(type: UInt16(RTM_GETTCLASS), body: body, operation: "RTM_GETTCLASS", object: "dev #\(ifindex)", restart: { out = [] }) { m in
+            if let c = ClassCounters.parse(m) { out.append(c) }
+        }
+        return out
+    }
+}

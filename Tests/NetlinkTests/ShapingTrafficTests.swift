@@ -32,6 +32,10 @@ struct ShapingTrafficTests {
             // The class saw the bytes, and nothing went around it.
             let cls = try #require(try await nl.classes(ifindex: t0).first { $0.spec.handle == TCHandle("1:10")! })
             #expect(cls.stats.bytes > UInt64(shaped.receivedBitsPerSecond / 8 * 3))
+            // The counters read in place (what the agent reads) are libnl's, class by class.
+            let decoded = try await nl.classes(ifindex: t0).map { ClassCounters(handle: $0.spec.handle, bytes: $0.stats.bytes, drops: $0.stats.drops, backlog: $0.stats.backlog) }
+            let raw = try await nl.classCounters(ifindex: t0)
+            #expect(raw == decoded && !raw.isEmpty && raw.contains { $0.bytes > 0 })
         }
     }
 
