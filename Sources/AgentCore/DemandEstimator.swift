@@ -54,14 +54,6 @@ public struct DemandEstimator: Sendable {
 
     static func claims(_ f: FlowDemand) -> Bool { !f.wantsMore.isEmpty && f.rate > .kbit(100) }
 
-    /// Whether a class in `classes` queues or drops now (more than at the last sample): what
-    /// makes a report want more. Checked between reports, to report at once when it starts.
-    public func wouldWantMore(_ classes: [ClassSample]) -> Bool {
-        classes.contains { c in
-            c.handle != ShapingTree.top && (c.backlog > 0 || c.drops > (lastClasses[c.handle]?.drops ?? c.drops))
-        }
-    }
-
     /// Starts the rates' interval at `time` (a flow ended: what the VM sends from then on is
     /// what the next report should say), keeping the drop counts of the last report: drops
     /// seen since then still count in the next.

@@ -10,9 +10,6 @@ public struct ReportPacer: Sendable {
 
     public init() {}
 
-    /// Whether the last report sent said the VM wants more (nil: none sent yet).
-    public var lastWantsMore: Bool? { last?.wantsMore }
-
     /// Forget what was sent: the next report goes out (a new session or welcome).
     public mutating func reset() { last = nil }
 

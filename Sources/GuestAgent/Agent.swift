@@ -111,8 +111,6 @@ public actor Agent: Service {
         case socketClosed(SocketClosed)
         /// The report that follows a flow's end.
         case afterFlowEnded
-        /// Between ticks: a VM that wanted no more and starts queueing is reported at once.
-        case quickCheck
     }
 
     /// Runs until a graceful shutdown (SIGTERM, through the service group) or cancellation,
@@ -151,9 +149,6 @@ public actor Agent: Service {
             let ticker = Ticker(period: max(interval, 0.01)) { sink.yield(.tick) }
             ticker.start()
             defer { ticker.stop() }
-            let quick = Ticker(period: Agent.quickCheckSeconds) { sink.yield(.quickCheck) }
-            if interval > 2 * Agent.quickCheckSeconds { quick.start() }
-            defer { quick.stop() }
             // Flows that end are known at once (not at the next socket sample, a second
             // apart). Only the ends of flows that claim more are passed on: a guest closing
             // thousands of connections does not fill the agent's queue. Without sock_diag's
@@ -204,7 +199,6 @@ public actor Agent: Service {
         case .socketClosed(.closed(let flow)): await flowEnded(flow)
         case .socketClosed(.overrun): lastSocketSample = -1e9   // ends were lost: sample the sockets next time
         case .afterFlowEnded: await followUp()
-        case .quickCheck: await quickCheck()
         case .channel(let c): await handleChannel(c)
         case .client(let c): await handleClient(c)
         }
@@ -406,27 +400,14 @@ public actor Agent: Service {
         afterFlowEnded()
     }
 
-    /// How often, between ticks, a VM whose last report said it wants no more is looked at
-    /// (its classes' counters, one dump): a flow that starts is reported within this, not at
-    /// the next tick. Not while it wants more (the ticks report that).
-    static let quickCheckSeconds = 0.02
-
-    func quickCheck() async {
-        guard hostState == .connected, followUpDue == nil, pacer.lastWantsMore == false,
-              let classes = await classSamples(), estimator.wouldWantMore(classes) else { return }
-        // This report stands for the next tick's.
-        lastReport = clock()
-        await report(lastReport, classes: classes)
-    }
-
     func followUp() async {
         guard followUpDue != nil else { return }
         followUpDue = nil
         if hostState == .connected { await report(clock()) }
     }
 
-    func report(_ now: Double, classes: [DemandEstimator.ClassSample]? = nil) async {
-        guard var r = await sample(now, classes: classes) else { return }
+    func report(_ now: Double) async {
+        guard var r = await sample(now) else { return }
         // Keep the frame within the limit whatever the number of flows and classes (fixed
         // classes are named first and kept). Encoded once when it fits, as it nearly always does.
         guard pacer.shouldSend(r, at: now, slack: max(options.interval, 0.01) / 2) else { return }
@@ -441,8 +422,8 @@ public actor Agent: Service {
 
     /// Samples the classes (and, once a second, the sockets): the demand report for the
     /// interval since the last sample, nil for the first sample or when the tree is not there.
-    func sample(_ now: Double, classes given: [DemandEstimator.ClassSample]? = nil) async -> DemandReport? {
-        guard let classes = given != nil ? given : await classSamples() else { return nil }
+    func sample(_ now: Double) async -> DemandReport? {
+        guard let classes = await classSamples() else { return nil }
         // Sockets once a second (see `socketSampleSeconds`); the reports in between name no
         // flows, and the last sampled flows' wanting still counts.
         var flows: [DemandEstimator.FlowSample]? = nil
