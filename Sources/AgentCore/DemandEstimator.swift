@@ -4,15 +4,8 @@ import TandemProtocol
 /// Turns two samples of the agent's class counters and TCP sockets into a demand report.
 /// Pure: the samples come from the caller, with the time they were taken.
 public struct DemandEstimator: Sendable {
-    public struct ClassSample: Equatable, Sendable {
-        public var handle: TCHandle
-        public var bytes: UInt64
-        public var drops: UInt64
-        public var backlog: UInt64
-        public init(handle: TCHandle, bytes: UInt64, drops: UInt64, backlog: UInt64) {
-            self.handle = handle; self.bytes = bytes; self.drops = drops; self.backlog = backlog
-        }
-    }
+    /// A class's counters at a sample (what ``RouteSocket/classCounters(ifindex:)`` reads).
+    public typealias ClassSample = ClassCounters
 
     public struct FlowSample: Equatable, Sendable {
         public var flow: FlowKey

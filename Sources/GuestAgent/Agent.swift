@@ -445,7 +445,7 @@ public actor Agent: Service {
 
     /// The classes' counters, or nil when the tree is not there (then it is put back).
     func classSamples() async -> [DemandEstimator.ClassSample]? {
-        var stats: [ClassCounters] = []
+        var stats: [DemandEstimator.ClassSample] = []
         var trouble: String? = nil
         do { stats = try await shaper.classCounters() } catch { trouble = "\(error)" }
         // The interface re-created (a dump of a gone index is empty, not an error) or its tree
@@ -461,7 +461,7 @@ public actor Agent: Service {
             }
             return nil
         }
-        return stats.map { DemandEstimator.ClassSample(handle: $0.handle, bytes: $0.bytes, drops: $0.drops, backlog: $0.backlog) }
+        return stats
     }
 
     func shaperUnmet() -> BitRate {

@@ -140,6 +140,11 @@ final class Rig: @unchecked Sendable {
         await controller.receive(vm, .frame(Array(f.dropLast())), now: now)
     }
 
+    /// A demand report from `vm`'s agent.
+    func report(_ vm: String, _ seq: UInt64, rate: BitRate, wantsMore: Bool) async {
+        await guest(vm, .demand(DemandReport(sequence: seq, intervalMilliseconds: 100, epoch: 0, rate: rate, wantsMore: wantsMore)))
+    }
+
     func connect(_ vm: String) async {
         await controller.receive(vm, .connected, now: now)
         await guest(vm, .hello(Hello(agentVersion: "t", interface: "eth0", mac: "52:54:00:00:00:01")))
@@ -154,25 +159,22 @@ final class Rig: @unchecked Sendable {
         await rig.controller.prepare()
         await rig.connect("vm1")
         await rig.connect("vm2")
-        func report(_ vm: String, _ seq: UInt64, rate: BitRate, wantsMore: Bool) async {
-            await rig.guest(vm, .demand(DemandReport(sequence: seq, intervalMilliseconds: 100, epoch: 0, rate: rate, wantsMore: wantsMore)))
-        }
         for i in 0..<30 {
-            await report("vm1", UInt64(i + 1), rate: .mbit(190), wantsMore: true)
-            await report("vm2", UInt64(i + 1), rate: .zero, wantsMore: false)
+            await rig.report("vm1", UInt64(i + 1), rate: .mbit(190), wantsMore: true)
+            await rig.report("vm2", UInt64(i + 1), rate: .zero, wantsMore: false)
             await rig.round(["vm1": .mbit(400)])
         }
         let before = try #require(rig.backends["vm2"]!.limit)
         #expect(before < .mbit(60), "vm2 idle: \(before)")
         // vm2's flood starts: its agent says so between rounds.
         rig.now += 0.03
-        await report("vm2", 100, rate: before, wantsMore: true)
+        await rig.report("vm2", 100, rate: before, wantsMore: true)
         #expect(await rig.controller.reactDue(now: rig.now) == nil)
         let after = try #require(rig.backends["vm2"]!.limit)
         #expect(after >= .mbit(95), "its fair share at once, not rounds of doubling: \(after)")
         // Another report 5 ms later waits for the link's next slot.
         rig.now += 0.005
-        await report("vm2", 101, rate: .mbit(10), wantsMore: false)
+        await rig.report("vm2", 101, rate: .mbit(10), wantsMore: false)
         let next = try #require(await rig.controller.reactDue(now: rig.now))
         #expect(abs(next - (rig.now - 0.005 + Controller.reactSeconds)) < 1e-9)
     }
@@ -186,19 +188,16 @@ final class Rig: @unchecked Sendable {
         await rig.controller.prepare()
         await rig.connect("vm1")
         await rig.connect("vm2")
-        func report(_ vm: String, _ seq: UInt64, rate: BitRate, wantsMore: Bool) async {
-            await rig.guest(vm, .demand(DemandReport(sequence: seq, intervalMilliseconds: 100, epoch: 0, rate: rate, wantsMore: wantsMore)))
-        }
         for i in 0..<30 {
-            await report("vm1", UInt64(i + 1), rate: .mbit(100), wantsMore: true)
-            await report("vm2", UInt64(i + 1), rate: .mbit(100), wantsMore: true)
+            await rig.report("vm1", UInt64(i + 1), rate: .mbit(100), wantsMore: true)
+            await rig.report("vm2", UInt64(i + 1), rate: .mbit(100), wantsMore: true)
             await rig.round(["vm1": .mbit(400), "vm2": .mbit(400)])
         }
         #expect(try #require(rig.backends["vm2"]!.limit) <= .mbit(110), "sharing: \(rig.backends["vm2"]!.limit!)")
         // vm1's sender stops 30 ms into the round; its agent says so.
         for (vm, r) in [("vm1", BitRate.mbit(400)), ("vm2", .mbit(400))] { rig.backends[vm]!.send(r, for: 0.03) }
         rig.now += 0.03
-        await report("vm1", 100, rate: .zero, wantsMore: false)
+        await rig.report("vm1", 100, rate: .zero, wantsMore: false)
         _ = await rig.controller.reactDue(now: rig.now)
         #expect(try #require(rig.backends["vm2"]!.limit) >= .mbit(180), "the share moves at the report")
         rig.backends["vm2"]!.send(.mbit(400), for: 0.07)
