@@ -156,9 +156,16 @@ enum Reaction {
             // 100-ms intervals?
             Thread.sleep(forTimeInterval: 1)
             let out = t.dir.appendingPathComponent("tcp-next-to-flood-\(rep).json")
+            // (16 KiB writes: with iperf3's default 128 KiB ones a 100-ms interval at 90 Mbit/s
+            // holds 8 or 9 of them, so intervals swing by a tenth and a transfer holding 91
+            // Mbit/s on average read as dipping under 80 in some 300-ms window.)
             let late = try BackgroundProcess(["ip", "netns", "exec", t.vmNS[0].name, "iperf3", "-c", "10.77.0.254", "-p", "5201", "-t", "2", "-i", "0.1",
-                                              "-J"], log: out)
+                                              "-l", "16K", "-J"], log: out)
             _ = late.wait(timeout: 10)
+            if ProcessInfo.processInfo.environment["TANDEM_BENCH_DEBUG"] != nil, let data = try? Data(contentsOf: out), let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let iv = root["intervals"] as? [[String: Any]] {
+                let mbit = iv.compactMap { ($0["sum"] as? [String: Any])?["bits_per_second"] as? Double }.map { String(Int($0 / 1e6)) }
+                FileHandle.standardError.write(Data("\nlate TCP Mbit/s per 100 ms: \(mbit.joined(separator: " "))\n".utf8))
+            }
             if let h = holds(json: (try? String(contentsOf: out, encoding: .utf8)) ?? "", share: 0.4 * capacity) { hold.append(h) }
             flood.stop(signal: SIGKILL)
             Thread.sleep(forTimeInterval: 1)
