@@ -153,9 +153,8 @@ public actor Agent: Service {
             // apart). Only the ends of flows that claim more are passed on: a guest closing
             // thousands of connections does not fill the agent's queue. Without sock_diag's
             // destroy groups the agent goes on without.
-            var closes: SocketCloseMonitor? = nil
             if diag != nil {
-                do { closes = try SocketCloseMonitor() } catch { log.info("ended flows not announced (sock_diag destroy groups)", metadata: ["error": "\(error)"]) }
+                do { closes = try SocketCloseMonitor(listening: false) } catch { log.info("ended flows not announced (sock_diag destroy groups)", metadata: ["error": "\(error)"]) }
             }
             if let closes {
                 closes.start()
@@ -386,13 +385,26 @@ public actor Agent: Service {
     var afterFlowEnded: @Sendable () -> Void = {}
     /// The flows whose end is passed on from the monitor's thread (``DemandEstimator/claiming``).
     let claiming = LockedSet<FlowKey>()
+    /// Ends of flows, heard only while a flow claims (``updateClaiming()``).
+    var closes: SocketCloseMonitor?
+    var listening = false
+
+    /// The flows whose end matters, for the monitor; it listens only while there are some.
+    func updateClaiming() {
+        let now = estimator.claiming
+        claiming.set(now)
+        if let closes, listening != !now.isEmpty {
+            listening = !now.isEmpty
+            closes.listen(listening)
+        }
+    }
 
     /// A flow that sent and wanted more ended: the estimator forgets its claim and starts the
     /// rates' interval now, and the report for it goes out ``afterFlowEndedSeconds`` later,
     /// without waiting for the next tick (one at a time: sockets that churn add no reports).
     func flowEnded(_ flow: FlowKey) async {
         guard estimator.forget(flow) else { return }
-        claiming.set(estimator.claiming)
+        updateClaiming()
         guard hostState == .connected, followUpDue == nil, let classes = await classSamples() else { return }
         let now = clock()
         estimator.restart(at: now, classes: classes)
@@ -439,7 +451,7 @@ public actor Agent: Service {
         }
         let unmet = shaperUnmet()
         let r = estimator.report(at: now, classes: classes, flows: flows, epoch: allocation?.epoch ?? 0, unmetReservations: unmet)
-        if flows != nil { claiming.set(estimator.claiming) }
+        if flows != nil { updateClaiming() }
         return r
     }
 

@@ -158,6 +158,19 @@ public final class NetlinkListener<Event: Sendable>: @unchecked Sendable {
         close(wake.write)
     }
 
+    /// Joins (or leaves) a multicast group of the socket's family: the kernel queues the
+    /// group's messages for this socket only while it is a member. Returns whether the kernel
+    /// took it.
+    @discardableResult
+    public func setMembership(group: UInt32, _ member: Bool) -> Bool {
+        lock.withLock {
+            guard !closed else { return false }
+            var g = group
+            // SOL_NETLINK 270; NETLINK_ADD_MEMBERSHIP 1, NETLINK_DROP_MEMBERSHIP 2.
+            return setsockopt(fd, 270, member ? 1 : 2, &g, socklen_t(MemoryLayout<UInt32>.size)) == 0
+        }
+    }
+
     /// Starts the reading thread (once).
     public func start() {
         lock.withLock {

@@ -116,8 +116,8 @@ public enum SocketClosed: Equatable, Sendable {
     case overrun
 
     static let SOCK_DIAG_BY_FAMILY = 20
-    /// The groups' bits for bind(2): SKNLGRP_INET_TCP_DESTROY (1), SKNLGRP_INET6_TCP_DESTROY (3).
-    static let tcpGroups: UInt32 = 1 << 0 | 1 << 2
+    /// SKNLGRP_INET_TCP_DESTROY and SKNLGRP_INET6_TCP_DESTROY.
+    static let tcpGroups: [UInt32] = [1, 3]
 
     /// Parses one SOCK_DIAG_BY_FAMILY message (nlmsghdr, then struct inet_diag_msg: family,
     /// state, timer, retrans; inet_diag_sockid: sport, dport (network order), src[16],
@@ -143,8 +143,17 @@ public enum SocketClosed: Equatable, Sendable {
 public typealias SocketCloseMonitor = NetlinkListener<SocketClosed>
 
 extension NetlinkListener where Event == SocketClosed {
-    public convenience init(namespace: String? = nil) throws(NetlinkError) {
-        try self.init(namespace: namespace, protocol: 4 /* NETLINK_SOCK_DIAG */, groups: SocketClosed.tcpGroups, what: "NETLINK_SOCK_DIAG groups tcp destroy",
+    /// `listening`: whether it is in the groups from the start (see ``listen(_:)``).
+    public convenience init(namespace: String? = nil, listening: Bool = true) throws(NetlinkError) {
+        let bits = listening ? SocketClosed.tcpGroups.reduce(UInt32(0)) { $0 | 1 << ($1 - 1) } : 0
+        try self.init(namespace: namespace, protocol: 4 /* NETLINK_SOCK_DIAG */, groups: bits, what: "NETLINK_SOCK_DIAG groups tcp destroy",
                       overrun: .overrun, name: "tandem-socket-monitor", parse: SocketClosed.parse)
+    }
+
+    /// Joins or leaves the destroy groups. While a listener is in them the kernel hands every
+    /// TCP socket's end to a workqueue to announce it: a guest's agent listens only while a
+    /// flow whose end matters is there.
+    public func listen(_ on: Bool) {
+        for g in SocketClosed.tcpGroups { setMembership(group: g, on) }
     }
 }

@@ -84,6 +84,36 @@ struct RouteMonitorTests {
         #expect(toServer.allSatisfy { $0.proto == .tcp && $0.source == IPAddress("127.0.0.1")! && $0.destination == IPAddress("127.0.0.1")! && $0.sourcePort != 0 })
     }
 
+    /// A monitor out of the groups hears nothing (the kernel does not queue the ends for it,
+    /// nor defer the sockets' frees for it); once in them it hears the next transfer's.
+    @Test func aMonitorHearsSocketsEndOnlyWhileListening() async throws {
+        let ns = try Netns(prefix: "tdm-slisten")
+        defer { ns.delete() }
+        try ns.ip("link set lo up")
+        final class Heard: @unchecked Sendable { let lock = NSLock(); var ports: [UInt16] = [] }
+        func collect(_ m: SocketCloseMonitor) -> (Heard, Task<Void, Never>) {
+            let h = Heard()
+            return (h, Task { for await e in m.events { if case .closed(let f) = e { h.lock.withLock { h.ports.append(f.destinationPort) } } } })
+        }
+        let quiet = try SocketCloseMonitor(namespace: ns.name, listening: false), always = try SocketCloseMonitor(namespace: ns.name)
+        quiet.start(); always.start()
+        defer { quiet.stop(); always.stop() }
+        let (q, qt) = collect(quiet), (a, at) = collect(always)
+        defer { qt.cancel(); at.cancel() }
+        let server = try Iperf.server(in: ns, port: 5398)
+        defer { server.stop() }
+        func transferHeard(by h: Heard) async throws -> Bool {
+            _ = try Iperf.client(in: ns, host: "127.0.0.1", port: 5398, seconds: 1)
+            for _ in 0..<50 where !h.lock.withLock({ h.ports.contains(5398) }) { try await Task.sleep(for: .milliseconds(100)) }
+            return h.lock.withLock { h.ports.contains(5398) }
+        }
+        #expect(try await transferHeard(by: a), "the listening monitor hears the ends")
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(q.lock.withLock { q.ports.isEmpty }, "the other heard nothing: \(q.lock.withLock { q.ports })")
+        quiet.listen(true)
+        #expect(try await transferHeard(by: q), "in the groups, it hears the next transfer's")
+    }
+
     @Test func whatIsNotASocketsEndIsNotParsed() {
         var m = [UInt8](repeating: 0, count: 88)
         m[0] = 88; m[4] = 20; m[16] = UInt8(AF_INET)
