@@ -246,7 +246,7 @@ public actor Controller {
         for vm in change.replaced {
             guard let state = vms[vm.name] else { continue }
             let capacity = next.links.first { $0.name == vm.link }!.capacity
-            if state.config.backend != vm.backend || (vm.backend.groupInHardware && state.config.group != vm.group) { await replaceBackend(state, with: vm, attach: attach, capacity: capacity) }
+            if vm.needsOtherBackend(than: state.config) { await replaceBackend(state, with: vm, attach: attach, capacity: capacity) }
             if state.config.channel != vm.channel {
                 attach.detach(vm.name)
                 state.channel = attach.channel(for: vm)

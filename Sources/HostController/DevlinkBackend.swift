@@ -118,11 +118,17 @@ public struct DevlinkBackend: HardLimitBackend {
 
     static func rate(_ r: BitRate?) -> UInt64 { r.map(DevlinkRate.bytesPerSecond) ?? 0 }
 
+    /// The rate objects of the port's device, and the port's leaf among them.
+    static func mine(_ port: DevlinkPort, _ rates: [DevlinkRate]) -> [DevlinkRate] { rates.filter { $0.bus == port.bus && $0.device == port.device } }
+    static func leaf(_ port: DevlinkPort, _ rates: [DevlinkRate]) -> DevlinkRate? {
+        rates.first { $0.bus == port.bus && $0.device == port.device && $0.object == .leaf(port: port.index) }
+    }
+
     /// What is not as it should be in the rate objects `rates` (one dump): the VF's leaf
     /// missing, its node missing or other than the group says, the leaf in another node.
     func differences(_ port: DevlinkPort, _ rates: [DevlinkRate]) -> [String] {
-        let mine = rates.filter { $0.bus == port.bus && $0.device == port.device }
-        guard let leaf = mine.first(where: { $0.object == .leaf(port: port.index) }) else { return ["no rate leaf for port \(port.index)"] }
+        let mine = Self.mine(port, rates)
+        guard let leaf = Self.leaf(port, mine) else { return ["no rate leaf for port \(port.index)"] }
         var out: [String] = []
         let spec = leafCache.nodesRefused ? nil : nodes.spec(group)
         if let spec {
@@ -142,8 +148,8 @@ public struct DevlinkBackend: HardLimitBackend {
     /// Makes the group's node and puts the leaf in it (or out of a node of Tandem's when the
     /// VM is in no group); says what it did.
     func placeLeaf(_ port: DevlinkPort) async throws -> [String] {
-        let rates = try await devlink.devlinkRates().filter { $0.bus == port.bus && $0.device == port.device }
-        guard let leaf = rates.first(where: { $0.object == .leaf(port: port.index) }) else {
+        let rates = Self.mine(port, try await devlink.devlinkRates())
+        guard let leaf = Self.leaf(port, rates) else {
             throw NetlinkError(operation: "DEVLINK_CMD_RATE_GET", object: "\(port.bus)/\(port.device)/\(port.index)", errno: 19, detail: "the VF's port has no rate leaf")
         }
         var done: [String] = []
@@ -178,7 +184,7 @@ public struct DevlinkBackend: HardLimitBackend {
             if leaf.parent != nil { try await devlink.setDevlinkRate(bus: port.bus, device: port.device, .leaf(port: port.index), DevlinkRateChange(parent: "")) }
             if let want { try await devlink.setDevlinkRate(bus: port.bus, device: port.device, .leaf(port: port.index), DevlinkRateChange(parent: want)) }
             done.append("leaf put in \(want ?? "no node")")
-            if let old = leaf.parent, DevlinkNodes.isOurs(old) { try await deleteIfEmpty(port, old) }
+            if let old = leaf.parent, DevlinkNodes.isOurs(old) { try await deleteIfEmpty(port, old, rates) }
         }
         return done
     }
@@ -186,10 +192,8 @@ public struct DevlinkBackend: HardLimitBackend {
     /// The leaf's limit first (a VF is never left without one while its node is made), then
     /// its node.
     public func prepare(initialLimit: BitRate) async throws {
-        if try await currentLimit() == nil {
-            let share = try await withLeaf { p in try await leafRate(p)?.txShare ?? 0 }
-            try await apply(limit: initialLimit, guarantee: DevlinkRate.bitRate(bytesPerSecond: share))
-        }
+        let leaf = try await leafRate()
+        if leaf.txMax == 0 { try await apply(limit: initialLimit, guarantee: DevlinkRate.bitRate(bytesPerSecond: leaf.txShare)) }
         _ = try await withLeaf { try await placeLeaf($0) }
     }
 
@@ -197,8 +201,11 @@ public struct DevlinkBackend: HardLimitBackend {
         try await withLeaf { try await placeLeaf($0) }
     }
 
-    func leafRate(_ port: DevlinkPort) async throws -> DevlinkRate? {
-        try await devlink.devlinkRates().first { $0.bus == port.bus && $0.device == port.device && $0.object == .leaf(port: port.index) }
+    /// The VF's leaf as the kernel has it (one dump).
+    func leafRate() async throws -> DevlinkRate {
+        let r = try await withLeaf { Self.leaf($0, try await devlink.devlinkRates()) }
+        guard let r else { throw NetlinkError(operation: "DEVLINK_CMD_RATE_GET", object: describe, errno: 19, detail: "the VF's port has no rate leaf") }
+        return r
     }
 
     public func apply(limit: BitRate, guarantee: BitRate) async throws {
@@ -209,9 +216,7 @@ public struct DevlinkBackend: HardLimitBackend {
     }
 
     public func currentLimit() async throws -> BitRate? {
-        guard let r = try await withLeaf({ try await leafRate($0) }) else {
-            throw NetlinkError(operation: "DEVLINK_CMD_RATE_GET", object: describe, errno: 19, detail: "the VF's port has no rate leaf")
-        }
+        let r = try await leafRate()
         return r.txMax == 0 ? nil : DevlinkRate.bitRate(bytesPerSecond: r.txMax)
     }
 
@@ -239,8 +244,7 @@ public struct DevlinkBackend: HardLimitBackend {
     }
 
     public func currentLimit(in batch: CounterBatch) -> BitRate?? {
-        guard case .devlink(_, let rates) = batch, let port = leafCache.value,
-              let r = rates.first(where: { $0.bus == port.bus && $0.device == port.device && $0.object == .leaf(port: port.index) }) else { return nil }
+        guard case .devlink(_, let rates) = batch, let port = leafCache.value, let r = Self.leaf(port, rates) else { return nil }
         return .some(r.txMax == 0 ? nil : DevlinkRate.bitRate(bytesPerSecond: r.txMax))
     }
 
@@ -273,23 +277,23 @@ public struct DevlinkBackend: HardLimitBackend {
     }
 
     /// Out of this backend's node (Tandem's, and the one its group names if it is still that);
-    /// the node deleted if no member is left.
+    /// a node of Tandem's left without members deleted. One dump.
     func leaveNode(_ p: DevlinkPort) async throws {
+        let rates = Self.mine(p, try await devlink.devlinkRates())
         let node = nodes.spec(group)?.name
-        let parent = try await leafRate(p)?.parent
+        let parent = Self.leaf(p, rates)?.parent
         if let parent, DevlinkNodes.isOurs(parent), node == nil || parent == node {
             try await devlink.setDevlinkRate(bus: p.bus, device: p.device, .leaf(port: p.index), DevlinkRateChange(parent: ""))
         }
-        for n in Set([parent, node].compactMap { $0 }) where DevlinkNodes.isOurs(n) {
-            if try await devlink.devlinkRates().contains(where: { $0.bus == p.bus && $0.device == p.device && $0.object == .node(name: n) }) {
-                try await deleteIfEmpty(p, n)
-            }
+        for n in Set([parent, node].compactMap { $0 }) where DevlinkNodes.isOurs(n) && rates.contains(where: { $0.object == .node(name: n) }) {
+            try await deleteIfEmpty(p, n, rates)
         }
     }
 
-    /// A node of Tandem's that no rate object is in any more is deleted.
-    func deleteIfEmpty(_ p: DevlinkPort, _ node: String) async throws {
-        let members = try await devlink.devlinkRates().contains { $0.bus == p.bus && $0.device == p.device && $0.parent == node }
+    /// A node of Tandem's that no rate object but this VF's leaf is in (as `rates`, one dump
+    /// taken before the leaf left it, show) is deleted.
+    func deleteIfEmpty(_ p: DevlinkPort, _ node: String, _ rates: [DevlinkRate]) async throws {
+        let members = rates.contains { $0.bus == p.bus && $0.device == p.device && $0.parent == node && $0.object != .leaf(port: p.index) }
         if !members { try await devlink.deleteDevlinkNode(bus: p.bus, device: p.device, name: node) }
     }
 }

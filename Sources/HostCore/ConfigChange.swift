@@ -32,8 +32,7 @@ public struct ConfigChange: Sendable, Equatable {
         removed = old.vms.map(\.name).filter { !after.contains($0) }
         for vm in new.vms {
             guard let was = before[vm.name] else { added.append(vm); continue }
-            if was.backend != vm.backend || was.link != vm.link || was.channel != vm.channel || was.origin != vm.origin
-                || (vm.backend.groupInHardware && was.group != vm.group) {
+            if vm.needsOtherBackend(than: was) || was.link != vm.link || was.channel != vm.channel || was.origin != vm.origin {
                 replaced.append(vm)
             } else if was.policy != vm.policy || was.group != vm.group {
                 repoliced.append(vm)

@@ -85,6 +85,12 @@ public struct HostConfig: Sendable, Equatable {
     }
 
     public struct VMConfig: Sendable, Equatable {
+        /// Whether going from `old` to this needs another backend: another device, or (devlink)
+        /// another group, which is its leaf's node.
+        public func needsOtherBackend(than old: VMConfig) -> Bool {
+            backend != old.backend || (backend.groupInHardware && group != old.group)
+        }
+
         public var name: String
         public var link: String
         public var backend: Backend

@@ -175,13 +175,8 @@ public struct ClassCounters: Hashable, Sendable {
         var c = ClassCounters(handle: TCHandle(rawValue: m.loadUnaligned(fromByteOffset: 24, as: UInt32.self)), bytes: 0, drops: 0, backlog: 0)
         RootQdiscCounters.forEachAttribute(m, from: 36, to: length) { type, start, len in
             guard type == 7 else { return }   // TCA_STATS2
-            RootQdiscCounters.forEachAttribute(m, from: start, to: start + len) { t, s, l in
-                if t == 1 && l >= 8 { c.bytes = m.loadUnaligned(fromByteOffset: s, as: UInt64.self) }   // TCA_STATS_BASIC
-                if t == 3 && l >= 12 {   // TCA_STATS_QUEUE: qlen, backlog, drops
-                    c.backlog = UInt64(m.loadUnaligned(fromByteOffset: s + 4, as: UInt32.self))
-                    c.drops = UInt64(m.loadUnaligned(fromByteOffset: s + 8, as: UInt32.self))
-                }
-            }
+            let g = RootQdiscCounters.gnetStats(m, from: start, to: start + len)
+            (c.bytes, c.backlog, c.drops) = (g.bytes ?? 0, g.backlog, g.drops)
         }
         return c
     }

@@ -207,10 +207,9 @@ public struct RootQdiscCounters: Hashable, Sendable {
             case 3 where len >= 20:   // TCA_STATS: struct tc_stats (bytes u64, packets u32, drops u32, ...)
                 legacy = (m.loadUnaligned(fromByteOffset: start, as: UInt64.self), UInt64(m.loadUnaligned(fromByteOffset: start + 12, as: UInt32.self)))
             case 7:   // TCA_STATS2: nested gnet stats
-                forEachAttribute(m, from: start, to: start + len) { t, s, l in
-                    if t == 1 && l >= 8 { c.bytes = m.loadUnaligned(fromByteOffset: s, as: UInt64.self); modern = true }         // TCA_STATS_BASIC
-                    if t == 3 && l >= 12 { c.drops = UInt64(m.loadUnaligned(fromByteOffset: s + 8, as: UInt32.self)) }         // TCA_STATS_QUEUE: qlen, backlog, drops
-                }
+                let g = gnetStats(m, from: start, to: start + len)
+                if let b = g.bytes { c.bytes = b; modern = true }
+                c.drops = g.drops
             default: break
             }
         }
@@ -223,6 +222,20 @@ public struct RootQdiscCounters: Hashable, Sendable {
             }
         }
         return (ifindex, c)
+    }
+
+    /// TCA_STATS2's nested gnet stats in `m[from..<to]`: TCA_STATS_BASIC's bytes (nil when
+    /// absent) and TCA_STATS_QUEUE's backlog and drops (qlen, backlog, drops: 32-bit).
+    static func gnetStats(_ m: UnsafeRawBufferPointer, from: Int, to: Int) -> (bytes: UInt64?, backlog: UInt64, drops: UInt64) {
+        var out: (bytes: UInt64?, backlog: UInt64, drops: UInt64) = (nil, 0, 0)
+        forEachAttribute(m, from: from, to: to) { t, s, l in
+            if t == 1 && l >= 8 { out.bytes = m.loadUnaligned(fromByteOffset: s, as: UInt64.self) }
+            if t == 3 && l >= 12 {
+                out.backlog = UInt64(m.loadUnaligned(fromByteOffset: s + 4, as: UInt32.self))
+                out.drops = UInt64(m.loadUnaligned(fromByteOffset: s + 8, as: UInt32.self))
+            }
+        }
+        return out
     }
 
     /// Walks attributes in `m[from..<to]`: type (flags masked off), payload start, payload

@@ -28,12 +28,7 @@ echo "$PF" > /out/pf
 devlink -j port show > /out/ports.json
 mkdir -p /run/tandem
 write_config() { # write_config B_GROUP_LINE C_VM D_BACKEND
-cat > /run/tandem/host.toml <<CFG
-[controller]
-interval = "100ms"
-admin_socket = "/run/tandem/host.sock"
-state_dir = "/run/tandem/state"
-metrics = "off"
+{ controller_toml; cat <<CFG
 
 [[link]]
 name = "pf"
@@ -68,6 +63,7 @@ backend = "$3"
 pf = "$PF"
 vf = 3
 CFG
+} > /run/tandem/host.toml
 }
 write_config 'group = "t1"' '[[vm]]
 name = "c"

@@ -10,12 +10,7 @@ ip link set "$PF" up
 echo "$PF" > /out/pf
 ip -j link show "$PF" > /out/vf-before.json
 mkdir -p /run/tandem
-cat > /run/tandem/host.toml <<CFG
-[controller]
-interval = "100ms"
-admin_socket = "/run/tandem/host.sock"
-state_dir = "/run/tandem/state"
-metrics = "off"
+{ controller_toml; cat <<CFG
 
 [[link]]
 name = "pf"
@@ -36,6 +31,7 @@ backend = "sriov"
 pf = "$PF"
 vf = 2
 CFG
+} > /run/tandem/host.toml
 "$BIN/tandem-host" run --config /run/tandem/host.toml --log-level debug > /out/host.log 2>&1 &
 HOST=$!
 sleep 4
