@@ -736,6 +736,12 @@ public actor Controller {
     // MARK: guests
 
     /// One event from a VM's channel.
+    /// What a pass over the channels brought, in order: one call onto the controller for
+    /// the pass, not one per frame.
+    public func receive(_ events: [(String, FrameChannel.Event)], now: Double) {
+        for (name, event) in events { receive(name, event, now: now) }
+    }
+
     public func receive(_ name: String, _ event: FrameChannel.Event, now: Double) {
         guard let vm = vms[name] else { return }
         switch event {

@@ -155,7 +155,8 @@ public struct HostDaemon: Service {
                         // The watchdog hears from every pass: rounds may be up to 60 s apart.
                         if ready { notifier.watchdog(now: now) }
                         // What the guests sent, then (in a round) what to do about it.
-                        for (name, ce) in hub.service(now: now) { await controller.receive(name, ce, now: now) }
+                        let passed = hub.service(now: now)
+                        if !passed.isEmpty { await controller.receive(passed, now: now) }
                         hub.rearm()
                         // Ticks that queued up behind a slow pass are one round, not a burst.
                         if case .tick = e, now - lastRound >= interval / 2 {
@@ -214,7 +215,8 @@ public struct HostDaemon: Service {
                         source = s
                     }
                     // Frames are written when sent; what a full socket did not take goes now.
-                    for (name, ce) in hub.flush(now: now) { await controller.receive(name, ce, now: now) }
+                    let flushed = hub.flush(now: now)
+                    if !flushed.isEmpty { await controller.receive(flushed, now: now) }
                 }
             }
             // Until SIGTERM (the service group's graceful shutdown) or cancellation.

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Splits a byte stream into frames: one frame per line, each at most ``Limits/maxFrameBytes``.
 ///
 /// Why lines: the frame boundary is a byte (`\n`) that JSON never emits inside a value, so a
@@ -37,13 +41,16 @@ public struct FrameDecoder: Sendable {
         if done == nil { Array(bytes).withUnsafeBufferPointer { feed(buffer: $0) } }
     }
 
-    /// A line at a time: up to the next newline the bytes are appended in one piece (or
-    /// counted, when the line is already too long), never byte by byte.
-    mutating func feed(buffer: UnsafeBufferPointer<UInt8>) {
+    /// A line at a time: up to the next newline (found with memchr) the bytes are taken in
+    /// one piece (or counted, when the line is already too long), never byte by byte; a line
+    /// that lies whole in `buffer` becomes its frame in one copy.
+    public mutating func feed(buffer: UnsafeBufferPointer<UInt8>) {
+        guard let base = buffer.baseAddress else { return }
         var i = 0
         let n = buffer.count
         while i < n {
-            let newline = buffer[i..<n].firstIndex(of: UInt8(ascii: "\n"))
+            let found = memchr(base + i, Int32(UInt8(ascii: "\n")), n - i)
+            let newline = found.map { UnsafeRawPointer($0) - UnsafeRawPointer(base) }
             let end = newline ?? n
             let chunk = end - i
             if let skipped = skipping {
@@ -52,8 +59,15 @@ public struct FrameDecoder: Sendable {
                 // The line cannot end within the limit (its newline would be past maxFrameBytes).
                 skipping = line.count + chunk
                 line.removeAll(keepingCapacity: false)
+            } else if newline != nil && line.isEmpty {
+                // The whole line is here: straight into its frame.
+                var stop = end
+                if stop > i && buffer[stop - 1] == UInt8(ascii: "\r") { stop -= 1 }
+                if stop > i { pending.append(.frame(Array(UnsafeBufferPointer(rebasing: buffer[i..<stop])))) }
+                i = end + 1
+                continue
             } else {
-                line.append(contentsOf: buffer[i..<end])
+                line.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[i..<end]))
             }
             guard let newline else { return }
             if let skipped = skipping {

@@ -9,11 +9,11 @@ import Glibc
 ///
 /// A ``FrameChannel`` owns a thread that wakes for every frame; for a controller with 64
 /// guests that is 64 threads and a context switch or two per frame, most of what idle agents
-/// cost the host. The hub instead reads in ``service(now:)``: one `poll(2)` over every
-/// descriptor with no timeout, reads what is waiting, writes what is still queued, (re)opens
-/// what is due. Frames are written when sent. The controller calls it once per round (and at least ten times a second), so
-/// a guest's frame waits at most that long, which is below what the controller acts on: it
-/// allocates once per round.
+/// cost the host. The hub instead reads in ``service(now:)``: one `epoll_wait(2)` with no
+/// timeout says which channels are readable (one call however many there are), the pass
+/// reads those, writes what is still queued, (re)opens what is due. Frames are written when
+/// sent. The caller runs a pass every round and at least ten times a second, and, with
+/// ``startWaker(minGap:_:)``, soon after a frame comes.
 ///
 /// The channels behave as ``FrameChannel``'s ``FrameChannel/Endpoint/closedOnEnd`` ones (a
 /// unix socket that QEMU serves): read returning 0 means the peer closed, and the hub
@@ -28,6 +28,8 @@ public final class ChannelHub: @unchecked Sendable {
         let maxFramesPerSecond: Int
         let maxQueuedBytes: Int
         let hub: ChannelHub   // (a cycle while the hub runs; `stop()` breaks it)
+        /// Its key in the hub's epoll set.
+        let token: UInt64
 
         // All below under hub.lock.
         var fd: Int32 = -1
@@ -40,8 +42,8 @@ public final class ChannelHub: @unchecked Sendable {
         var pauseFor: Double?
         var second = 0.0, framesThisSecond = 0
 
-        init(hub: ChannelHub, name: String, opener: @escaping FrameChannel.Opener, minBackoff: Double, maxBackoff: Double, maxFramesPerSecond: Int, maxQueuedBytes: Int) {
-            self.hub = hub; self.name = name; self.opener = opener
+        init(hub: ChannelHub, token: UInt64, name: String, opener: @escaping FrameChannel.Opener, minBackoff: Double, maxBackoff: Double, maxFramesPerSecond: Int, maxQueuedBytes: Int) {
+            self.hub = hub; self.token = token; self.name = name; self.opener = opener
             self.minBackoff = minBackoff; self.maxBackoff = maxBackoff; self.backoff = Backoff(min: minBackoff, max: maxBackoff)
             self.queue = OutboundQueue(maxBytes: maxQueuedBytes)
             self.maxFramesPerSecond = maxFramesPerSecond; self.maxQueuedBytes = maxQueuedBytes
@@ -73,17 +75,25 @@ public final class ChannelHub: @unchecked Sendable {
 
     let lock = NSLock()
     private var channels: [Channel] = []
+    /// The open channels' descriptors, each under its channel's token: a pass asks the
+    /// kernel which are readable in one call, whatever their number.
+    let epoll = EpollSet()
+    private var nextToken: UInt64 = 0
     private var stopped = false
     /// Most bytes read from one channel in one pass.
     let readBudget = 65536
+    /// Where reads land before the decoder takes them (under the lock): no allocation per read.
+    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 16384, alignment: 8)
+
+    deinit { scratch.deallocate() }
 
     public init() {}
 
     /// Adds a channel; it is opened in the next pass.
     public func add(name: String, minBackoff: Double = 0.1, maxBackoff: Double = 5, maxFramesPerSecond: Int = 200,
                     maxQueuedBytes: Int = 1 << 20, opener: @escaping FrameChannel.Opener) -> Channel {
-        let c = Channel(hub: self, name: name, opener: opener, minBackoff: minBackoff, maxBackoff: maxBackoff,
-                        maxFramesPerSecond: maxFramesPerSecond, maxQueuedBytes: maxQueuedBytes)
+        let c = lock.withLock { nextToken += 1; return Channel(hub: self, token: nextToken, name: name, opener: opener, minBackoff: minBackoff, maxBackoff: maxBackoff,
+                        maxFramesPerSecond: maxFramesPerSecond, maxQueuedBytes: maxQueuedBytes) }
         lock.withLock { channels.append(c) }
         return c
     }
@@ -102,7 +112,7 @@ public final class ChannelHub: @unchecked Sendable {
         lock.withLock {
             var events: [(String, FrameChannel.Event)] = []
             guard !stopped else { return events }
-            var polled: [Channel] = []
+            var openCount = 0
             for c in channels {
                 if !c.deferred.isEmpty { events += c.deferred; c.deferred.removeAll() }
                 if let pause = c.pauseFor {
@@ -111,18 +121,16 @@ public final class ChannelHub: @unchecked Sendable {
                     drop(c, retryAt: now + pause)
                 }
                 if c.fd < 0 && now >= c.nextOpen { open(c, now: now, &events) }
-                if c.fd >= 0 { polled.append(c) }
+                if c.fd >= 0 { openCount += 1 }
             }
-            guard !polled.isEmpty else { return events }
-            // Readable only: what is queued is written below whatever poll says (a write that
-            // would block costs no more than asking), and asking for POLLOUT would make every
-            // channel with something queued look ready to read.
-            let ready = POSIX.poll(polled.map { ($0.fd, Int16(POLLIN)) }, timeoutMilliseconds: 0)
-            for (c, r) in zip(polled, ready) where r != 0 || c.decoder.hasPending {
-                if r & Int16(POLLNVAL) != 0 { c.fd = -1; lost(c, "descriptor closed", now: now, &events); continue }
-                read(c, now: now, &events)
-            }
-            for c in polled where c.fd >= 0 { write(c, now: now, &events) }
+            guard openCount > 0 else { return events }
+            // Readable only: what is queued is written below whatever epoll says (a write that
+            // would block costs no more than asking), and asking for EPOLLOUT would make every
+            // channel with something queued look ready to read. Read in the channels' order;
+            // one whose decoder kept frames back (its rate) is read again.
+            let ready = Set(epoll.ready(max: openCount))
+            for c in channels where c.fd >= 0 && (ready.contains(c.token) || c.decoder.hasPending) { read(c, now: now, &events) }
+            for c in channels where c.fd >= 0 && (!c.partial.isEmpty || !c.queue.isEmpty) { write(c, now: now, &events) }
             return events
         }
     }
@@ -164,9 +172,6 @@ public final class ChannelHub: @unchecked Sendable {
     /// After a pass: the waker looks at the channels (as they are now) again.
     public func rearm() { lock.withLock { waker }?.poke() }
 
-    /// The descriptors of the connected channels, for the waker.
-    func descriptors() -> [Int32] { lock.withLock { channels.compactMap { $0.fd >= 0 ? $0.fd : nil } } }
-
     final class Waker: @unchecked Sendable {
         weak var hub: ChannelHub?
         let minGap: Double
@@ -198,10 +203,12 @@ public final class ChannelHub: @unchecked Sendable {
         func loop() {
             var lastWake = -1e9
             while !lock.withLock({ stopped }) {
-                guard let fds = hub?.descriptors() else { return }
-                let ready = POSIX.poll([(pipe.readFD, Int16(POLLIN))] + fds.map { ($0, Int16(POLLIN)) }, timeoutMilliseconds: -1)
+                // The epoll set is readable while a channel is: two descriptors to ask about,
+                // however many channels there are.
+                guard let set = hub?.epoll.fd else { return }
+                let ready = POSIX.poll([(pipe.readFD, Int16(POLLIN)), (set, Int16(POLLIN))], timeoutMilliseconds: -1)
                 if ready.first.map({ $0 != 0 }) ?? false { pipe.drain(); continue }   // rearmed or stopped: look again
-                guard ready.dropFirst().contains(where: { $0 != 0 }) else { continue }
+                guard ready.count > 1, ready[1] != 0 else { continue }
                 // Not more often than minGap; then tell the caller, and wait for its pass.
                 let wait = lastWake + minGap - POSIX.now()
                 if wait > 0 { usleep(UInt32(wait * 1e6)) }
@@ -224,6 +231,12 @@ public final class ChannelHub: @unchecked Sendable {
             return
         }
         POSIX.setNonBlocking(c.fd)
+        do { try epoll.add(c.fd, token: c.token) } catch {
+            close(c.fd); c.fd = -1
+            events.append((c.name, .openFailed(String(describing: error))))
+            retryLater(c, now: now)
+            return
+        }
         c.decoder.reset()
         c.present = true
         events.append((c.name, .connected))
@@ -245,27 +258,21 @@ public final class ChannelHub: @unchecked Sendable {
                 c.framesThisSecond += 1
             }
             if c.framesThisSecond >= c.maxFramesPerSecond || budget <= 0 { return }
-            let want = min(budget, 16384)
-            let result: POSIX.ReadResult
-            do { result = try POSIX.read(c.fd, max: want) } catch {
+            let want = min(budget, scratch.count)
+            let got: Int?
+            do { got = try POSIX.read(c.fd, into: UnsafeMutableRawBufferPointer(rebasing: scratch[..<want])) } catch {
                 // ECONNRESET and the like: the peer is gone.
                 lost(c, error.description, now: now, &events)
                 return
             }
-            switch result {
-            case .data(let bytes):
-                budget -= bytes.count
-                c.backoff.reset()
-                c.decoder.feed(bytes)
-                // A short read emptied the socket: no second read just to hear EAGAIN (the
-                // next pass's poll sees whatever comes later).
-                if bytes.count < want { budget = 0 }
-            case .wouldBlock:
-                return
-            case .end:
-                lost(c, "peer closed the connection", now: now, &events)
-                return
-            }
+            guard let got else { return }   // would block
+            if got == 0 { lost(c, "peer closed the connection", now: now, &events); return }
+            budget -= got
+            c.backoff.reset()
+            c.decoder.feed(buffer: UnsafeBufferPointer(start: scratch.baseAddress!.assumingMemoryBound(to: UInt8.self), count: got))
+            // A short read emptied the socket: no second read just to hear EAGAIN (the next
+            // pass's epoll sees whatever comes later).
+            if got < want { budget = 0 }
         }
     }
 
@@ -296,7 +303,7 @@ public final class ChannelHub: @unchecked Sendable {
     }
 
     private func drop(_ c: Channel, retryAt: Double) {
-        if c.fd >= 0 { close(c.fd); c.fd = -1 }
+        if c.fd >= 0 { epoll.remove(c.fd); close(c.fd); c.fd = -1 }
         c.present = false
         c.partial = []
         c.queue.dropAll()

@@ -52,6 +52,19 @@ public enum POSIX {
         }
     }
 
+    /// Reads what is there into `buffer` (the caller's, reused): the count read, 0 for the
+    /// end (read returned 0), nil when it would block; throws for other errors.
+    public static func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int? {
+        while true {
+            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+            if n >= 0 { return n }
+            let e = Glibc.errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return nil }
+            throw SystemError("read", "fd \(fd)", errno: e)
+        }
+    }
+
     /// Writes as much as the descriptor takes now; returns the count written (0 if it
     /// would block). Never blocks on a non-blocking descriptor. On a socket whose peer has
     /// gone this is EPIPE, never SIGPIPE (send with MSG_NOSIGNAL), so a process using this

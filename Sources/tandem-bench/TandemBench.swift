@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TandemDaemon
 
 /// `tandem-bench WHAT... [--record FILE] [--compare FILE]`: prints numbers, ratios and targets.
 /// Not a test.
@@ -64,9 +65,21 @@ struct TandemBench: AsyncParsableCommand {
             case "allocator": show("allocator", Micro.allocator())
             case "codec": show("protocol codec", Micro.codec())
             case "overhead":
+                // TANDEM_BENCH_OVERHEAD picks cases (comma-separated: none, idle, busy, agent),
+                // for looking at one; the floor is measured after the first controller case.
+                let cases = ProcessInfo.processInfo.environment["TANDEM_BENCH_OVERHEAD"].map { $0.split(separator: ",").map(String.init) } ?? ["none", "idle", "busy", "agent"]
                 let floor = SystemBench.FloorBox()
-                show("overhead", try SystemBench.controllerOverhead(floor: floor) + SystemBench.controllerOverhead(guests: .idleAgents, floor: floor)
-                        + SystemBench.controllerOverhead(guests: .busySynthetic, floor: floor) + SystemBench.agentOverhead())
+                var rows: [Result] = []
+                for c in cases {
+                    switch c {
+                    case "none": rows += try SystemBench.controllerOverhead(floor: floor)
+                    case "idle": rows += try SystemBench.controllerOverhead(guests: .idleAgents, floor: floor)
+                    case "busy": rows += try SystemBench.controllerOverhead(guests: .busySynthetic, floor: floor)
+                    case "agent": rows += try SystemBench.agentOverhead()
+                    default: throw CommandFailure("TANDEM_BENCH_OVERHEAD: unknown case '\(c)' (none, idle, busy, agent)")
+                    }
+                }
+                show("overhead", rows)
             case "accuracy": show("accuracy (100% = goodput equal to 95% of the limit; target within 3%)", try await SystemBench.accuracy())
             case "reaction": show("reaction in the lab (\(repetitions) repetitions)", try Reaction.run(repetitions: repetitions))
             case "libvirt": show("libvirt (\(repetitions) starts)", try await LibvirtBench.run(repetitions: repetitions))

@@ -55,4 +55,14 @@ int tandem_accept(int listener);
 /// into `path`. Returns the master fd or -errno.
 int tandem_open_pty(char *path, int path_len);
 
+/// epoll(7) for Swift, which cannot import the packed `struct epoll_event`: `fd` added to
+/// (or removed from) the set `epfd` with readable interest, keyed by `token`. 0 or -errno.
+/// `tandem_epoll_create` makes a set (close-on-exec): its fd or -errno.
+int tandem_epoll_create(void);
+int tandem_epoll_add(int epfd, int fd, uint64_t token);
+int tandem_epoll_remove(int epfd, int fd);
+
+/// epoll_wait(2) into `tokens` (at most `capacity`); the count, or -errno (EINTR retried).
+int tandem_epoll_wait(int epfd, uint64_t *tokens, int capacity, int timeout_ms);
+
 #endif
