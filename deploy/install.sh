@@ -256,7 +256,7 @@ if [ "$live" -eq 1 ]; then
 fi
 
 if [ "$guest" -eq 1 ]; then
-  say "next: in the guest, set the interface in /etc/default/tandem-agent if it is not eth0"
+  say "next: the agent shapes the default route's interface; to name another, set it in /etc/default/tandem-agent"
   say "      (TANDEM_AGENT_ARGS=\"--interface enp1s0\"), then: systemctl status tandem-agent"
 else
   if [ -e "$destdir/etc/tandem/host.toml" ]; then

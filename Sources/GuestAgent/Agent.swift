@@ -86,6 +86,9 @@ public actor Agent: Service {
         var expires: Double?
         var granted: Bool
         var waitingSince: Double?
+        /// Asked for again after a welcome, and not answered yet: an allocation without it
+        /// may come before the answer.
+        var reasked = false
     }
     var reservations: [String: Held] = [:]
 
@@ -299,6 +302,7 @@ public actor Agent: Service {
             for (id, h) in reservations.sorted(by: { $0.key < $1.key }) where h.granted {
                 send(.reserve(h.request))
                 reservations[id]?.waitingSince = nil
+                reservations[id]?.reasked = true
             }
         case .allocation(let a):
             await applyAllocation(a)
@@ -320,6 +324,15 @@ public actor Agent: Service {
     func applyAllocation(_ a: Allocation) async {
         // Epochs only order allocations within one welcome: a restarted host counts anew.
         if let cur = allocation, allocationSession == session, a.epoch < cur.epoch { return }
+        // The host carries every reservation it holds in each allocation it sends after
+        // granting it (the channel keeps order): one granted here and missing now was
+        // released by the host (`tandem-host reservations release`). Dropped, so it is not
+        // asked for again at the next welcome.
+        let carried = Set(a.reservations.map(\.id))
+        for (id, h) in reservations where h.granted && !h.reasked && !carried.contains(id) {
+            reservations[id] = nil
+            log.notice("reservation released by the host", metadata: ["id": "\(id)", "rate": "\(h.request.rate)"])
+        }
         let tree = ShapingTree.desired(limit: a.softLimit, reservations: slotted(a.reservations))
         do {
             let ops = try await shaper.apply(tree)
@@ -609,6 +622,7 @@ public actor Agent: Service {
 
     func handleReservationReply(_ r: ReservationReply) async {
         guard let h = reservations[r.id] else { return }
+        reservations[r.id]?.reasked = false
         if r.granted {
             reservations[r.id]?.granted = true
             reservations[r.id]?.waitingSince = nil

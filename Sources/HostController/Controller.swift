@@ -953,6 +953,29 @@ public actor Controller {
             let key = error.field == "guarantee" ? "min" : error.field == "cap" ? "max" : error.field
             throw PolicyError.invalid(key: key, problem: error.problem)
         }
+        try await install(p, on: vm, kept: p)
+        log.info("policy set", metadata: ["vm": "\(name)", "weight": "\(p.weight)", "min": "\(p.guarantee)", "max": "\(p.cap.map(\.description) ?? "none")"])
+        return p
+    }
+
+    /// `policy reset`: the VM goes back to its configuration's policy, and state.json no
+    /// longer overrides it. Refused, changing nothing, when that policy no longer fits (a
+    /// guarantee others took meanwhile, reservations above its min).
+    public func resetPolicy(vm name: String) async throws -> PolicyEntry {
+        guard let vm = vms[name] else { throw PolicyError.noSuchVM(name, known: order) }
+        if case .libvirt = vm.config.origin { throw PolicyError.fromLibvirt(name) }
+        if persisted.policies[name] != nil || vm.policy != vm.config.policy {
+            try await install(vm.config.policy, on: vm, kept: nil)
+            log.info("policy reset to the configuration's", metadata: ["vm": "\(name)", "weight": "\(vm.policy.weight)", "min": "\(vm.policy.guarantee)", "max": "\(vm.policy.cap.map(\.description) ?? "none")"])
+        }
+        return entry(vm)
+    }
+
+    /// Puts policy `p` in force on `vm` once it is checked against the link, the other
+    /// guarantees and the VM's reservations, and once state.json keeps `kept` for it (nil:
+    /// no runtime policy). Nothing changes when any of that fails.
+    func install(_ p: VMPolicy, on vm: VM, kept: VMPolicy?) async throws {
+        let name = vm.config.name
         let l = link(vm.config.link)
         if let cap = p.cap, cap > l.capacity { throw PolicyError.capAboveLink(cap: cap, link: l.name, capacity: l.capacity) }
         var book = guaranteesInForce(except: name)
@@ -966,7 +989,7 @@ public actor Controller {
         // Saved first: a policy that could not be kept across a restart is not applied
         // either (nothing half done); the admin is told why.
         let before = persisted.policies[name]
-        persisted.policies[name] = p
+        persisted.policies[name] = kept
         guard await writeNow() else {
             // (What else was waiting to be written stays marked for the retry.)
             persisted.policies[name] = before
@@ -978,8 +1001,52 @@ public actor Controller {
         fairShares = [:]
         // The guest learns its policy in a welcome: send it again (same session).
         welcomeAgain(vm)
-        log.info("policy set", metadata: ["vm": "\(name)", "weight": "\(p.weight)", "min": "\(p.guarantee)", "max": "\(p.cap.map(\.description) ?? "none")"])
-        return p
+    }
+
+    /// `policy show`: each VM's policy in force (one VM's with `vm`), where it comes from,
+    /// and the configuration's when a runtime one overrides it.
+    public func policies(vm name: String?) throws -> [PolicyEntry] {
+        if let name {
+            guard let vm = vms[name] else { throw PolicyError.noSuchVM(name, known: order) }
+            return [entry(vm)]
+        }
+        return order.compactMap { vms[$0] }.map(entry)
+    }
+
+    func entry(_ vm: VM) -> PolicyEntry {
+        let source: PolicyEntry.Source = if case .libvirt = vm.config.origin { .libvirt } else if persisted.policies[vm.config.name] != nil { .runtime } else { .config }
+        return PolicyEntry(vm: vm.config.name, link: vm.config.link, group: vm.config.group, policy: PolicyView(vm.policy), source: source,
+                           configured: source == .runtime ? PolicyView(vm.config.policy) : nil)
+    }
+
+    /// `reservations list`: what the host holds for each VM (one VM's with `vm`), by id.
+    public func reservationList(vm name: String?) throws -> [ReservationEntry] {
+        var chosen = order.compactMap { vms[$0] }
+        if let name {
+            guard let vm = vms[name] else { throw PolicyError.noSuchVM(name, known: order) }
+            chosen = [vm]
+        }
+        return chosen.flatMap { vm in vm.reservations.values.sorted { $0.id < $1.id }.map { reservationEntry(vm, $0) } }
+    }
+
+    func reservationEntry(_ vm: VM, _ g: GrantedReservation) -> ReservationEntry {
+        ReservationEntry(vm: vm.config.name, id: g.id, rate: g.rate.description, bitsPerSecond: g.rate.bitsPerSecond,
+                         selector: g.selector.description, confirmed: vm.unconfirmed[g.id] == nil)
+    }
+
+    /// `reservations release`: the host drops a reservation it holds for a VM (a guest that
+    /// will not release it, an application gone); the VM's next allocation no longer
+    /// carries it, and the agent drops it then.
+    public func releaseReservation(vm name: String, id: String, now: Double) throws -> ReservationEntry {
+        guard let vm = vms[name] else { throw PolicyError.noSuchVM(name, known: order) }
+        guard let g = vm.reservations.removeValue(forKey: id) else {
+            throw PolicyError.noSuchReservation(vm: name, id: id, held: vm.reservations.keys.sorted())
+        }
+        vm.unconfirmed[id] = nil
+        persistReservations(vm)
+        reactAt[vm.config.link] = reactAt[vm.config.link] ?? now
+        log.notice("reservation released by the admin", metadata: ["vm": "\(name)", "id": "\(id)", "rate": "\(g.rate)"])
+        return reservationEntry(vm, g)
     }
 
     /// The guarantees in force (a `policy set`'s included), VM by VM in the file's order,

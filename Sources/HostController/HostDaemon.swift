@@ -300,7 +300,7 @@ public struct HostDaemon: Service {
             return
         }
         guard let req = try? JSONDecoder().decode(AdminRequest.self, from: Data(bytes)) else {
-            reply(server, client.id, AdminResponse(ok: false, error: "not a request: expected one JSON object per line with an \"op\" (fairness, status, policy-set)"))
+            reply(server, client.id, AdminResponse(ok: false, error: "not a request: expected one JSON object per line with an \"op\" (\(AdminRequest.ops.joined(separator: ", ")))"))
             return
         }
         switch req.op {
@@ -320,8 +320,29 @@ public struct HostDaemon: Service {
             } catch {
                 reply(server, client.id, AdminResponse(ok: false, error: "\(error)"))
             }
+        case "policy-show":
+            do { reply(server, client.id, AdminResponse(ok: true, policies: try await controller.policies(vm: req.vm))) } catch {
+                reply(server, client.id, AdminResponse(ok: false, error: "\(error)"))
+            }
+        case "policy-reset":
+            guard let vm = req.vm else { reply(server, client.id, AdminResponse(ok: false, error: "policy-reset needs a vm")); return }
+            do { reply(server, client.id, AdminResponse(ok: true, policies: [try await controller.resetPolicy(vm: vm)])) } catch {
+                reply(server, client.id, AdminResponse(ok: false, error: "\(error)"))
+            }
+        case "reservations-list":
+            do { reply(server, client.id, AdminResponse(ok: true, reservations: try await controller.reservationList(vm: req.vm))) } catch {
+                reply(server, client.id, AdminResponse(ok: false, error: "\(error)"))
+            }
+        case "reservations-release":
+            guard let vm = req.vm, let id = req.id else { reply(server, client.id, AdminResponse(ok: false, error: "reservations-release needs a vm and an id")); return }
+            do {
+                let r = try await controller.releaseReservation(vm: vm, id: id, now: now)
+                reply(server, client.id, AdminResponse(ok: true, reservations: [r]))
+            } catch {
+                reply(server, client.id, AdminResponse(ok: false, error: "\(error)"))
+            }
         default:
-            reply(server, client.id, AdminResponse(ok: false, error: "unknown op '\(req.op.prefix(40))': use fairness, status or policy-set"))
+            reply(server, client.id, AdminResponse(ok: false, error: "unknown op '\(req.op.prefix(40))': use \(AdminRequest.ops.joined(separator: ", "))"))
         }
     }
 

@@ -16,6 +16,8 @@ public enum PolicyError: Error, CustomStringConvertible, Sendable, Equatable {
     case fromLibvirt(String)
     /// state.json could not be written: the policy was not applied.
     case notSaved(String)
+    /// `reservations release` for an id the VM does not hold.
+    case noSuchReservation(vm: String, id: String, held: [String])
 
     public var description: String {
         switch self {
@@ -25,6 +27,8 @@ public enum PolicyError: Error, CustomStringConvertible, Sendable, Equatable {
         case .capAboveLink(let cap, let link, let capacity): "max \(cap) is above link \(link)'s capacity \(capacity)"
         case .guaranteesDoNotFit(let problem): problem
         case .belowReserved(let min, let reserved): "min \(min) is below the \(reserved) the VM has reserved; release reservations first"
+        case .noSuchReservation(let vm, let id, let held):
+            "no reservation '\(id)' on \(vm) (\(held.isEmpty ? "it holds none" : "it holds: " + held.joined(separator: ", ")))"
         case .notSaved(let why): "not applied: it could not be saved to survive a restart (\(why))"
         case .fromLibvirt(let name):
             "\(name) is a libvirt domain: its policy is its metadata, set it with virsh metadata \(name) --uri \(LibvirtDomain.metadataNamespace) --key tandem --set '<policy weight=\"2\" min=\"1gbit\"/>' --live --config"

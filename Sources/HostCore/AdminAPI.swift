@@ -3,16 +3,22 @@ import TandemProtocol
 
 /// The admin socket's API: one JSON object per line each way.
 public struct AdminRequest: Codable, Sendable {
-    /// `fairness`, `status` or `policy-set`.
+    /// `fairness`, `status`, `policy-set`, `policy-show`, `policy-reset`,
+    /// `reservations-list` or `reservations-release`.
     public var op: String
     public var vm: String?
     public var weight: Double?
     /// Rates in tc notation.
     public var min: String?
     public var max: String?
-    public init(op: String, vm: String? = nil, weight: Double? = nil, min: String? = nil, max: String? = nil) {
-        self.op = op; self.vm = vm; self.weight = weight; self.min = min; self.max = max
+    /// A reservation's id (`reservations-release`).
+    public var id: String?
+    public init(op: String, vm: String? = nil, weight: Double? = nil, min: String? = nil, max: String? = nil, id: String? = nil) {
+        self.op = op; self.vm = vm; self.weight = weight; self.min = min; self.max = max; self.id = id
     }
+
+    /// The operations the socket knows, for its error messages.
+    public static let ops = ["fairness", "status", "policy-set", "policy-show", "policy-reset", "reservations-list", "reservations-release"]
 }
 
 public struct AdminResponse: Codable, Sendable {
@@ -21,8 +27,12 @@ public struct AdminResponse: Codable, Sendable {
     public var fairness: [LinkFairness]?
     public var status: HostStatus?
     public var policy: PolicyView?
-    public init(ok: Bool, error: String? = nil, fairness: [LinkFairness]? = nil, status: HostStatus? = nil, policy: PolicyView? = nil) {
+    public var policies: [PolicyEntry]?
+    public var reservations: [ReservationEntry]?
+    public init(ok: Bool, error: String? = nil, fairness: [LinkFairness]? = nil, status: HostStatus? = nil, policy: PolicyView? = nil,
+                policies: [PolicyEntry]? = nil, reservations: [ReservationEntry]? = nil) {
         self.ok = ok; self.error = error; self.fairness = fairness; self.status = status; self.policy = policy
+        self.policies = policies; self.reservations = reservations
     }
 }
 
@@ -31,6 +41,45 @@ public struct PolicyView: Codable, Sendable, Equatable {
     public var min: String
     public var max: String?
     public init(weight: Double, min: String, max: String?) { self.weight = weight; self.min = min; self.max = max }
+    public init(_ p: VMPolicy) { self.init(weight: p.weight, min: p.guarantee.description, max: p.cap?.description) }
+}
+
+/// A VM's policy in force (`policy show`) and where it comes from.
+public struct PolicyEntry: Codable, Sendable, Equatable {
+    public enum Source: String, Codable, Sendable {
+        /// host.toml's `[[vm]]`.
+        case config
+        /// `policy set`, kept in state.json over the configuration's.
+        case runtime
+        /// The libvirt domain's metadata.
+        case libvirt
+    }
+    public var vm: String
+    public var link: String
+    public var group: String?
+    public var policy: PolicyView
+    public var source: Source
+    /// The configuration's policy, when a runtime one overrides it (what `policy reset` restores).
+    public var configured: PolicyView?
+    public init(vm: String, link: String, group: String?, policy: PolicyView, source: Source, configured: PolicyView?) {
+        self.vm = vm; self.link = link; self.group = group; self.policy = policy; self.source = source; self.configured = configured
+    }
+}
+
+/// A reservation the host holds for a VM (`reservations list`).
+public struct ReservationEntry: Codable, Sendable, Equatable {
+    public var vm: String
+    public var id: String
+    /// In tc notation, and in bits per second.
+    public var rate: String
+    public var bitsPerSecond: UInt64
+    /// The flows it is for, as the guest asked.
+    public var selector: String
+    /// False while the guest has not re-sent it since it reconnected (it lapses if it does not).
+    public var confirmed: Bool
+    public init(vm: String, id: String, rate: String, bitsPerSecond: UInt64, selector: String, confirmed: Bool) {
+        self.vm = vm; self.id = id; self.rate = rate; self.bitsPerSecond = bitsPerSecond; self.selector = selector; self.confirmed = confirmed
+    }
 }
 
 /// One link's fairness table. Rates are bits per second.

@@ -15,9 +15,9 @@ public enum FairnessTable {
             let grouped = !(l.groups ?? []).isEmpty
             out += "link \(l.link)  capacity \(rate(l.capacity))  used \(String(format: "%.0f%%", l.utilisation * 100))  Jain \(jain(l.jain))"
                 + (grouped ? "  Jain between groups \(jain(l.jainGroups))" : "") + "\n"
-            var rows = [["VM", "WEIGHT", "MIN", "MAX", "DEMAND", "ALLOCATION", "MEASURED", "SHARE", "AGENT"] + (grouped ? ["GROUP"] : [])]
+            var rows = [["VM", "WEIGHT", "MIN", "MAX", "RESERVED", "DEMAND", "ALLOCATION", "MEASURED", "SHARE", "AGENT"] + (grouped ? ["GROUP"] : [])]
             for r in l.vms {
-                rows.append([r.vm, String(format: "%g", r.weight), rate(r.min), r.max.map(rate) ?? "-", rate(r.demand), rate(r.allocation),
+                rows.append([r.vm, String(format: "%g", r.weight), rate(r.min), r.max.map(rate) ?? "-", r.reserved > 0 ? rate(r.reserved) : "-", rate(r.demand), rate(r.allocation),
                              rate(r.measured), String(format: "%.1f%%", r.share * 100), r.agent] + (grouped ? [r.group ?? "-"] : []))
             }
             out += table(rows)

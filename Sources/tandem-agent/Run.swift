@@ -10,8 +10,8 @@ extension TandemAgent {
         static let configuration = CommandConfiguration(
             abstract: "Run the agent: shape IFACE, report demand to the host, serve reservations.")
 
-        @Option(name: .long, help: "The VM's interface to shape, e.g. eth0.")
-        var interface: String
+        @Option(name: .long, help: "The VM's interface to shape, e.g. enp1s0. Default: the interface of the default route (IPv4, else IPv6).")
+        var interface: String?
 
         @Option(name: .long, help: "The host channel: a character device (the virtio-serial port, or a pseudo-terminal), or unix:PATH. Default: /dev/virtio-ports/org.tandem.agent.0, found through /sys/class/virtio-ports where udev made no link.")
         var channel: String?
@@ -46,7 +46,10 @@ extension TandemAgent {
             let log = makeLogger("tandem-agent", level: logLevel)
             let spec: ChannelSpec
             do { spec = try ChannelSpec.resolve(channel) } catch { throw CommandFailure("\(error)") }
-            let options = AgentOptions(interface: interface, channel: spec, socketPath: socket,
+            let iface: String
+            do { iface = try interface ?? DefaultRoute.interface() } catch { throw CommandFailure("\(error)") }
+            if interface == nil { log.info("shaping the default route's interface", metadata: ["interface": "\(iface)"]) }
+            let options = AgentOptions(interface: iface, channel: spec, socketPath: socket,
                                        interval: try DurationText.seconds(interval), initialLimit: try BitRate(parsing: initialLimit),
                                        force: force, keepShaping: keepShaping)
             let agent = Agent(options: options, logger: log)

@@ -42,6 +42,21 @@ func printJSON<T: Encodable>(_ v: T) throws {
     print(String(decoding: try enc.encode(v), as: UTF8.self))
 }
 
+/// Compact JSON on one line (for `--watch --json`), flushed at once.
+func printJSONLine<T: Encodable>(_ v: T) throws {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.sortedKeys]
+    print(String(decoding: try enc.encode(v), as: UTF8.self))
+    fflush(nil)   // (every stream: stdout is not concurrency-safe to name)
+}
+
+/// A line of `fairness --watch --json`.
+struct FairnessSample: Encodable {
+    /// When it was read, ISO 8601 in UTC.
+    var time: String
+    var links: [LinkFairness]
+}
+
 func renderFairness(_ links: [LinkFairness]) -> String { FairnessTable.render(links) }
 
 func rate(_ bps: UInt64) -> String { BitRate(bitsPerSecond: bps).rounded }
@@ -51,14 +66,17 @@ extension TandemHost {
         static let configuration = CommandConfiguration(
             abstract: "Show each VM's weight, min, max, demand, allocation, measured rate, share of the link, agent state, and Jain's index.",
             discussion: "Jain's index is over the VMs that send (more than 1% of the link), rates divided by weight: 1 is fair.")
-        @Flag(name: .long, help: "Refresh every second until interrupted.") var watch = false
+        @Flag(name: .long, help: "Refresh every second until interrupted (with --json: one JSON object a line, {\"time\", \"links\"}).") var watch = false
         @Flag(name: .long, help: "Print as JSON.") var json = false
         @OptionGroup var admin: AdminOptions
 
         func run() async throws {
             repeat {
                 let r = try admin.call(AdminRequest(op: "fairness"))
-                if json { try printJSON(r.fairness ?? []) } else {
+                if json && watch {
+                    // One object a line, with its time, for scripts that follow it.
+                    try printJSONLine(FairnessSample(time: ISO8601DateFormatter().string(from: Date()), links: r.fairness ?? []))
+                } else if json { try printJSON(r.fairness ?? []) } else {
                     if watch { print("\u{1B}[H\u{1B}[2J", terminator: "") }
                     print(renderFairness(r.fairness ?? []), terminator: "")
                 }
@@ -97,7 +115,41 @@ extension TandemHost {
     }
 
     struct Policy: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Change VM policy at runtime (kept across restarts).", subcommands: [Set.self])
+        static let configuration = CommandConfiguration(abstract: "Show or change VM policy at runtime (kept across restarts).", subcommands: [Show.self, Set.self, Reset.self])
+
+        struct Show: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Show each VM's weight, guarantee (min) and cap (max), and where it comes from.",
+                discussion: "SOURCE is config (host.toml), runtime (policy set, kept in state.json over the file's; policy reset goes back) or libvirt (the domain's metadata).")
+            @Argument(help: "One VM's name (default: every VM).") var vm: String?
+            @Flag(name: .long, help: "Print as JSON.") var json = false
+            @OptionGroup var admin: AdminOptions
+
+            func run() async throws {
+                let entries = try admin.call(AdminRequest(op: "policy-show", vm: vm)).policies ?? []
+                if json { try printJSON(entries); return }
+                var rows = [["VM", "LINK", "GROUP", "WEIGHT", "MIN", "MAX", "SOURCE", "CONFIGURED"]]
+                for e in entries {
+                    rows.append([e.vm, e.link, e.group ?? "-", String(format: "%g", e.policy.weight), e.policy.min, e.policy.max ?? "none", e.source.rawValue,
+                                 e.configured.map { "weight \(String(format: "%g", $0.weight)), min \($0.min), max \($0.max ?? "none")" } ?? "-"])
+                }
+                print(renderTable(rows), terminator: "")
+            }
+        }
+
+        struct Reset: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Put a VM back on its configuration's policy (drops what policy set kept in state.json).",
+                discussion: "Refused, changing nothing, when the configuration's policy no longer fits (a guarantee given to another VM meanwhile, or reservations above its min).")
+            @Argument(help: "The VM's name.") var vm: String
+            @Flag(name: .long, help: "Print as JSON.") var json = false
+            @OptionGroup var admin: AdminOptions
+
+            func run() async throws {
+                guard let e = try admin.call(AdminRequest(op: "policy-reset", vm: vm)).policies?.first else { throw CommandFailure("no policy in the answer") }
+                if json { try printJSON(e) } else { print("\(e.vm): weight \(String(format: "%g", e.policy.weight)), min \(e.policy.min), max \(e.policy.max ?? "none") (from the configuration)") }
+            }
+        }
 
         struct Set: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Set a VM's weight, guarantee (--min) or cap (--max).")
@@ -119,6 +171,50 @@ extension TandemHost {
                 let r = try admin.call(AdminRequest(op: "policy-set", vm: vm, weight: weight, min: min, max: max))
                 guard let p = r.policy else { throw CommandFailure("no policy in the answer") }
                 if json { try printJSON(p) } else { print("\(vm): weight \(String(format: "%g", p.weight)), min \(p.min), max \(p.max ?? "none")") }
+            }
+        }
+    }
+}
+
+/// Columns padded to their widest cell, two spaces apart.
+func renderTable(_ rows: [[String]]) -> String {
+    let widths = rows[0].indices.map { i in rows.map { $0[i].count }.max() ?? 0 }
+    return rows.map { row in row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ") + "\n" }.joined()
+}
+
+extension TandemHost {
+    struct Reservations: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List or release the bandwidth reservations the host holds for VMs.", subcommands: [List.self, Release.self])
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "List reservations: VM, id, rate, flows, and whether the guest confirmed it since it reconnected.")
+            @Argument(help: "One VM's name (default: every VM).") var vm: String?
+            @Flag(name: .long, help: "Print as JSON.") var json = false
+            @OptionGroup var admin: AdminOptions
+
+            func run() async throws {
+                let list = try admin.call(AdminRequest(op: "reservations-list", vm: vm)).reservations ?? []
+                if json { try printJSON(list); return }
+                if list.isEmpty { print(vm.map { "\($0) holds no reservation" } ?? "no reservations"); return }
+                var rows = [["VM", "ID", "RATE", "FLOWS", "CONFIRMED"]]
+                for r in list { rows.append([r.vm, r.id, r.rate, r.selector, r.confirmed ? "yes" : "no (lapses unless the guest re-sends it)"]) }
+                print(renderTable(rows), terminator: "")
+            }
+        }
+
+        struct Release: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Release a reservation the host holds for a VM (one its guest does not release).",
+                discussion: "The VM's next allocation no longer carries it; the guest's agent drops it then.")
+            @Argument(help: "The VM's name.") var vm: String
+            @Argument(help: "The reservation's id (see reservations list).") var id: String
+            @Flag(name: .long, help: "Print as JSON.") var json = false
+            @OptionGroup var admin: AdminOptions
+
+            func run() async throws {
+                guard let r = try admin.call(AdminRequest(op: "reservations-release", vm: vm, id: id)).reservations?.first else { throw CommandFailure("no reservation in the answer") }
+                if json { try printJSON(r) } else { print("released \(r.id) on \(r.vm) (\(r.rate), \(r.selector))") }
             }
         }
     }

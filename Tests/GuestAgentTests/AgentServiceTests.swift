@@ -107,6 +107,53 @@ final class TestClock: @unchecked Sendable {
         #expect(last == "STOPPING=1")
     }
 
+    /// `tandem-host reservations release`: the host's next allocation no longer carries the
+    /// reservation; the agent drops it (its list, its class) and does not ask for it again
+    /// when the host welcomes it anew.
+    @Test func aReservationTheHostReleasedIsDroppedAndNotAskedForAgain() async throws {
+        let host = try TestHost()
+        defer { host.stop() }
+        let shaper = FakeShaper()
+        let notify = try FakeNotifySocket()
+        let dir = NSTemporaryDirectory() + "tandem-agent-rel-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var log = Logger(label: "test")
+        log.logLevel = .critical
+        let agent = Agent(options: AgentOptions(interface: "eth0", channel: .device(host.slavePath), socketPath: dir + "/agent.sock",
+                                                interval: 0.05, initialLimit: .gbit(1)), logger: log, shaper: shaper,
+                          notifier: SystemdNotifier(environment: ["NOTIFY_SOCKET": notify.path]))
+        let running = Task { try await agent.run() }
+        defer { running.cancel() }
+        #expect(notify.receive(timeout: 5)?.hasPrefix("READY=1") == true)
+        _ = try await host.handshake(vm: "vm-rel")
+        host.send(.allocation(Allocation(epoch: 1, hardLimit: .mbit(100), softLimit: .mbit(97))))
+        _ = try await host.waitFor("applied") { m, _ in if case .applied(let a) = m, a.epoch == 1 { return true }; return nil }
+        let grants = host.grantAll()
+        defer { grants.cancel() }
+        let client = try AgentClient(path: dir + "/agent.sock")
+        defer { client.close() }
+        let reply = try await offPool { try client.call(AgentRequest(op: "reserve", rate: "20mbit", proto: "tcp", dport: 5201)) }
+        let id = try #require(reply.id, "\(reply.error ?? "")")
+        let granted = try #require(host.messages.compactMap { m -> GrantedReservation? in
+            if case .reserve(let r) = m, r.id == id { return GrantedReservation(id: r.id, rate: r.rate, selector: r.selector) }
+            return nil
+        }.first)
+        host.send(.allocation(Allocation(epoch: 2, hardLimit: .mbit(100), softLimit: .mbit(97), reservations: [granted])))
+        try await until("the reservation's class") { shaper.last?.appliedReservations[id] == .mbit(20) }
+
+        // Released at the host: the next allocation comes without it.
+        host.send(.allocation(Allocation(epoch: 3, hardLimit: .mbit(100), softLimit: .mbit(97), reservations: [])))
+        try await until("its class gone") { shaper.last?.appliedReservations[id] == nil }
+        try await until("gone from the agent's list") {
+            ((try? client.call(AgentRequest(op: "list")))?.reservations?.isEmpty) == true
+        }
+        // A new welcome (the host restarted): the agent re-asks only what it still holds.
+        let asked = host.messages.filter { if case .reserve = $0 { return true }; return false }.count
+        host.send(.welcome(Welcome(version: .current, vm: "vm-rel", policy: VMPolicy(weight: 1), reportIntervalMilliseconds: 100)))
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(host.messages.filter { if case .reserve = $0 { return true }; return false }.count == asked, "not asked for again")
+    }
+
     /// An application asking for reservations as fast as it can: the agent answers the ones
     /// over its pace itself ("slow down") instead of forwarding them, so the host never sees
     /// more than the budget and never cuts the VM off for it (issue #18, item 5). The test

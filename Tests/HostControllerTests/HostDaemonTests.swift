@@ -175,5 +175,41 @@ struct HostDaemonTests {
         let after = try Shell.run([cli, "fairness", "--json", "--admin-socket", dir + "/host.sock"]).stdout
         #expect(after.contains("\"weight\" : 2"))
         #expect(after.contains("\"max\" : 80000000"))
+
+        // policy show / reset (issue #19): where each policy comes from, back to the file.
+        let sock = ["--admin-socket", dir + "/host.sock"]
+        let shown = try Shell.run([cli, "policy", "show", "--json"] + sock)
+        #expect(shown.status == 0, "\(shown.stderr)")
+        let entries = try JSONDecoder().decode([PolicyEntry].self, from: Data(shown.stdout.utf8))
+        #expect(entries.map(\.vm) == ["vm1", "vm2"])
+        #expect(entries.map(\.source) == [.config, .runtime])
+        #expect(entries[1].configured?.weight == 1)
+        let table = try Shell.run([cli, "policy", "show", "vm2"] + sock).stdout
+        #expect(table.contains("SOURCE") && table.contains("runtime"), "\(table)")
+        let reset = try Shell.run([cli, "policy", "reset", "vm2"] + sock)
+        #expect(reset.status == 0, "\(reset.stderr)")
+        #expect(reset.stdout.contains("vm2: weight 1, min 0bit, max none (from the configuration)"), "\(reset.stdout)")
+        #expect(try Shell.run([cli, "policy", "show", "vm2", "--json"] + sock).stdout.contains("\"source\" : \"config\""))
+        // Bad input names the value, exits non-zero, changes nothing.
+        for (args, says) in [(["policy", "show", "vm9"], "no VM 'vm9'"), (["policy", "reset", "vm9"], "no VM 'vm9'"),
+                             (["reservations", "list", "vm9"], "no VM 'vm9'"), (["reservations", "release", "vm9", "r-1"], "no VM 'vm9'"),
+                             (["reservations", "release", "vm1", "r-404"], "no reservation 'r-404' on vm1 (it holds none)"),
+                             (["policy", "set", "vm1", "--max", "fast"], "--max")] {
+            let r = try Shell.run([cli] + args + sock)
+            #expect(r.status != 0, "\(args)")
+            #expect(r.stderr.contains(says), "\(args): \(r.stderr)")
+        }
+        #expect(try Shell.run([cli, "reservations", "list"] + sock).stdout == "no reservations\n")
+        #expect(try Shell.run([cli, "reservations", "list", "--json"] + sock).stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "[\n\n]")
+        // fairness --watch --json: one object a line, with its time.
+        let watch = try Shell.run(["timeout", "-s", "INT", "2.5", cli, "fairness", "--watch", "--json"] + sock).stdout
+        let lines = watch.split(separator: "\n")
+        #expect(lines.count >= 2, "\(watch)")
+        for line in lines {
+            let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect((o?["time"] as? String).flatMap { ISO8601DateFormatter().date(from: $0) } != nil, "\(line)")
+            #expect((o?["links"] as? [Any])?.count == 1)
+        }
+        #expect(try Shell.run([cli, "fairness"] + sock).stdout.contains("RESERVED"))
     }
 }
