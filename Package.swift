@@ -15,7 +15,6 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
-        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
@@ -88,7 +87,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -159,6 +157,7 @@ let package = Package(
         .testTarget(name: "HostControllerTests", dependencies: ["HostController", "HostCore", "TandemLibvirt", "TandemTransport", "TandemLabSupport", "TandemTestSupport"]),
         .testTarget(name: "GuestAgentTests", dependencies: ["GuestAgent", "AgentCore", "TandemTransport", "TandemLabSupport", "TandemTestSupport"]),
         .testTarget(name: "DeployTests", dependencies: ["HostController", "HostCore", "TandemLabSupport", "TandemTestSupport"]),
+        .testTarget(name: "OperatorTests", dependencies: ["HostController", "HostCore", "TandemProtocol", "TandemLab", "TandemLabSupport", "TandemTestSupport", "TandemTransport"]),
         .testTarget(name: "LabTests", dependencies: ["TandemLab", "HostController", "HostCore", "TandemLabSupport", "TandemTestSupport"]),
         .testTarget(name: "VMTests", dependencies: ["HostController", "HostCore", "Netlink", "TandemLibvirt", "TandemTransport", "TandemLabSupport", "TandemTestSupport"]),
     ],

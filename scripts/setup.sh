@@ -12,6 +12,7 @@ packages=(
   python3                                      # the unprivileged-user socket test, the overhead benchmark
   libvirt-dev                                  # CLibvirt builds against libvirt through pkg-config
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients  # the libvirt tests: libvirtd, virsh
+  prometheus                                   # the metrics tests: a real server scrapes tandem-host; promtool checks rules and output
 )
 
 if [ "$(id -u)" -ne 0 ]; then

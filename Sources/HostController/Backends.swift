@@ -407,3 +407,9 @@ public struct SRIOVBackend: HardLimitBackend {
         try await teardown()
     }
 }
+
+extension HardLimitBackend {
+    /// The backend's kind (`tc`, `sriov`, `devlink`): the first word of ``describe``; a
+    /// metrics label.
+    public var kind: String { String(describe.prefix { $0 != " " }) }
+}

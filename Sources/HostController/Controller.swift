@@ -58,6 +58,12 @@ public actor Controller {
         var disconnects: UInt64 = 0
         var resets: UInt64 = 0
         var lastError: String?
+        /// Bytes the VM sent since this controller started, from its counters' increases (a
+        /// reset of the counters adds nothing): `tandem_vm_transmitted_bytes_total`.
+        var transmitted: UInt64 = 0
+        var lastBytes: UInt64?
+        /// What the agent said it is in its hello.
+        var agentVersion: String?
         /// What the guest last said it could not apply (its word; nil once it applies).
         var guestError: String?
         var lastWelcomeLog = -1e9
@@ -215,6 +221,7 @@ public actor Controller {
             vm.lastError = nil
             log.info("backend ready", metadata: ["vm": "\(name)", "backend": "\(vm.backend.describe)", "limit": "\(vm.limit)", "found": "\(current.map(\.description) ?? "none")"])
         } catch {
+            backendFailed(vm)
             if vm.lastError != "\(error)" {
                 log.error("backend not ready; retrying", metadata: ["vm": "\(name)", "backend": "\(vm.backend.describe)", "error": "\(error)"])
             }
@@ -399,7 +406,7 @@ public actor Controller {
         // Metrics are scraped every few seconds: once a second is plenty.
         if let metrics, now - lastMetrics >= 1 {
             lastMetrics = now
-            metrics.update(fairnessSnapshot(), status: vms)
+            metrics.update(fairnessSnapshot(), vms: vms, limitWrites: limitWrites, backendErrors: backendErrors)
         }
     }
 
@@ -503,6 +510,8 @@ public actor Controller {
         do {
             let batched = batch.flatMap { vm.backend.counters(in: $0) }
             let (bytes, drops) = if let batched { batched } else { try await vm.backend.counters() }
+            if let last = vm.lastBytes, bytes >= last { vm.transmitted &+= bytes - last }
+            vm.lastBytes = bytes
             switch vm.meter.sample(bytes: bytes, at: now) {
             case .first: break
             case .rate(let r), .wrapped(let r):
@@ -520,6 +529,7 @@ public actor Controller {
             if let d = drops { vm.dropsDelta = d >= (vm.lastDrops ?? d) ? d - (vm.lastDrops ?? d) : 0; vm.lastDrops = d }
             if vm.lastError?.hasPrefix("counters: ") == true { vm.lastError = nil }
         } catch {
+            backendFailed(vm)
             if vm.lastError != "counters: \(error)" { log.error("counters unreadable", metadata: ["vm": "\(name)", "error": "\(error)"]) }
             vm.lastError = "counters: \(error)"
             vm.applied = nil
@@ -598,10 +608,12 @@ public actor Controller {
         if Self.needsWrite(applied: vm.applied, limit: vm.limit, cap: vm.policy.cap, step: step, slack: &slack) {
             do {
                 try await vm.backend.apply(limit: vm.limit, guarantee: vm.policy.guarantee)
+                limitWrites[vm.backend.kind, default: 0] += 1
                 vm.applied = vm.limit
                 vm.lowestApplied = min(vm.lowestApplied ?? vm.limit, vm.limit)
                 vm.lastError = nil
             } catch {
+                backendFailed(vm)
                 if vm.lastError != "\(error)" { log.error("limit not applied", metadata: ["vm": "\(name)", "limit": "\(vm.limit)", "error": "\(error)"]) }
                 vm.lastError = "\(error)"
             }
@@ -788,11 +800,17 @@ public actor Controller {
         }
     }
 
+    /// Limit writes that the kernel took, and backend calls that failed (set-up, counters, a
+    /// limit), by kind of backend: `tandem_limit_writes_total`, `tandem_backend_errors_total`.
+    var limitWrites: [String: UInt64] = [:]
+    var backendErrors: [String: UInt64] = [:]
+    func backendFailed(_ vm: VM) { backendErrors[vm.backend.kind, default: 0] += 1 }
+
     func violation(_ vm: VM, _ kind: String, now: Double) {
         vm.violations[kind, default: 0] += 1
         vm.recentViolations.append(now)
         vm.recentViolations.removeAll { now - $0 > 10 }
-        metrics?.channelError(vm.config.name, kind)
+        metrics?.channelError(vm.config.name, link: vm.config.link, kind)
         if vm.recentViolations.count >= Self.violationLimit {
             vm.recentViolations.removeAll()
             vm.disconnects += 1
@@ -813,6 +831,7 @@ public actor Controller {
                 return
             }
             vm.agent = .connected
+            vm.agentVersion = String(h.agentVersion.prefix(64))
             // The guest re-sends what it still holds; the rest lapses.
             for id in vm.reservations.keys { vm.unconfirmed[id] = now + Self.reconfirmSeconds }
             vm.sentSoft = nil

@@ -1,69 +1,146 @@
 import Foundation
-import Metrics
+import Prometheus
 import TandemProtocol
 import HostCore
 
-/// The controller's metrics through swift-metrics (the backend is chosen in main).
-/// Dimensions are bounded: per VM, per link, per kind of channel error; never per flow.
-/// Each gauge is made once and kept: making one is a lookup in the backend's registry
-/// (labels hashed and compared), recording is a store.
+/// The controller's Prometheus metrics, to the exposition format's conventions: base units
+/// (rates in bytes per second, as promtool insists, not the bits of tc and `fairness`; bytes;
+/// ratios), counters named `_total`, a `# HELP` for each family, a
+/// `link` label on every VM's and group's series. Dimensions are bounded: per link, VM,
+/// group, kind of backend and kind of channel error; never per flow.
+///
+/// Each series is made once and kept (making one hashes its labels in the registry; setting
+/// it is a store). A series whose subject is gone (a VM released by a reload, a Jain index
+/// with nobody sending) is taken out of the registry rather than left at its last value.
 public final class ControllerMetrics: @unchecked Sendable {
+    let registry: PrometheusCollectorRegistry
     private let lock = NSLock()
-    private var gauges: [String: [Gauge]] = [:]
-    private var counters: [String: Counter] = [:]
+    private var gauges: [String: Gauge] = [:]
+    private var counters: [String: (Counter, UInt64)] = [:]
+    /// The gauges set in the update under way, and those set in the last: what the last
+    /// set and this one did not is unregistered.
+    private var touched: Set<String> = []
+    private var lastTouched: Set<String> = []
 
-    public init() {}
-
-    static let linkLabels = ["tandem_link_utilisation_ratio", "tandem_link_jain_index", "tandem_link_capacity_bits_per_second"]
-    static let groupLabels = ["tandem_group_allocation_bits_per_second", "tandem_group_measured_bits_per_second", "tandem_group_demand_bits_per_second",
-                              "tandem_group_jain_index"]
-    static let vmLabels = ["tandem_vm_allocation_bits_per_second", "tandem_vm_measured_bits_per_second", "tandem_vm_demand_bits_per_second",
-                           "tandem_vm_agent_connected", "tandem_channel_messages", "tandem_channel_disconnects"]
-
-    private func gauges(_ key: String, _ labels: [String], _ dimension: (String, String)) -> [Gauge] {
-        if let g = gauges[key] { return g }
-        let g = labels.map { Gauge(label: $0, dimensions: [dimension]) }
-        gauges[key] = g
-        return g
+    public init(registry: PrometheusCollectorRegistry, version: String = TandemVersion.string) {
+        self.registry = registry
+        registry.makeGauge(name: "tandem_build_info", labels: [("version", version)],
+                           help: "Always 1; the running tandem-host's version as a label.").set(to: 1.0)
     }
 
-    func update(_ links: [LinkFairness], status: [String: Controller.VM]) {
+    /// Help for each family (all series of a name share it).
+    static let help: [String: String] = [
+        "tandem_link_capacity_bytes_per_second": "The link's capacity as configured.",
+        "tandem_link_utilisation_ratio": "What the link's VMs sent over the last round, over its capacity.",
+        "tandem_link_jain_index": "Jain's fairness index over the VMs that send (more than 1% of the link), rates divided by weight; absent while none sends.",
+        "tandem_link_group_jain_index": "Jain's index between the link's groups and the VMs in none that send; absent while none sends.",
+        "tandem_group_allocation_bytes_per_second": "The sum of the group's VMs' limits.",
+        "tandem_group_measured_bytes_per_second": "What the group's VMs sent over the last round.",
+        "tandem_group_demand_bytes_per_second": "The sum of the group's VMs' estimated demand.",
+        "tandem_group_guarantee_bytes_per_second": "The group's min.",
+        "tandem_group_cap_bytes_per_second": "The group's max; absent when it has none.",
+        "tandem_group_jain_index": "Jain's index among the group's VMs that send; absent while none sends.",
+        "tandem_vm_allocation_bytes_per_second": "The VM's limit in force (VF TX rate or host-side shaper).",
+        "tandem_vm_measured_bytes_per_second": "What the VM sent over the last round, from the host's counters.",
+        "tandem_vm_demand_bytes_per_second": "The VM's estimated demand (its agent's report, believed up to its fair share, and the host's counters).",
+        "tandem_vm_weight": "The VM's weight in force.",
+        "tandem_vm_guarantee_bytes_per_second": "The VM's min (guarantee) in force.",
+        "tandem_vm_cap_bytes_per_second": "The VM's max (cap) in force; absent when it has none.",
+        "tandem_vm_reserved_bytes_per_second": "The sum of the reservations the host holds for the VM.",
+        "tandem_vm_agent_connected": "1 while the VM's agent is connected and talking, else 0; absent for a VM with no channel.",
+        "tandem_vm_backend_error": "1 while the VM's backend fails (its limit cannot be set up, written or read), else 0.",
+        "tandem_vm_agent_info": "Always 1 while the agent is connected; the version it said in its hello as a label.",
+        "tandem_vm_transmitted_bytes_total": "Bytes the VM sent since tandem-host started, from its counters.",
+        "tandem_channel_messages_total": "Frames received from the VM's agent.",
+        "tandem_channel_disconnects_total": "Times the VM's channel was cut off for misbehaving.",
+        "tandem_channel_errors_total": "Frames from the VM's agent refused, by kind (garbage, invalid, oversize, rate-limited).",
+        "tandem_limit_writes_total": "Limits written to the kernel, by kind of backend.",
+        "tandem_backend_errors_total": "Backend calls that failed (set-up, counters, a limit), by kind of backend.",
+    ]
+
+    /// Sets a gauge (made on first use) and marks it as current.
+    private func set(_ name: String, _ labels: [(String, String)], _ value: Double) {
+        let key = name + labels.map { "\u{0}\($0.0)=\($0.1)" }.joined()
+        touched.insert(key)
+        if let g = gauges[key] { g.set(to: value); return }
+        let g = registry.makeGauge(name: name, labels: labels, help: Self.help[name] ?? "")
+        gauges[key] = g
+        g.set(to: value)
+    }
+
+    /// Brings a counter (made on first use) up to `total`, a running count kept elsewhere.
+    private func count(_ name: String, _ labels: [(String, String)], to total: UInt64) {
+        let key = name + labels.map { "\u{0}\($0.0)=\($0.1)" }.joined()
+        let (c, seen) = counters[key] ?? (registry.makeCounter(name: name, labels: labels, help: Self.help[name] ?? ""), 0)
+        if total > seen { c.increment(by: Int64(total - seen)) }
+        counters[key] = (c, max(seen, total))
+    }
+
+    /// Once a second, from the round: every gauge, and the counters the controller keeps.
+    func update(_ links: [LinkFairness], vms: [String: Controller.VM], limitWrites: [String: UInt64], backendErrors: [String: UInt64]) {
         lock.withLock {
+            touched = []
             for l in links {
-                let g = gauges("link " + l.link, Self.linkLabels, ("link", l.link))
-                g[0].record(l.utilisation)
-                g[1].record(l.jain ?? 1)
-                g[2].record(Double(l.capacity))
-                if l.groups != nil {
-                    gauges("link groups " + l.link, ["tandem_link_group_jain_index"], ("link", l.link))[0].record(l.jainGroups ?? 1)
-                }
-                for r in l.groups ?? [] {
-                    let v = gauges("group " + r.group, Self.groupLabels, ("group", r.group))
-                    v[0].record(Double(r.allocation))
-                    v[1].record(Double(r.measured))
-                    v[2].record(Double(r.demand))
-                    v[3].record(r.jain ?? 1)
+                let link = [("link", l.link)]
+                set("tandem_link_capacity_bytes_per_second", link, Self.bytes(l.capacity))
+                set("tandem_link_utilisation_ratio", link, l.utilisation)
+                if let j = l.jain { set("tandem_link_jain_index", link, j) }
+                if let j = l.jainGroups { set("tandem_link_group_jain_index", link, j) }
+                for g in l.groups ?? [] {
+                    let labels = [("link", l.link), ("group", g.group)]
+                    set("tandem_group_allocation_bytes_per_second", labels, Self.bytes(g.allocation))
+                    set("tandem_group_measured_bytes_per_second", labels, Self.bytes(g.measured))
+                    set("tandem_group_demand_bytes_per_second", labels, Self.bytes(g.demand))
+                    set("tandem_group_guarantee_bytes_per_second", labels, Self.bytes(g.min))
+                    if let m = g.max { set("tandem_group_cap_bytes_per_second", labels, Self.bytes(m)) }
+                    if let j = g.jain { set("tandem_group_jain_index", labels, j) }
                 }
                 for r in l.vms {
-                    let v = gauges("vm " + r.vm, Self.vmLabels, ("vm", r.vm))
-                    v[0].record(Double(r.allocation))
-                    v[1].record(Double(r.measured))
-                    v[2].record(Double(r.demand))
-                    v[3].record(r.agent == "connected" ? 1 : 0)
-                    if let s = status[r.vm] {
-                        v[4].record(Double(s.messages))
-                        v[5].record(Double(s.disconnects))
+                    let labels = [("link", l.link), ("vm", r.vm)]
+                    set("tandem_vm_allocation_bytes_per_second", labels, Self.bytes(r.allocation))
+                    set("tandem_vm_measured_bytes_per_second", labels, Self.bytes(r.measured))
+                    set("tandem_vm_demand_bytes_per_second", labels, Self.bytes(r.demand))
+                    set("tandem_vm_weight", labels, r.weight)
+                    set("tandem_vm_guarantee_bytes_per_second", labels, Self.bytes(r.min))
+                    if let m = r.max { set("tandem_vm_cap_bytes_per_second", labels, Self.bytes(m)) }
+                    set("tandem_vm_reserved_bytes_per_second", labels, Self.bytes(r.reserved))
+                    if r.agent != "none" { set("tandem_vm_agent_connected", labels, r.agent == "connected" ? 1 : 0) }
+                    guard let v = vms[r.vm] else { continue }
+                    set("tandem_vm_backend_error", labels, v.lastError == nil ? 0 : 1)
+                    if r.agent == "connected", let version = v.agentVersion {
+                        set("tandem_vm_agent_info", labels + [("version", Self.labelValue(version))], 1)
                     }
+                    count("tandem_vm_transmitted_bytes_total", labels, to: v.transmitted)
+                    count("tandem_channel_messages_total", labels, to: v.messages)
+                    count("tandem_channel_disconnects_total", labels, to: v.disconnects)
                 }
             }
+            for (kind, n) in limitWrites { count("tandem_limit_writes_total", [("backend", kind)], to: n) }
+            for (kind, n) in backendErrors { count("tandem_backend_errors_total", [("backend", kind)], to: n) }
+            // What is no longer there is no longer said.
+            for key in lastTouched.subtracting(touched) {
+                if let g = gauges.removeValue(forKey: key) { registry.unregisterGauge(g) }
+            }
+            lastTouched = touched
         }
     }
 
-    func channelError(_ vm: String, _ kind: String) {
+    func channelError(_ vm: String, link: String, _ kind: String) {
         lock.withLock {
-            let key = vm + "\u{0}" + kind
-            if counters[key] == nil { counters[key] = Counter(label: "tandem_channel_errors_total", dimensions: [("vm", vm), ("kind", kind)]) }
-            counters[key]!.increment()
+            let key = "tandem_channel_errors_total\u{0}\(vm)\u{0}\(kind)"
+            let labels = [("link", link), ("vm", vm), ("kind", kind)]
+            let (c, n) = counters[key] ?? (registry.makeCounter(name: "tandem_channel_errors_total", labels: labels, help: Self.help["tandem_channel_errors_total"]!), 0)
+            c.increment()
+            counters[key] = (c, n + 1)
         }
+    }
+
+    /// A rate in bits per second as Prometheus's base unit, bytes per second.
+    static func bytes(_ bitsPerSecond: UInt64) -> Double { Double(bitsPerSecond) / 8 }
+
+    /// A guest's words as a label value: printable ASCII without quotes or backslashes, at
+    /// most 64 characters (the guest is not trusted to write the exposition format).
+    static func labelValue(_ s: String) -> String {
+        String(s.unicodeScalars.prefix(64).map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7f && $0 != "\"" && $0 != "\\" ? Character($0) : "_" })
     }
 }

@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Metrics
 import Netlink
 import Prometheus
 import TandemProtocol
@@ -90,13 +89,12 @@ public struct HostDaemon: Service {
         let registry = PrometheusCollectorRegistry()
         var metricsServer: MetricsHTTPServer?
         if let listen = config.controller.metrics, let (host, port) = HostConfig.parseListen(listen) {
-            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
             metricsServer = try MetricsHTTPServer(host: host, port: port, registry: registry)
             metricsServer?.start()
-            log.info("metrics", metadata: ["listen": "\(listen)"])
+            log.info("metrics", metadata: ["listen": "\(metricsServer!.addresses.joined(separator: ", "))"])
         }
         let controller = try Controller(config: config, backends: backends, channels: channels,
-                                        store: StateStore(directory: config.controller.stateDir), metrics: metricsServer == nil ? nil : ControllerMetrics(), logger: log)
+                                        store: StateStore(directory: config.controller.stateDir), metrics: metricsServer == nil ? nil : ControllerMetrics(registry: registry), logger: log)
         await controller.prepare()
 
         try FileManager.default.createDirectory(atPath: (config.controller.adminSocket as NSString).deletingLastPathComponent, withIntermediateDirectories: true)

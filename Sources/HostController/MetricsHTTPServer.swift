@@ -12,13 +12,16 @@ import TandemTransport
 /// Meant for a loopback or management address.
 final class MetricsHTTPServer: @unchecked Sendable {
     let registry: PrometheusCollectorRegistry
-    let channel: Channel
+    let channels: [Channel]
+    /// Where it listens, as HOST:PORT.
+    let addresses: [String]
     /// How long a client has for each whole request.
     static let requestSeconds: Int64 = 5
 
+    /// Listens on `host` (`localhost`: 127.0.0.1 and, where the host has IPv6, ::1; `::`
+    /// takes IPv4 as well, as Linux binds it dual-stack).
     init(host: String, port: UInt16, registry: PrometheusCollectorRegistry) throws {
         self.registry = registry
-        let address = host == "localhost" ? "127.0.0.1" : host
         let bootstrap = ServerBootstrap(group: TransportLoop.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // A client that asks and does not read: at most this much waits for it, then it is
@@ -29,15 +32,23 @@ final class MetricsHTTPServer: @unchecked Sendable {
                     channel.pipeline.addHandler(MetricsHandler(registry: registry))
                 }
             }
-        do { channel = try bootstrap.bind(host: address, port: Int(port)).wait() } catch {
-            throw SystemError("bind", "metrics \(host):\(port): \(error)", errno: (error as? IOError)?.errnoCode ?? EINVAL)
+        func bind(_ address: String) throws -> Channel {
+            do { return try bootstrap.bind(host: address, port: Int(port)).wait() } catch {
+                throw SystemError("bind", "metrics \(address.contains(":") ? "[\(address)]" : address):\(port): \(error)", errno: (error as? IOError)?.errnoCode ?? EINVAL)
+            }
         }
+        var bound = [try bind(host == "localhost" ? "127.0.0.1" : host)]
+        var addresses = [host == "localhost" ? "127.0.0.1:\(port)" : host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"]
+        // (A host without IPv6, or with it off, has no ::1: IPv4's loopback is enough.)
+        if host == "localhost", let six = try? bind("::1") { bound.append(six); addresses.append("[::1]:\(port)") }
+        channels = bound
+        self.addresses = addresses
     }
 
     /// Listening since ``init(host:port:registry:)``; kept for the daemon's start sequence.
     func start() {}
 
-    func stop() { channel.close(promise: nil) }
+    func stop() { for c in channels { c.close(promise: nil) } }
 
     final class MetricsHandler: ChannelInboundHandler, @unchecked Sendable {
         typealias InboundIn = HTTPServerRequestPart
