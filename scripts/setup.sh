@@ -12,6 +12,7 @@ packages=(
   python3                                      # the unprivileged-user socket test, the overhead benchmark
   libvirt-dev                                  # CLibvirt builds against libvirt through pkg-config
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients  # the libvirt tests: libvirtd, virsh
+  chromium                                     # the fairness page's test: a real browser, headless
   prometheus                                   # the metrics tests: a real server scrapes tandem-host; promtool checks rules and output
 )
 

@@ -406,7 +406,9 @@ public actor Controller {
         // Metrics are scraped every few seconds: once a second is plenty.
         if let metrics, now - lastMetrics >= 1 {
             lastMetrics = now
-            metrics.update(fairnessSnapshot(), vms: vms, limitWrites: limitWrites, backendErrors: backendErrors)
+            let table = fairnessSnapshot()
+            metrics.update(table, vms: vms, limitWrites: limitWrites, backendErrors: backendErrors)
+            metrics.history.record(time: Date().timeIntervalSince1970, links: table, reservations: (try? reservationList(vm: nil)) ?? [])
         }
     }
 

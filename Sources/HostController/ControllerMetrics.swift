@@ -14,6 +14,8 @@ import HostCore
 /// with nobody sending) is taken out of the registry rather than left at its last value.
 public final class ControllerMetrics: @unchecked Sendable {
     let registry: PrometheusCollectorRegistry
+    /// The fairness page's data, recorded with each update.
+    public let history = FairnessHistory()
     private let lock = NSLock()
     private var gauges: [String: Gauge] = [:]
     private var counters: [String: (Counter, UInt64)] = [:]

@@ -87,14 +87,15 @@ public struct HostDaemon: Service {
             channels[vm.name] = attach.channel(for: vm)
         }
         let registry = PrometheusCollectorRegistry()
+        let metrics = ControllerMetrics(registry: registry)
         var metricsServer: MetricsHTTPServer?
         if let listen = config.controller.metrics, let (host, port) = HostConfig.parseListen(listen) {
-            metricsServer = try MetricsHTTPServer(host: host, port: port, registry: registry)
+            metricsServer = try MetricsHTTPServer(host: host, port: port, registry: registry, history: metrics.history)
             metricsServer?.start()
             log.info("metrics", metadata: ["listen": "\(metricsServer!.addresses.joined(separator: ", "))"])
         }
         let controller = try Controller(config: config, backends: backends, channels: channels,
-                                        store: StateStore(directory: config.controller.stateDir), metrics: metricsServer == nil ? nil : ControllerMetrics(registry: registry), logger: log)
+                                        store: StateStore(directory: config.controller.stateDir), metrics: metricsServer == nil ? nil : metrics, logger: log)
         await controller.prepare()
 
         try FileManager.default.createDirectory(atPath: (config.controller.adminSocket as NSString).deletingLastPathComponent, withIntermediateDirectories: true)

@@ -4,14 +4,19 @@ import NIOHTTP1
 import NIOPosix
 import Prometheus
 import TandemTransport
+import TandemProtocol
+import HostCore
 
-/// `GET /metrics` (Prometheus text format) over HTTP/1.1 on swift-nio (``TransportLoop``).
-/// Anything else gets 404. Clients are served side by side, with keep-alive; one that is
+/// `GET /metrics` (Prometheus text format), the fairness page (`GET /`) and its data
+/// (`GET /api/v1/fairness`, JSON) over HTTP/1.1 on swift-nio (``TransportLoop``). Read-only:
+/// anything else gets 404 (405 for another method). The page loads nothing from elsewhere,
+/// and its Content-Security-Policy forbids it to. Clients are served side by side, with keep-alive; one that is
 /// slow to send its request (or sends none) is closed ``requestSeconds`` after it connected
 /// or after its last answer, so no client can hold a connection open by trickling bytes.
 /// Meant for a loopback or management address.
 final class MetricsHTTPServer: @unchecked Sendable {
     let registry: PrometheusCollectorRegistry
+    let history: FairnessHistory?
     let channels: [Channel]
     /// Where it listens, as HOST:PORT.
     let addresses: [String]
@@ -20,8 +25,9 @@ final class MetricsHTTPServer: @unchecked Sendable {
 
     /// Listens on `host` (`localhost`: 127.0.0.1 and, where the host has IPv6, ::1; `::`
     /// takes IPv4 as well, as Linux binds it dual-stack).
-    init(host: String, port: UInt16, registry: PrometheusCollectorRegistry) throws {
+    init(host: String, port: UInt16, registry: PrometheusCollectorRegistry, history: FairnessHistory? = nil) throws {
         self.registry = registry
+        self.history = history
         let bootstrap = ServerBootstrap(group: TransportLoop.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // A client that asks and does not read: at most this much waits for it, then it is
@@ -29,7 +35,7 @@ final class MetricsHTTPServer: @unchecked Sendable {
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1 << 20))
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
-                    channel.pipeline.addHandler(MetricsHandler(registry: registry))
+                    channel.pipeline.addHandler(MetricsHandler(registry: registry, history: history))
                 }
             }
         func bind(_ address: String) throws -> Channel {
@@ -54,10 +60,11 @@ final class MetricsHTTPServer: @unchecked Sendable {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
         let registry: PrometheusCollectorRegistry
+        let history: FairnessHistory?
         var head: HTTPRequestHead?
         var deadline: Scheduled<Void>?
 
-        init(registry: PrometheusCollectorRegistry) { self.registry = registry }
+        init(registry: PrometheusCollectorRegistry, history: FairnessHistory?) { self.registry = registry; self.history = history }
 
         /// Closes the connection unless a whole request arrives within the time.
         func arm(_ context: ChannelHandlerContext) {
@@ -92,16 +99,35 @@ final class MetricsHTTPServer: @unchecked Sendable {
             // Answers it has not read are piling up (pipelined requests): it goes.
             guard context.channel.isWritable else { context.close(promise: nil); return }
             var body: [UInt8] = []
-            let status: HTTPResponseStatus
-            if h.method == .GET && (h.uri == "/metrics" || h.uri.hasPrefix("/metrics?")) {
-                registry.emit(into: &body)
-                status = .ok
-            } else {
-                body = Array("not found: try /metrics\n".utf8)
-                status = .notFound
-            }
+            var status = HTTPResponseStatus.ok
+            var type = "text/plain; version=0.0.4; charset=utf-8"
             var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: "text/plain; version=0.0.4; charset=utf-8")
+            let path = String(h.uri.prefix { $0 != "?" })
+            switch (h.method, path) {
+            case (.GET, "/metrics"):
+                registry.emit(into: &body)
+            case (.GET, "/") where history != nil, (.GET, "/fairness") where history != nil:
+                body = Array(FairnessPage.html.utf8)
+                type = "text/html; charset=utf-8"
+                headers.add(name: "Content-Security-Policy", value: FairnessPage.contentSecurityPolicy)
+            case (.GET, "/api/v1/fairness") where history != nil:
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.sortedKeys]
+                body = (try? enc.encode(history!.report(version: TandemVersion.string, now: Date().timeIntervalSince1970))).map { Array($0) } ?? Array("{}".utf8)
+                type = "application/json"
+            case (.GET, _), (.HEAD, _):
+                body = Array("not found: try /, /metrics or /api/v1/fairness\n".utf8)
+                status = .notFound
+                type = "text/plain; charset=utf-8"
+            default:
+                body = Array("read-only: GET /, /metrics or /api/v1/fairness\n".utf8)
+                status = .methodNotAllowed
+                type = "text/plain; charset=utf-8"
+                headers.add(name: "Allow", value: "GET")
+            }
+            headers.add(name: "Cache-Control", value: "no-store")
+            headers.add(name: "X-Content-Type-Options", value: "nosniff")
+            headers.add(name: "Content-Type", value: type)
             headers.add(name: "Content-Length", value: "\(body.count)")
             let keepAlive = h.isKeepAlive
             if !keepAlive { headers.add(name: "Connection", value: "close") }

@@ -3,6 +3,7 @@ import Prometheus
 import Testing
 import TandemTestSupport
 @testable import HostController
+import HostCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -48,12 +49,12 @@ import Glibc
         }
     }
 
-    func server(host: String = "127.0.0.1") throws -> (MetricsHTTPServer, UInt16) {
+    func server(host: String = "127.0.0.1", history: FairnessHistory? = nil) throws -> (MetricsHTTPServer, UInt16) {
         let registry = PrometheusCollectorRegistry()
         registry.makeGauge(name: "tandem_test_gauge", labels: []).set(Double(42))
         for _ in 0..<20 {
             let port = UInt16.random(in: 30000..<40000)
-            if let s = try? MetricsHTTPServer(host: host, port: port, registry: registry) { return (s, port) }
+            if let s = try? MetricsHTTPServer(host: host, port: port, registry: registry, history: history) { return (s, port) }
         }
         throw POSIXError(.EADDRINUSE)
     }
@@ -99,5 +100,51 @@ import Glibc
             return c.readAll()
         }
         #expect(text.contains("tandem_test_gauge 42"))
+    }
+
+    /// `localhost` is both loopbacks (where the host has IPv6).
+    @Test func localhostListensOnBothLoopbacks() async throws {
+        let (server, port) = try server(host: "localhost")
+        defer { server.stop() }
+        #expect(server.addresses == ["127.0.0.1:\(port)", "[::1]:\(port)"])
+        for host in ["127.0.0.1", "::1"] {
+            let text = try await offPool { () -> String in
+                let c = try Client(host: host, port: port)
+                c.send("GET /metrics HTTP/1.0\r\n\r\n")
+                return c.readAll()
+            }
+            #expect(text.contains("tandem_test_gauge 42"), "\(host)")
+        }
+    }
+
+    /// The fairness page and its JSON: read-only, the page under a policy that forbids
+    /// loading from elsewhere, the JSON the history's.
+    @Test func thePageAndItsDataAreServedReadOnly() async throws {
+        let history = FairnessHistory()
+        history.record(time: 1_000, links: [LinkFairness(link: "up", capacity: 1_000_000, utilisation: 0.5, jain: nil,
+                                                          vms: [.init(vm: "a", weight: 1, min: 0, max: nil, demand: 7, allocation: 600_000, measured: 500_000, share: 0.5, agent: "none", reserved: 0)])],
+                       reservations: [])
+        let (server, port) = try server(history: history)
+        defer { server.stop() }
+        func get(_ request: String) async throws -> String {
+            try await offPool { () -> String in
+                let c = try Client(port: port)
+                c.send(request)
+                return c.readAll()
+            }
+        }
+        let page = try await get("GET / HTTP/1.0\r\n\r\n")
+        #expect(page.hasPrefix("HTTP/1.0 200 OK"))
+        #expect(page.contains("Content-Security-Policy: default-src 'none'"))
+        #expect(page.contains("<title>Tandem fairness</title>"))
+        let api = try await get("GET /api/v1/fairness HTTP/1.0\r\n\r\n")
+        #expect(api.contains("Content-Type: application/json"))
+        let body = try #require(api.range(of: "\r\n\r\n").map { String(api[$0.upperBound...]) })
+        let report = try JSONDecoder().decode(FairnessReport.self, from: Data(body.utf8))
+        #expect(report.times == [1_000])
+        #expect(report.history.first?.vms.first?.allocation == [600_000])
+        #expect(report.links.first?.vms.first?.vm == "a")
+        let post = try await get("POST /api/v1/fairness HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+        #expect(post.hasPrefix("HTTP/1.0 405"), "\(post.prefix(100))")
     }
 }
