@@ -5,6 +5,7 @@ import TandemProtocol
 import HostCore
 import TandemDaemon
 import TandemTransport
+import Netlink
 
 /// How the admin commands find the controller's socket.
 struct AdminOptions: ParsableArguments {
@@ -179,7 +180,10 @@ extension TandemHost {
 /// Columns padded to their widest cell, two spaces apart.
 func renderTable(_ rows: [[String]]) -> String {
     let widths = rows[0].indices.map { i in rows.map { $0[i].count }.max() ?? 0 }
-    return rows.map { row in row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ") + "\n" }.joined()
+    return rows.map { row in
+        let line = row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+        return String(line.reversed().drop { $0 == " " }.reversed()) + "\n"
+    }.joined()
 }
 
 extension TandemHost {
@@ -216,6 +220,38 @@ extension TandemHost {
                 guard let r = try admin.call(AdminRequest(op: "reservations-release", vm: vm, id: id)).reservations?.first else { throw CommandFailure("no reservation in the answer") }
                 if json { try printJSON(r) } else { print("released \(r.id) on \(r.vm) (\(r.rate), \(r.selector))") }
             }
+        }
+    }
+}
+
+extension TandemHost {
+    struct Check: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Look at the host as it is against the configuration: devices, what else is on a tap's ingress, VFs, whether the driver takes a VF rate, channels.",
+            discussion: """
+                Per VM: its tap (or veth) is there and nothing but Tandem's redirect is on its ingress (a policer there, \
+                from libvirt's <bandwidth><outbound> or Neutron's QoS, acts before Tandem's limit or instead of it); its \
+                PF has SR-IOV and the VF; the PF's driver takes a VF rate (written, read back and put back on a VF no VM \
+                uses, or skipped saying why); its channel's socket answers. Changes nothing else. Exits 1 if a check \
+                fails (warnings, such as a VM that is not running, do not).
+                """)
+        @Option(name: .long, help: "The TOML configuration (docs/CONFIG.md).") var config: String = "/etc/tandem/host.toml"
+        @Flag(name: .long, help: "Print as JSON.") var json = false
+
+        func run() async throws {
+            let cfg: HostConfig
+            do { cfg = try HostConfig.load(path: config) } catch { throw CommandFailure("\(error)") }
+            let netlink: RouteSocket
+            do { netlink = try RouteSocket() } catch { throw CommandFailure("netlink: \(error)") }
+            let findings = await HostCheck.run(cfg, netlink: netlink)
+            if json { try printJSON(findings) } else {
+                var rows = [["STATUS", "VM", "CHECK", "DETAIL"]]
+                for f in findings { rows.append([f.status.rawValue.uppercased(), f.subject ?? "-", f.check, f.detail]) }
+                print(renderTable(rows), terminator: "")
+                let failed = findings.filter { $0.status == .fail }.count, warned = findings.filter { $0.status == .warn }.count
+                print("\(findings.count) checks: \(failed) failed, \(warned) warnings")
+            }
+            if findings.contains(where: { $0.status == .fail }) { throw ExitCode(1) }
         }
     }
 }

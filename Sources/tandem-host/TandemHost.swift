@@ -15,6 +15,6 @@ struct TandemHost: AsyncParsableCommand {
             800mbit, 1gbit, 500kbit.
             """,
         version: TandemVersion.string,
-        subcommands: [Run.self, Fairness.self, Status.self, Policy.self, Reservations.self, Lab.self])
+        subcommands: [Run.self, Check.self, Fairness.self, Status.self, Policy.self, Reservations.self, Lab.self])
 }
 typealias ValidationError = ArgumentParser.ValidationError

@@ -198,6 +198,15 @@ struct VMTests {
         #expect(restored[0]?.max == Int(fair2.vms.first { $0.vm == "a" }!.allocation / 1_000_000))
         #expect(restored[0]?.min == 2000, "min and max set together")
         #expect(hostLog.contains("re-applying") || hostLog.contains("counters went back") || hostLog.contains("counters unreadable"), "the controller noticed the reset")
+        // tandem-host check, run before the controller: the driver takes a VF rate (tried on
+        // vf 1, which no VM uses, and put back), and the VMs' PF and VFs are there.
+        let check = try JSONDecoder().decode([HostCheck.Finding].self, from: Data(try read("check.json").utf8))
+        print("vm: tandem-host check: \(check.map { "\($0.subject ?? "-") \($0.check) \($0.status.rawValue)" })")
+        #expect(try read("check.rc").trimmingCharacters(in: .whitespacesAndNewlines) == "0", "\(check) \((try? read("check.err")) ?? "")")
+        let rate = try #require(check.first { $0.check == "rate" })
+        #expect(rate.status == .ok && rate.detail.contains("unused vf 1"), "\(rate.detail)")
+        #expect(check.filter { $0.check == "vf" }.allSatisfy { $0.status == .ok })
+        #expect(try VM.vfRates(try read("vf-after-check.json"))[1]?.max == 0, "the rate tried is put back")
     }
 
     /// `devlink -j port function rate show`: handle → (type, tx_share, tx_max in bytes/s, parent).

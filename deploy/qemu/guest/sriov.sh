@@ -32,6 +32,11 @@ pf = "$PF"
 vf = 2
 CFG
 } > /run/tandem/host.toml
+# tandem-host check before the controller: the PF, the VFs, and a rate written on a VF no VM
+# uses (vf 1), read back and put back.
+"$BIN/tandem-host" check --json --config /run/tandem/host.toml > /out/check.json 2> /out/check.err
+echo $? > /out/check.rc
+ip -j link show "$PF" > /out/vf-after-check.json
 "$BIN/tandem-host" run --config /run/tandem/host.toml --log-level debug > /out/host.log 2>&1 &
 HOST=$!
 sleep 4
