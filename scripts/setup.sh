@@ -14,6 +14,7 @@ packages=(
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients  # the libvirt tests: libvirtd, virsh
   chromium                                     # the fairness page's test: a real browser, headless
   prometheus                                   # the metrics tests: a real server scrapes tandem-host; promtool checks rules and output
+  dpkg-dev binutils lintian debootstrap        # the packages: dpkg-shlibdeps, strip, lintian; their install test on a clean root
 )
 
 if [ "$(id -u)" -ne 0 ]; then

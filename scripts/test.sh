@@ -11,3 +11,10 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" -eq 0 ]; then ./scripts/libvirt-up.sh; fi
 swift build --build-tests
 swift test --skip-build --no-parallel
+# The .deb packages: built (release, Swift runtime linked in), lintian-clean, installed on a
+# clean Debian 12 root, run, verified and purged. Needs root (debootstrap, chroot).
+if [ "$(id -u)" -eq 0 ]; then
+  ./scripts/test-packages.sh
+elif [ "${CI:-}" = true ]; then
+  echo "scripts/test.sh: the packages' test needs root" >&2; exit 1
+fi

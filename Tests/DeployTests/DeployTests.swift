@@ -107,7 +107,7 @@ import TandemLabSupport
                              ("SystemCallArchitectures", "native")] {
             #expect(s[key] == value, "\(key)")
         }
-        #expect(s["RestrictAddressFamilies"] == "AF_UNIX AF_NETLINK AF_INET")
+        #expect(s["RestrictAddressFamilies"] == "AF_UNIX AF_NETLINK AF_INET AF_INET6")
         #expect(s["CapabilityBoundingSet"]?.split(separator: " ").contains("CAP_NET_ADMIN") == true)
         #expect(s["AmbientCapabilities"]?.split(separator: " ").contains("CAP_NET_ADMIN") == true)
         // The limits live in the host's network namespace and user namespace.
