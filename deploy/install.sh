@@ -31,7 +31,8 @@ Both:            PREFIX/share/doc/tandem/README.md, and this script as
   -h, --help         this text
 
 Building runs `swift build -c release --static-swift-stdlib`: the binaries then need only
-glibc, libstdc++ and libnl-3 / libnl-route-3 (Debian: libnl-3-200 libnl-route-3-200).
+glibc 2.35 or later, libstdc++ and libnl-3 / libnl-route-3 / libnl-genl-3, and for the host
+libvirt (Debian: libnl-3-200 libnl-route-3-200 libnl-genl-3-200, libvirt0).
 EOF
 }
 
