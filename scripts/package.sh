@@ -7,8 +7,10 @@
 # The binaries are release builds with the Swift runtime linked in (--static-swift-stdlib):
 # Debian 12 has no Swift runtime package. They need glibc 2.35 or later (Debian 12 has 2.36;
 # dpkg-shlibdeps says so in Depends)
-# and libnl-3 (both), libvirt (the host); the guest's kernel needs HTB (and 5.6 or later for
-# sock_diag's destroy notifications; without them flows end at the next socket sample).
+# and libnl-3 (both), libvirt (the host). Kernels: the guest's needs HTB and u32 (and 4.2 or
+# later for sock_diag's destroy groups; without them a flow's end is seen at the next socket
+# sample); the host's, VF rates through rtnetlink (any with SR-IOV), the devlink backend's rate
+# objects 5.14 or later (tx_weight 6.2), the tc backend IFB, HTB, u32 and mirred.
 #
 # Usage: scripts/package.sh [--no-build] [--out DIR]   (as root or not; lintian runs if present)
 set -euo pipefail
