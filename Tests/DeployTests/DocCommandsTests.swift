@@ -8,7 +8,7 @@ import TandemTestSupport
 /// subcommand takes (read from the built binary's --help), each script it names is there,
 /// and the ones that can run here without a VM, a NIC or a running daemon are run: --help,
 /// `run --check` on every example configuration, promtool on the rules.
-@Suite struct DocCommandsTests {
+@Suite(.serialized, .exclusive) struct DocCommandsTests {
     static let repo = DeployTests.repo
 
     /// Every documentation file with commands: README, deploy/README, docs/*.md.

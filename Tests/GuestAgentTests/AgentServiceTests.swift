@@ -48,6 +48,17 @@ final class TestClock: @unchecked Sendable {
         throw CancellationError()
     }
 
+    /// The agent on `host`'s pseudo-terminal with a fake shaper, reporting every 50 ms,
+    /// telling `notify` when it is ready; on the test's clock if given.
+    static func agent(_ host: TestHost, _ shaper: FakeShaper, _ notify: FakeNotifySocket, socket: String, clock: TestClock? = nil) -> Agent {
+        var log = Logger(label: "test")
+        log.logLevel = .critical
+        let options = AgentOptions(interface: "eth0", channel: .device(host.slavePath), socketPath: socket, interval: 0.05, initialLimit: .gbit(1))
+        let notifier = SystemdNotifier(environment: ["NOTIFY_SOCKET": notify.path])
+        if let clock { return Agent(options: options, logger: log, shaper: shaper, clock: { clock.now() }, notifier: notifier) }
+        return Agent(options: options, logger: log, shaper: shaper, notifier: notifier)
+    }
+
     @Test func allocationsReservationsAndTTLsWithAFakeShaperAndATestClock() async throws {
         let host = try TestHost()
         defer { host.stop() }
@@ -56,12 +67,7 @@ final class TestClock: @unchecked Sendable {
         let notify = try FakeNotifySocket()
         let dir = NSTemporaryDirectory() + "tandem-agent-svc-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var log = Logger(label: "test")
-        log.logLevel = .critical
-        let agent = Agent(options: AgentOptions(interface: "eth0", channel: .device(host.slavePath), socketPath: dir + "/agent.sock",
-                                                interval: 0.05, initialLimit: .gbit(1)),
-                          logger: log, shaper: shaper, clock: { clock.now() },
-                          notifier: SystemdNotifier(environment: ["NOTIFY_SOCKET": notify.path]))
+        let agent = Self.agent(host, shaper, notify, socket: dir + "/agent.sock", clock: clock)
         let running = Task { try await agent.run() }
 
         // Ready once the first tree is installed: the initial limit.
@@ -117,11 +123,7 @@ final class TestClock: @unchecked Sendable {
         let notify = try FakeNotifySocket()
         let dir = NSTemporaryDirectory() + "tandem-agent-rel-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var log = Logger(label: "test")
-        log.logLevel = .critical
-        let agent = Agent(options: AgentOptions(interface: "eth0", channel: .device(host.slavePath), socketPath: dir + "/agent.sock",
-                                                interval: 0.05, initialLimit: .gbit(1)), logger: log, shaper: shaper,
-                          notifier: SystemdNotifier(environment: ["NOTIFY_SOCKET": notify.path]))
+        let agent = Self.agent(host, shaper, notify, socket: dir + "/agent.sock")
         let running = Task { try await agent.run() }
         defer { running.cancel() }
         #expect(notify.receive(timeout: 5)?.hasPrefix("READY=1") == true)

@@ -11,7 +11,7 @@ import TandemTransport
 /// filter on a tap's ingress (what libvirt's <bandwidth> or Neutron would leave), Tandem's own
 /// redirect, a PF without SR-IOV, a VF beyond the PF's count (a FAKE sysfs tree, named as
 /// such: no SR-IOV NIC here), and channel sockets.
-@Suite(.serialized, Privileged.enabled) struct HostCheckTests {
+@Suite(.serialized, .exclusive, Privileged.enabled) struct HostCheckTests {
     @Test func findsWhatIsMissingAndWhatElseActsOnATap() async throws {
         let ns = try Netns(prefix: "tdm-check")
         defer { ns.delete() }

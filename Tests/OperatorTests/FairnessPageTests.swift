@@ -10,7 +10,7 @@ import HostController
 /// loads from tandem-host alone, plots each VM's series, and its plot moves when the traffic
 /// does: asserted from the DOM the page leaves (`data-last` of each line), polled until it
 /// shows the change, not after a sleep.
-@Suite(.serialized, Privileged.traffic) struct FairnessPageTests {
+@Suite(.serialized, .exclusive, Privileged.traffic) struct FairnessPageTests {
     static var browser: String? { ["chromium", "chromium-browser", "google-chrome"].first { Shell.has($0) } }
 
     /// The page's DOM once its script ran (chromium's --dump-dom after a virtual-time budget).
@@ -90,31 +90,30 @@ import HostController
         let absolute = FairnessPageSource.html.replacingOccurrences(of: "\"http://www.w3.org/2000/svg\"", with: "")   // (SVG's namespace: a name, never fetched)
         #expect(!absolute.contains("http://") && !absolute.contains("https://") && !absolute.contains("//cdn"), "no absolute URL in the page")
 
-        // web starts sending 60 Mbit/s: its measured line rises on the page; batch's does not.
-        let server = try BackgroundProcess(["ip", "netns", "exec", host.name, "iperf3", "-s", "-B", "10.63.1.1", "-p", "5611"])
-        defer { server.stop() }
-        #expect(host.waitForListener(port: 5611, timeout: 5))
-        let client = try BackgroundProcess(["ip", "netns", "exec", vm1.name, "iperf3", "-c", "10.63.1.1", "-p", "5611", "-u", "-b", "60M", "-t", "40"])
-        defer { client.stop() }
-        let moved = PrometheusTests.eventually(30) {
-            page = try Self.dom(host, url)
-            return (Self.last(page, vm: "web", series: "measured") ?? 0) > 40e6
+        // UDP at `rate` from a VM's namespace to an iperf3 server on its host-side address.
+        var processes: [BackgroundProcess] = []
+        defer { processes.forEach { $0.stop() } }
+        func send(from vm: Netns, to address: String, port: Int, rate: String) throws {
+            processes.append(try BackgroundProcess(["ip", "netns", "exec", host.name, "iperf3", "-s", "-B", address, "-p", "\(port)"]))
+            #expect(host.waitForListener(port: port, timeout: 5))
+            processes.append(try BackgroundProcess(["ip", "netns", "exec", vm.name, "iperf3", "-c", address, "-p", "\(port)", "-u", "-b", rate, "-t", "40"]))
         }
+        /// Polls the page (a new browser load each time) until `shown` holds of it.
+        func pageShows(_ shown: (String) -> Bool) -> Bool {
+            PrometheusTests.eventually(30) { page = try Self.dom(host, url); return shown(page) }
+        }
+
+        // web starts sending 60 Mbit/s: its measured line rises on the page; batch's does not.
+        try send(from: vm1, to: "10.63.1.1", port: 5611, rate: "60M")
+        let moved = pageShows { (Self.last($0, vm: "web", series: "measured") ?? 0) > 40e6 }
         #expect(moved, "web's measured line follows its traffic: \(Self.last(page, vm: "web", series: "measured") ?? -1)")
         #expect((Self.last(page, vm: "batch", series: "measured") ?? 1e9) < 1e6, "batch's stays flat")
         #expect(page.contains("<tr data-vm=\"web\">"), "the table row")
 
         // batch (weight 2) floods 150 Mbit/s: its line rises to about its two thirds of the
         // link, and web's allocation comes down towards its third.
-        let server2 = try BackgroundProcess(["ip", "netns", "exec", host.name, "iperf3", "-s", "-B", "10.63.2.1", "-p", "5612"])
-        defer { server2.stop() }
-        #expect(host.waitForListener(port: 5612, timeout: 5))
-        let flood = try BackgroundProcess(["ip", "netns", "exec", vm2.name, "iperf3", "-c", "10.63.2.1", "-p", "5612", "-u", "-b", "150M", "-t", "40"])
-        defer { flood.stop() }
-        let shared = PrometheusTests.eventually(30) {
-            page = try Self.dom(host, url)
-            return (Self.last(page, vm: "batch", series: "measured") ?? 0) > 100e6 && (Self.last(page, vm: "web", series: "allocation") ?? 1e9) < 90e6
-        }
+        try send(from: vm2, to: "10.63.2.1", port: 5612, rate: "150M")
+        let shared = pageShows { (Self.last($0, vm: "batch", series: "measured") ?? 0) > 100e6 && (Self.last($0, vm: "web", series: "allocation") ?? 1e9) < 90e6 }
         #expect(shared, "batch's line rises, web's allocation comes down: batch \(Self.last(page, vm: "batch", series: "measured") ?? -1), web allocation \(Self.last(page, vm: "web", series: "allocation") ?? -1)")
         #expect((Self.last(page, vm: "web", series: "measured") ?? 0) > 40e6, "web keeps sending within its share")
         if let shot = ProcessInfo.processInfo.environment["TANDEM_PAGE_SCREENSHOT"] {

@@ -12,7 +12,7 @@ import TandemProtocol
 /// namespace that loads deploy/prometheus/tandem-rules.yml. The metrics pass `promtool check
 /// metrics`; a PromQL query returns each VM's allocation as `fairness` gives it; the
 /// TandemAgentSilent alert fires once a VM's agent is killed (and not before).
-@Suite(.serialized, Privileged.enabled) struct PrometheusTests {
+@Suite(.serialized, .exclusive, Privileged.enabled) struct PrometheusTests {
     /// Runs `python3` in `ns` to GET `url`; the body.
     static func get(_ ns: Netns, _ url: String) throws -> String {
         try ns.exec(["python3", "-c", "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())", url])
