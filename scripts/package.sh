@@ -73,8 +73,11 @@ depends() {
   mkdir -p "$dir/debian"
   printf 'Source: tandem\n\nPackage: tandem\nArchitecture: any\n' > "$dir/debian/control"
   cp "$1" "$dir/bin"
-  (cd "$dir" && dpkg-shlibdeps -O -e bin 2>/dev/null) | sed -n 's/^shlibs:Depends=//p'
+  local deps
+  deps=$(cd "$dir" && dpkg-shlibdeps -O -e bin 2>"$dir/err" | sed -n 's/^shlibs:Depends=//p')
+  [ -n "$deps" ] || { echo "package.sh: dpkg-shlibdeps found no dependencies for $1: $(cat "$dir/err")" >&2; rm -rf "$dir"; return 1; }
   rm -rf "$dir"
+  echo "$deps"
 }
 
 # One package: NAME, its binary, the rest of its files already under $stage/NAME, its
@@ -102,8 +105,9 @@ package() {
       "deploy/systemd/$name.service" > "$root/usr/lib/systemd/system/$name.service"
   install -m 0644 README.md "$root/usr/share/doc/$name/README.md"
   chmod -R u+rwX,go+rX,go-w "$root"
-  local size
+  local size deps
   size=$(du -k -s --exclude=DEBIAN "$root" | cut -f1)
+  deps=$(depends "$bin/$name")
   install -d "$root/DEBIAN"
   cat > "$root/DEBIAN/control" <<EOF
 Package: $name
@@ -111,7 +115,7 @@ Version: $version
 Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $size
-Depends: $(depends "$bin/$name")
+Depends: $deps
 Section: net
 Priority: optional
 Homepage: https://github.com/tandem-qos/tandem
@@ -138,8 +142,19 @@ cat > "$h/DEBIAN/postinst" <<'EOF'
 set -e
 if [ "$1" = configure ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload || true
-  echo "tandem-host: edit /etc/tandem/host.toml (tandem-host check --config /etc/tandem/host.toml), then: systemctl enable --now tandem-host"
+  if [ -z "$2" ]; then
+    echo "tandem-host: edit /etc/tandem/host.toml (tandem-host check --config /etc/tandem/host.toml), then: systemctl enable --now tandem-host"
+  else
+    # An upgrade: a running controller restarts on the new binary (limits stay in force meanwhile).
+    systemctl try-restart tandem-host.service || true
+  fi
 fi
+EOF
+cat > "$h/DEBIAN/prerm" <<'EOF'
+#!/bin/sh
+set -e
+# Removed: the controller stops (the limits it set stay in the kernel).
+if [ "$1" = remove ] && [ -d /run/systemd/system ]; then systemctl stop tandem-host.service || true; fi
 EOF
 cat > "$h/DEBIAN/postrm" <<'EOF'
 #!/bin/sh
@@ -148,7 +163,7 @@ if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 # purge: the state tandem-host kept (runtime policies, reservations).
 if [ "$1" = purge ]; then rm -rf /var/lib/tandem; rmdir /etc/tandem 2>/dev/null || true; fi
 EOF
-chmod 0755 "$h/DEBIAN/postinst" "$h/DEBIAN/postrm"
+chmod 0755 "$h/DEBIAN/postinst" "$h/DEBIAN/prerm" "$h/DEBIAN/postrm"
 cat > "$stage/tandem-host.description" <<'EOF'
 fair shares of a shared link for KVM guests (host controller)
  Tandem gives every VM its fair share of the wire: weighted max-min with
@@ -176,12 +191,19 @@ cat > "$a/DEBIAN/postinst" <<'EOF'
 set -e
 if [ "$1" = configure ]; then
   if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
-  # A guest whose port is already there starts the agent now.
+  # A guest whose port is already there starts the agent now; an upgrade restarts it.
   if [ -d /run/udev ]; then
     udevadm control --reload-rules || true
     udevadm trigger --subsystem-match=virtio-ports --action=add || true
   fi
+  if [ -n "$2" ] && [ -d /run/systemd/system ]; then systemctl try-restart tandem-agent.service || true; fi
 fi
+EOF
+cat > "$a/DEBIAN/prerm" <<'EOF'
+#!/bin/sh
+set -e
+# Removed: the agent stops and takes its shaping off the interface.
+if [ "$1" = remove ] && [ -d /run/systemd/system ]; then systemctl stop tandem-agent.service || true; fi
 EOF
 cat > "$a/DEBIAN/postrm" <<'EOF'
 #!/bin/sh
@@ -189,7 +211,7 @@ set -e
 if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 if [ -d /run/udev ]; then udevadm control --reload-rules || true; fi
 EOF
-chmod 0755 "$a/DEBIAN/postinst" "$a/DEBIAN/postrm"
+chmod 0755 "$a/DEBIAN/postinst" "$a/DEBIAN/prerm" "$a/DEBIAN/postrm"
 cat > "$stage/tandem-agent.description" <<'EOF'
 fair shares of a shared link for KVM guests (guest agent)
  Runs inside a VM: measures per-flow demand and reports it to tandem-host over

@@ -11,6 +11,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "test-packages.sh: run as root (debootstrap, chroot)" >&2; exit 1; }
+# In a mount namespace of its own with private propagation: the root's /proc, /dev and
+# /dev/pts mounts are never seen by (or propagated to) the host's, and they go with the
+# namespace whatever ends the script.
+if [ -z "${TANDEM_PACKAGES_UNSHARED:-}" ]; then
+  exec unshare --mount --propagation private env TANDEM_PACKAGES_UNSHARED=1 "$0" "$@"
+fi
 build=()
 [ "${1:-}" = "--no-build" ] && build=(--no-build)
 
@@ -21,7 +27,7 @@ out=$(mktemp -d)
 root=$(mktemp -d /var/tmp/tandem-root.XXXXXX)
 cleanup() {
   for m in proc dev/pts dev sys; do umount -l "$root/$m" 2>/dev/null || true; done
-  rm -rf "$root" "$out"
+  rm -rf --one-file-system "$root" "$out"
 }
 trap cleanup EXIT
 

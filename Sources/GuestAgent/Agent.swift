@@ -86,11 +86,15 @@ public actor Agent: Service {
         var expires: Double?
         var granted: Bool
         var waitingSince: Double?
-        /// Asked for again after a welcome, and not answered yet: an allocation without it
-        /// may come before the answer.
-        var reasked = false
+        /// When it was asked for again after a welcome, while not answered yet: an allocation
+        /// without it may come before the answer. (An answer that never comes, a request the
+        /// host dropped, stops counting after ``reaskSeconds``.)
+        var reaskedAt: Double?
     }
     var reservations: [String: Held] = [:]
+    /// How long a reservation asked for again after a welcome is kept out of the release
+    /// check while its answer has not come (the host takes 10 s to drop one not re-sent).
+    static let reaskSeconds = 10.0
 
     public init(options: AgentOptions, logger: Logger, shaper: (any GuestShaper)? = nil,
                 clock: @escaping @Sendable () -> Double = { POSIX.now() }, notifier: SystemdNotifier = SystemdNotifier()) {
@@ -302,7 +306,7 @@ public actor Agent: Service {
             for (id, h) in reservations.sorted(by: { $0.key < $1.key }) where h.granted {
                 send(.reserve(h.request))
                 reservations[id]?.waitingSince = nil
-                reservations[id]?.reasked = true
+                reservations[id]?.reaskedAt = clock()
             }
         case .allocation(let a):
             await applyAllocation(a)
@@ -329,7 +333,8 @@ public actor Agent: Service {
         // released by the host (`tandem-host reservations release`). Dropped, so it is not
         // asked for again at the next welcome.
         let carried = Set(a.reservations.map(\.id))
-        for (id, h) in reservations where h.granted && !h.reasked && !carried.contains(id) {
+        let now = clock()
+        for (id, h) in reservations where h.granted && !carried.contains(id) && (h.reaskedAt.map { now - $0 > Self.reaskSeconds } ?? true) {
             reservations[id] = nil
             log.notice("reservation released by the host", metadata: ["id": "\(id)", "rate": "\(h.request.rate)"])
         }
@@ -622,7 +627,7 @@ public actor Agent: Service {
 
     func handleReservationReply(_ r: ReservationReply) async {
         guard let h = reservations[r.id] else { return }
-        reservations[r.id]?.reasked = false
+        reservations[r.id]?.reaskedAt = nil
         if r.granted {
             reservations[r.id]?.granted = true
             reservations[r.id]?.waitingSince = nil

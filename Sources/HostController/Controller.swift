@@ -64,6 +64,9 @@ public actor Controller {
         var lastBytes: UInt64?
         /// What the agent said it is in its hello.
         var agentVersion: String?
+        /// Reservations the admin released (`tandem-host reservations release`), by id, with
+        /// when: the guest asking for one again is refused, for ``adminReleaseSeconds``.
+        var releasedByAdmin: [String: Double] = [:]
         /// What the guest last said it could not apply (its word; nil once it applies).
         var guestError: String?
         var lastWelcomeLog = -1e9
@@ -340,6 +343,7 @@ public actor Controller {
         state.applied = nil
         state.meter = RateMeter(ceiling: capacity + capacity)
         state.lastDrops = nil
+        state.lastBytes = nil   // (another device's counter: its total is not this VM's)
         await prepareBackend(state, initialLimit: initialLimit(state))
         if !sameDevice {
             do { try await old.teardown(handingOverTo: state.backend) } catch {
@@ -859,6 +863,10 @@ public actor Controller {
                 vm.staleSince = nil
             }
         case .reserve(let r):
+            if let at = vm.releasedByAdmin[r.id], now - at < Self.adminReleaseSeconds {
+                send(vm, .reservation(ReservationReply(id: r.id, granted: false, reason: Self.adminReleaseReason)))
+                return
+            }
             let reply = admit(vm, r)
             send(vm, .reservation(reply))
             // A grant is in force when the guest has the allocation that carries it: now, not
@@ -866,6 +874,7 @@ public actor Controller {
             if reply.granted { reactAt[vm.config.link] = reactAt[vm.config.link] ?? now }
         case .release(let r):
             vm.unconfirmed[r.id] = nil
+            vm.releasedByAdmin[r.id] = nil
             if vm.reservations.removeValue(forKey: r.id) != nil {
                 persistReservations(vm)
                 log.info("reservation released", metadata: ["vm": "\(vm.config.name)", "id": "\(r.id)"])
@@ -1056,8 +1065,13 @@ public actor Controller {
     }
 
     /// `reservations release`: the host drops a reservation it holds for a VM (a guest that
-    /// will not release it, an application gone); the VM's next allocation no longer
-    /// carries it, and the agent drops it then.
+    /// will not release it, an application gone). The agent is sent a refusal of it (and the
+    /// VM's next allocation no longer carries it), and for an hour the guest asking for that
+    /// id again is refused: an agent that was away does not get it back by re-sending it.
+    /// (Kept in memory: a restart of tandem-host forgets it.)
+    static let adminReleaseSeconds = 3600.0
+    static let adminReleaseReason = "released by the host's administrator (tandem-host reservations release)"
+
     public func releaseReservation(vm name: String, id: String, now: Double) throws -> ReservationEntry {
         guard let vm = vms[name] else { throw PolicyError.noSuchVM(name, known: order) }
         guard let g = vm.reservations.removeValue(forKey: id) else {
@@ -1065,6 +1079,11 @@ public actor Controller {
         }
         vm.unconfirmed[id] = nil
         persistReservations(vm)
+        // The agent is told at once (a refusal of that id drops it, and answers the
+        // application if it waits); one that was away and asks for it again is refused too.
+        vm.releasedByAdmin = vm.releasedByAdmin.filter { now - $0.value < Self.adminReleaseSeconds }
+        vm.releasedByAdmin[id] = now
+        send(vm, .reservation(ReservationReply(id: id, granted: false, reason: Self.adminReleaseReason)))
         reactAt[vm.config.link] = reactAt[vm.config.link] ?? now
         log.notice("reservation released by the admin", metadata: ["vm": "\(name)", "id": "\(id)", "rate": "\(g.rate)"])
         return reservationEntry(vm, g)

@@ -24,6 +24,7 @@ public final class ControllerMetrics: @unchecked Sendable {
     private var touched: Set<String> = []
     private var lastTouched: Set<String> = []
 
+
     public init(registry: PrometheusCollectorRegistry, version: String = TandemVersion.string) {
         self.registry = registry
         registry.makeGauge(name: "tandem_build_info", labels: [("version", version)],
@@ -70,12 +71,15 @@ public final class ControllerMetrics: @unchecked Sendable {
         g.set(to: value)
     }
 
-    /// Brings a counter (made on first use) up to `total`, a running count kept elsewhere.
+    /// Brings a counter (made on first use) up to `total`, a running count kept elsewhere. A
+    /// total below the last one started again (a VM released and added back under its name):
+    /// all of it is new. (Prometheus takes a counter that only grows; its rate() is right.)
     private func count(_ name: String, _ labels: [(String, String)], to total: UInt64) {
         let key = name + labels.map { "\u{0}\($0.0)=\($0.1)" }.joined()
         let (c, seen) = counters[key] ?? (registry.makeCounter(name: name, labels: labels, help: Self.help[name] ?? ""), 0)
-        if total > seen { c.increment(by: Int64(total - seen)) }
-        counters[key] = (c, max(seen, total))
+        let added = total >= seen ? total - seen : total
+        if added > 0 { c.increment(by: Int64(added)) }
+        counters[key] = (c, total)
     }
 
     /// Once a second, from the round: every gauge, and the counters the controller keeps.
@@ -117,6 +121,12 @@ public final class ControllerMetrics: @unchecked Sendable {
                     count("tandem_channel_disconnects_total", labels, to: v.disconnects)
                 }
             }
+            // A VM's counters (channel errors too) go with it: those of a link and VM no
+            // longer in the table.
+            let present = Set(links.flatMap { l in l.vms.map { "\u{0}link=\(l.link)\u{0}vm=\($0.vm)" } })
+            for key in counters.keys where key.contains("\u{0}vm=") && !present.contains(where: { key.contains($0 + "\u{0}") || key.hasSuffix($0) }) {
+                if let (c, _) = counters.removeValue(forKey: key) { registry.unregisterCounter(c) }
+            }
             for (kind, n) in limitWrites { count("tandem_limit_writes_total", [("backend", kind)], to: n) }
             for (kind, n) in backendErrors { count("tandem_backend_errors_total", [("backend", kind)], to: n) }
             // What is no longer there is no longer said.
@@ -129,8 +139,8 @@ public final class ControllerMetrics: @unchecked Sendable {
 
     func channelError(_ vm: String, link: String, _ kind: String) {
         lock.withLock {
-            let key = "tandem_channel_errors_total\u{0}\(vm)\u{0}\(kind)"
             let labels = [("link", link), ("vm", vm), ("kind", kind)]
+            let key = "tandem_channel_errors_total" + labels.map { "\u{0}\($0.0)=\($0.1)" }.joined()
             let (c, n) = counters[key] ?? (registry.makeCounter(name: "tandem_channel_errors_total", labels: labels, help: Self.help["tandem_channel_errors_total"]!), 0)
             c.increment()
             counters[key] = (c, n + 1)

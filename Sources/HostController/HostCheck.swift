@@ -43,7 +43,7 @@ public enum HostCheck {
                 if !devlink && !rateChecked.contains(pf) && out.last?.status != .fail {
                     rateChecked.insert(pf)
                     let used = Set(config.vms.compactMap { v -> UInt32? in if case .sriov(pf, let n, _, _) = v.backend { n } else { nil } })
-                    out.append(await rateWrite(pf: pf, used: used, netlink: netlink))
+                    out.append(await rateWrite(pf: pf, used: used, netlink: netlink, sysfs: sysfs))
                 }
             }
             if let channel = vm.channel { out.append(Self.channel(vm.name, path: channel)) }
@@ -106,42 +106,57 @@ public enum HostCheck {
         return out
     }
 
-    /// Whether the PF's driver takes a VF rate: written on a VF no VM of the configuration
-    /// uses and that has none (so nothing depends on it), read back, put back to none.
-    static func rateWrite(pf: String, used: Set<UInt32>, netlink: RouteSocket) async -> Finding {
+    /// Whether the PF's driver takes a VF rate: written on a VF that nothing can be using
+    /// (no VM of the configuration names it, it has no rate, and it is bound on the host as a
+    /// netdev that is down: a VF given to a guest is bound to vfio-pci and has none), read
+    /// back, and put back to none on every path; a put-back that fails is a failure.
+    static func rateWrite(pf: String, used: Set<UInt32>, netlink: RouteSocket, sysfs: String) async -> Finding {
         guard let vfs = try? await netlink.virtualFunctions(of: pf, withStats: false) else {
             return Finding(pf, "rate", .skip, "the VFs of \(pf) could not be read")
         }
-        guard let spare = vfs.first(where: { !used.contains($0.index) && $0.maxTxRate == .zero && $0.minTxRate == .zero }) else {
-            return Finding(pf, "rate", .skip, "every VF of \(pf) is used by a VM or has a rate: no VF to try a rate on (the first limit tandem-host writes tells)")
+        func idleOnHost(_ vf: UInt32) -> Bool {
+            // (A device with no PCI function per VF, such as netdevsim, cannot give one to a
+            // guest through vfio: only the other tests apply.)
+            guard FileManager.default.fileExists(atPath: "\(sysfs)/class/net/\(pf)/device/virtfn\(vf)") else { return true }
+            let dir = "\(sysfs)/class/net/\(pf)/device/virtfn\(vf)/net"
+            guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir), let name = names.first,
+                  let flags = (try? String(contentsOfFile: "\(dir)/\(name)/flags", encoding: .utf8)).flatMap({ UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines).dropFirst(2), radix: 16) })
+            else { return false }
+            return flags & 1 == 0   // IFF_UP clear
+        }
+        guard let spare = vfs.first(where: { !used.contains($0.index) && $0.maxTxRate == .zero && $0.minTxRate == .zero && idleOnHost($0.index) }) else {
+            return Finding(pf, "rate", .skip, "no VF of \(pf) is free to try a rate on (each is named by a VM, has a rate, or is given to a guest or up on the host); the first limit tandem-host writes tells")
         }
         let probe = BitRate.mbit(100)
+        var result: Finding
         do {
             try await netlink.setVFRate(pf: pf, vf: spare.index, max: probe)
-            let back = try await netlink.virtualFunctions(of: pf, withStats: false).first { $0.index == spare.index }?.maxTxRate
-            try? await netlink.setVFRate(pf: pf, vf: spare.index, max: .zero)
-            guard back == probe else {
-                return Finding(pf, "rate", .fail, "vf \(spare.index): wrote max_tx_rate \(probe), read back \(back?.description ?? "nothing"): the driver does not keep VF rates")
-            }
-            return Finding(pf, "rate", .ok, "the driver takes a VF rate (\(probe) written on unused vf \(spare.index), read back, put back to none)")
+            let back = try? await netlink.virtualFunctions(of: pf, withStats: false).first { $0.index == spare.index }?.maxTxRate
+            result = back == probe
+                ? Finding(pf, "rate", .ok, "the driver takes a VF rate (\(probe) written on idle vf \(spare.index), read back, put back to none)")
+                : Finding(pf, "rate", .fail, "vf \(spare.index): wrote max_tx_rate \(probe), read back \(back.map { $0.description } ?? "nothing"): the driver does not keep VF rates")
         } catch {
             return Finding(pf, "rate", .fail, "vf \(spare.index): max_tx_rate refused: \(error) (in switchdev mode use backend = \"devlink\")")
         }
+        do { try await netlink.setVFRate(pf: pf, vf: spare.index, max: .zero) } catch {
+            result = Finding(pf, "rate", .fail, "vf \(spare.index): the rate tried (\(probe)) could not be put back to none: \(error); ip link set \(pf) vf \(spare.index) max_tx_rate 0")
+        }
+        return result
     }
 
-    /// The channel's socket: there, a socket, and answering (QEMU serves it while the VM runs).
+    /// The channel's socket: there, a socket, and taking connections (QEMU serves it while the
+    /// VM runs). Connected without blocking: QEMU listens with a backlog of one, and while
+    /// tandem-host holds the channel a connection waits; that is said, not waited on.
     static func channel(_ vm: String, path: String) -> Finding {
         var st = stat()
         guard lstat(path, &st) == 0 else {
             return Finding(vm, "channel", .warn, "\(path) is not there: QEMU makes it when the VM starts with the channel (deploy/libvirt/); until then the VM has no agent")
         }
         guard (st.st_mode & S_IFMT) == S_IFSOCK else { return Finding(vm, "channel", .fail, "\(path) is not a socket") }
-        do {
-            let fd = try UnixSocket.connect(path)
-            close(fd)
-            return Finding(vm, "channel", .ok, "\(path) answers")
-        } catch {
-            return Finding(vm, "channel", .warn, "\(path) does not answer (\(error)): the VM is not running, or another client holds it")
+        switch UnixSocket.probe(path) {
+        case 0: return Finding(vm, "channel", .ok, "\(path) takes connections")
+        case EAGAIN: return Finding(vm, "channel", .ok, "\(path) is there, and another client holds it (tandem-host, if it runs)")
+        case let e: return Finding(vm, "channel", .warn, "\(path) does not answer (\(String(cString: strerror(e)))): the VM is not running")
         }
     }
 }

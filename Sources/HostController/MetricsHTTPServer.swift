@@ -56,6 +56,19 @@ final class MetricsHTTPServer: @unchecked Sendable {
 
     func stop() { for c in channels { c.close(promise: nil) } }
 
+    /// Whether a request's Host names this machine: an IP address, `localhost`, or the host's
+    /// own name (short or full), with any port. No Host (HTTP/1.0) is this machine too.
+    static func hostAllowed(_ header: String?) -> Bool {
+        guard var host = header?.lowercased(), !host.isEmpty else { return true }
+        if host.hasPrefix("["), let end = host.firstIndex(of: "]") { return IPAddress(String(host[host.index(after: host.startIndex)..<end])) != nil }
+        if let colon = host.lastIndex(of: ":") { host = String(host[..<colon]) }
+        if IPAddress(host) != nil || host == "localhost" || host.hasSuffix(".localhost") { return true }
+        var buf = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buf, buf.count) == 0 else { return false }
+        let name = String(cString: buf).lowercased()
+        return host == name || host.hasPrefix(name + ".") || name.hasPrefix(host + ".")
+    }
+
     final class MetricsHandler: ChannelInboundHandler, @unchecked Sendable {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
@@ -103,7 +116,14 @@ final class MetricsHTTPServer: @unchecked Sendable {
             var type = "text/plain; version=0.0.4; charset=utf-8"
             var headers = HTTPHeaders()
             let path = String(h.uri.prefix { $0 != "?" })
+            let page = ["/", "/fairness", "/api/v1/fairness"].contains(path)
             switch (h.method, path) {
+            case (.GET, _) where page && !MetricsHTTPServer.hostAllowed(h.headers["Host"].first):
+                // A page elsewhere whose name was made to point here (DNS rebinding) must not
+                // read the VMs' names and reservations through the browser.
+                body = Array("the page answers requests for this machine's address or name only (Host: \(h.headers["Host"].first ?? "")); open it by IP, localhost or the host's name\n".utf8)
+                status = .forbidden
+                type = "text/plain; charset=utf-8"
             case (.GET, "/metrics"):
                 registry.emit(into: &body)
             case (.GET, "/") where history != nil, (.GET, "/fairness") where history != nil:

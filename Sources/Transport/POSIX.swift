@@ -150,6 +150,18 @@ public enum UnixSocket {
         return fd
     }
 
+    /// Whether `path` takes a connection, without waiting: 0 (connected, and closed again),
+    /// EAGAIN (the listener's backlog is full: someone else holds it and it is not accepting),
+    /// or the errno that refused it.
+    public static func probe(_ path: String) -> Int32 {
+        guard var addr = try? address(path) else { return ENAMETOOLONG }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { return errno }
+        defer { close(fd) }
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        return rc == 0 ? 0 : errno
+    }
+
     /// Accepts one pending connection, or nil if none.
     public static func accept(_ listener: Int32) -> Int32? {
         let fd = tandem_accept(listener)

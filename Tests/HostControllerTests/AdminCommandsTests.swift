@@ -82,5 +82,15 @@ import TandemProtocol
         #expect(await rig.controller.persisted.reservations["vm1"]?.map(\.id) == ["r-2"], "state.json keeps only what is held")
         await rig.round([:])
         #expect(lastGrants() == ["r-2"], "the guest's next allocation no longer carries it")
+        // The agent was told at once, and asking for it again (an agent that was away) is refused.
+        let refusals = { rig.channels["vm1"]!.messages.filter { if case .reservation(let r) = $0 { return r.id == "r-1" && !r.granted }; return false }.count }
+        #expect(refusals() == 1, "a refusal of r-1 sent to the agent")
+        await rig.guest("vm1", .reserve(ReserveRequest(id: "r-1", rate: .mbit(10), selector: Self.sel)))
+        #expect(refusals() == 2)
+        #expect(try await rig.controller.reservationList(vm: "vm1").map(\.id) == ["r-2"], "not granted back")
+        // Once the guest released it itself, the id may be asked for again.
+        await rig.guest("vm1", .release(ReleaseRequest(id: "r-1")))
+        await rig.guest("vm1", .reserve(ReserveRequest(id: "r-1", rate: .mbit(10), selector: Self.sel)))
+        #expect(try await rig.controller.reservationList(vm: "vm1").map(\.id) == ["r-1", "r-2"])
     }
 }

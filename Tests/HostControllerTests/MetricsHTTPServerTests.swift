@@ -146,5 +146,15 @@ import Glibc
         #expect(report.links.first?.vms.first?.vm == "a")
         let post = try await get("POST /api/v1/fairness HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
         #expect(post.hasPrefix("HTTP/1.0 405"), "\(post.prefix(100))")
+        // A name that is not this machine's (DNS rebinding): refused for the page and its data,
+        // not for /metrics (Prometheus scrapes by whatever name it was given).
+        let rebound = try await get("GET /api/v1/fairness HTTP/1.1\r\nHost: attacker.example:\(port)\r\nConnection: close\r\n\r\n")
+        #expect(rebound.hasPrefix("HTTP/1.1 403"), "\(rebound.prefix(100))")
+        let scrape = try await get("GET /metrics HTTP/1.1\r\nHost: attacker.example:\(port)\r\nConnection: close\r\n\r\n")
+        #expect(scrape.hasPrefix("HTTP/1.1 200"))
+        for host in ["127.0.0.1:\(port)", "[::1]:\(port)", "localhost:\(port)"] {
+            let ok = try await get("GET / HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n")
+            #expect(ok.hasPrefix("HTTP/1.1 200"), "\(host)")
+        }
     }
 }

@@ -204,7 +204,7 @@ struct VMTests {
         print("vm: tandem-host check: \(check.map { "\($0.subject ?? "-") \($0.check) \($0.status.rawValue)" })")
         #expect(try read("check.rc").trimmingCharacters(in: .whitespacesAndNewlines) == "0", "\(check) \((try? read("check.err")) ?? "")")
         let rate = try #require(check.first { $0.check == "rate" })
-        #expect(rate.status == .ok && rate.detail.contains("unused vf 1"), "\(rate.detail)")
+        #expect(rate.status == .ok && rate.detail.contains("idle vf 1"), "\(rate.detail)")
         #expect(check.filter { $0.check == "vf" }.allSatisfy { $0.status == .ok })
         #expect(try VM.vfRates(try read("vf-after-check.json"))[1]?.max == 0, "the rate tried is put back")
     }
