@@ -146,7 +146,7 @@ if [ "$1" = configure ] && [ -d /run/systemd/system ]; then
     echo "tandem-host: edit /etc/tandem/host.toml (tandem-host check --config /etc/tandem/host.toml), then: systemctl enable --now tandem-host"
   else
     # An upgrade: a running controller restarts on the new binary (limits stay in force meanwhile).
-    systemctl try-restart tandem-host.service || true
+    deb-systemd-invoke try-restart tandem-host.service || true
   fi
 fi
 EOF
@@ -154,7 +154,7 @@ cat > "$h/DEBIAN/prerm" <<'EOF'
 #!/bin/sh
 set -e
 # Removed: the controller stops (the limits it set stay in the kernel).
-if [ "$1" = remove ] && [ -d /run/systemd/system ]; then systemctl stop tandem-host.service || true; fi
+if [ "$1" = remove ] && [ -d /run/systemd/system ]; then deb-systemd-invoke stop tandem-host.service || true; fi
 EOF
 cat > "$h/DEBIAN/postrm" <<'EOF'
 #!/bin/sh
@@ -196,14 +196,14 @@ if [ "$1" = configure ]; then
     udevadm control --reload-rules || true
     udevadm trigger --subsystem-match=virtio-ports --action=add || true
   fi
-  if [ -n "$2" ] && [ -d /run/systemd/system ]; then systemctl try-restart tandem-agent.service || true; fi
+  if [ -n "$2" ] && [ -d /run/systemd/system ]; then deb-systemd-invoke try-restart tandem-agent.service || true; fi
 fi
 EOF
 cat > "$a/DEBIAN/prerm" <<'EOF'
 #!/bin/sh
 set -e
 # Removed: the agent stops and takes its shaping off the interface.
-if [ "$1" = remove ] && [ -d /run/systemd/system ]; then systemctl stop tandem-agent.service || true; fi
+if [ "$1" = remove ] && [ -d /run/systemd/system ]; then deb-systemd-invoke stop tandem-agent.service || true; fi
 EOF
 cat > "$a/DEBIAN/postrm" <<'EOF'
 #!/bin/sh
