@@ -17,13 +17,6 @@ public final class ControllerMetrics: @unchecked Sendable {
     /// The fairness page's data, recorded with each update.
     public let history = FairnessHistory()
     private let lock = NSLock()
-    private var gauges: [String: Gauge] = [:]
-    private var counters: [String: (Counter, UInt64)] = [:]
-    /// The gauges set in the update under way, and those set in the last: what the last
-    /// set and this one did not is unregistered.
-    private var touched: Set<String> = []
-    private var lastTouched: Set<String> = []
-
 
     public init(registry: PrometheusCollectorRegistry, version: String = TandemVersion.string) {
         self.registry = registry
@@ -61,89 +54,121 @@ public final class ControllerMetrics: @unchecked Sendable {
         "tandem_backend_errors_total": "Backend calls that failed (set-up, counters, a limit), by kind of backend.",
     ]
 
-    /// Sets a gauge (made on first use) and marks it as current.
-    private func set(_ name: String, _ labels: [(String, String)], _ value: Double) {
-        let key = name + labels.map { "\u{0}\($0.0)=\($0.1)" }.joined()
-        touched.insert(key)
-        if let g = gauges[key] { g.set(to: value); return }
-        let g = registry.makeGauge(name: name, labels: labels, help: Self.help[name] ?? "")
-        gauges[key] = g
+    /// The series of one subject (a link, a group, a VM, or the host's own counters): its
+    /// labels, its gauges and counters by name, and the gauges set in the update under way.
+    /// One keyed lookup per subject and update; a subject not in an update leaves, with all
+    /// its series.
+    private final class Subject {
+        let labels: [(String, String)]
+        var gauges: [String: Gauge] = [:]
+        var counters: [String: (counter: Counter, total: UInt64)] = [:]
+        var touched: Set<String> = []
+        init(_ labels: [(String, String)]) { self.labels = labels }
+    }
+    private var subjects: [String: Subject] = [:]
+    private var present: Set<String> = []
+
+    /// The subject with these labels, made on first use; marked present in this update.
+    private func subject(_ labels: [(String, String)]) -> Subject {
+        let key = labels.map { "\($0.0)=\($0.1)" }.joined(separator: "\u{0}")
+        present.insert(key)
+        if let s = subjects[key] { return s }
+        let s = Subject(labels)
+        subjects[key] = s
+        return s
+    }
+
+    /// Sets a gauge of `s` (made on first use) and marks it as current. `extra` labels (an
+    /// agent's version) make another series of the same name.
+    private func set(_ s: Subject, _ name: String, _ value: Double, extra: [(String, String)] = []) {
+        let key = extra.isEmpty ? name : name + extra.map { "\u{0}\($0.1)" }.joined()
+        s.touched.insert(key)
+        if let g = s.gauges[key] { g.set(to: value); return }
+        let g = registry.makeGauge(name: name, labels: s.labels + extra, help: Self.help[name] ?? "")
+        s.gauges[key] = g
         g.set(to: value)
     }
 
-    /// Brings a counter (made on first use) up to `total`, a running count kept elsewhere. A
-    /// total below the last one started again (a VM released and added back under its name):
-    /// all of it is new. (Prometheus takes a counter that only grows; its rate() is right.)
-    private func count(_ name: String, _ labels: [(String, String)], to total: UInt64) {
-        let key = name + labels.map { "\u{0}\($0.0)=\($0.1)" }.joined()
-        let (c, seen) = counters[key] ?? (registry.makeCounter(name: name, labels: labels, help: Self.help[name] ?? ""), 0)
-        let added = total >= seen ? total - seen : total
+    /// Brings a counter of `s` (made on first use) up to `total`, a running count kept
+    /// elsewhere; `by` instead adds to it. A total below the last one started again (a VM
+    /// released and added back under its name between two updates): all of it is new.
+    /// (Prometheus takes a counter that only grows; its rate() is right.)
+    private func count(_ s: Subject, _ name: String, to total: UInt64? = nil, by: UInt64 = 0, extra: [(String, String)] = []) {
+        let key = extra.isEmpty ? name : name + extra.map { "\u{0}\($0.1)" }.joined()
+        let (c, seen) = s.counters[key] ?? (registry.makeCounter(name: name, labels: s.labels + extra, help: Self.help[name] ?? ""), 0)
+        let now = total ?? seen + by
+        let added = now >= seen ? now - seen : now
         if added > 0 { c.increment(by: Int64(added)) }
-        counters[key] = (c, total)
+        s.counters[key] = (c, now)
     }
 
     /// Once a second, from the round: every gauge, and the counters the controller keeps.
     func update(_ links: [LinkFairness], vms: [String: Controller.VM], limitWrites: [String: UInt64], backendErrors: [String: UInt64]) {
         lock.withLock {
-            touched = []
+            present = []
+            for s in subjects.values { s.touched = [] }
             for l in links {
-                let link = [("link", l.link)]
-                set("tandem_link_capacity_bytes_per_second", link, Self.bytes(l.capacity))
-                set("tandem_link_utilisation_ratio", link, l.utilisation)
-                if let j = l.jain { set("tandem_link_jain_index", link, j) }
-                if let j = l.jainGroups { set("tandem_link_group_jain_index", link, j) }
+                let link = subject([("link", l.link)])
+                set(link, "tandem_link_capacity_bytes_per_second", Self.bytes(l.capacity))
+                set(link, "tandem_link_utilisation_ratio", l.utilisation)
+                if let j = l.jain { set(link, "tandem_link_jain_index", j) }
+                if let j = l.jainGroups { set(link, "tandem_link_group_jain_index", j) }
                 for g in l.groups ?? [] {
-                    let labels = [("link", l.link), ("group", g.group)]
-                    set("tandem_group_allocation_bytes_per_second", labels, Self.bytes(g.allocation))
-                    set("tandem_group_measured_bytes_per_second", labels, Self.bytes(g.measured))
-                    set("tandem_group_demand_bytes_per_second", labels, Self.bytes(g.demand))
-                    set("tandem_group_guarantee_bytes_per_second", labels, Self.bytes(g.min))
-                    if let m = g.max { set("tandem_group_cap_bytes_per_second", labels, Self.bytes(m)) }
-                    if let j = g.jain { set("tandem_group_jain_index", labels, j) }
+                    let s = subject([("link", l.link), ("group", g.group)])
+                    set(s, "tandem_group_allocation_bytes_per_second", Self.bytes(g.allocation))
+                    set(s, "tandem_group_measured_bytes_per_second", Self.bytes(g.measured))
+                    set(s, "tandem_group_demand_bytes_per_second", Self.bytes(g.demand))
+                    set(s, "tandem_group_guarantee_bytes_per_second", Self.bytes(g.min))
+                    if let m = g.max { set(s, "tandem_group_cap_bytes_per_second", Self.bytes(m)) }
+                    if let j = g.jain { set(s, "tandem_group_jain_index", j) }
                 }
                 for r in l.vms {
-                    let labels = [("link", l.link), ("vm", r.vm)]
-                    set("tandem_vm_allocation_bytes_per_second", labels, Self.bytes(r.allocation))
-                    set("tandem_vm_measured_bytes_per_second", labels, Self.bytes(r.measured))
-                    set("tandem_vm_demand_bytes_per_second", labels, Self.bytes(r.demand))
-                    set("tandem_vm_weight", labels, r.weight)
-                    set("tandem_vm_guarantee_bytes_per_second", labels, Self.bytes(r.min))
-                    if let m = r.max { set("tandem_vm_cap_bytes_per_second", labels, Self.bytes(m)) }
-                    set("tandem_vm_reserved_bytes_per_second", labels, Self.bytes(r.reserved))
-                    if r.agent != "none" { set("tandem_vm_agent_connected", labels, r.agent == "connected" ? 1 : 0) }
+                    let s = subject([("link", l.link), ("vm", r.vm)])
+                    set(s, "tandem_vm_allocation_bytes_per_second", Self.bytes(r.allocation))
+                    set(s, "tandem_vm_measured_bytes_per_second", Self.bytes(r.measured))
+                    set(s, "tandem_vm_demand_bytes_per_second", Self.bytes(r.demand))
+                    set(s, "tandem_vm_weight", r.weight)
+                    set(s, "tandem_vm_guarantee_bytes_per_second", Self.bytes(r.min))
+                    if let m = r.max { set(s, "tandem_vm_cap_bytes_per_second", Self.bytes(m)) }
+                    set(s, "tandem_vm_reserved_bytes_per_second", Self.bytes(r.reserved))
+                    if r.agent != "none" { set(s, "tandem_vm_agent_connected", r.agent == "connected" ? 1 : 0) }
                     guard let v = vms[r.vm] else { continue }
-                    set("tandem_vm_backend_error", labels, v.lastError == nil ? 0 : 1)
+                    set(s, "tandem_vm_backend_error", v.lastError == nil ? 0 : 1)
                     if r.agent == "connected", let version = v.agentVersion {
-                        set("tandem_vm_agent_info", labels + [("version", Self.labelValue(version))], 1)
+                        set(s, "tandem_vm_agent_info", 1, extra: [("version", Self.labelValue(version))])
                     }
-                    count("tandem_vm_transmitted_bytes_total", labels, to: v.transmitted)
-                    count("tandem_channel_messages_total", labels, to: v.messages)
-                    count("tandem_channel_disconnects_total", labels, to: v.disconnects)
+                    count(s, "tandem_vm_transmitted_bytes_total", to: v.transmitted)
+                    count(s, "tandem_channel_messages_total", to: v.messages)
+                    count(s, "tandem_channel_disconnects_total", to: v.disconnects)
                 }
             }
-            // A VM's counters (channel errors too) go with it: those of a link and VM no
-            // longer in the table.
-            let present = Set(links.flatMap { l in l.vms.map { "\u{0}link=\(l.link)\u{0}vm=\($0.vm)" } })
-            for key in counters.keys where key.contains("\u{0}vm=") && !present.contains(where: { key.contains($0 + "\u{0}") || key.hasSuffix($0) }) {
-                if let (c, _) = counters.removeValue(forKey: key) { registry.unregisterCounter(c) }
+            let host = subject([])
+            for (kind, n) in limitWrites { count(host, "tandem_limit_writes_total", to: n, extra: [("backend", kind)]) }
+            for (kind, n) in backendErrors { count(host, "tandem_backend_errors_total", to: n, extra: [("backend", kind)]) }
+            // What is no longer there is no longer said: a subject gone (a VM released) with
+            // all its series, and a gauge not set this time (no Jain's index, no cap).
+            for (key, s) in subjects {
+                guard present.contains(key) else {
+                    s.gauges.values.forEach(registry.unregisterGauge)
+                    s.counters.values.forEach { registry.unregisterCounter($0.counter) }
+                    subjects[key] = nil
+                    continue
+                }
+                for (name, g) in s.gauges where !s.touched.contains(name) {
+                    registry.unregisterGauge(g)
+                    s.gauges[name] = nil
+                }
             }
-            for (kind, n) in limitWrites { count("tandem_limit_writes_total", [("backend", kind)], to: n) }
-            for (kind, n) in backendErrors { count("tandem_backend_errors_total", [("backend", kind)], to: n) }
-            // What is no longer there is no longer said.
-            for key in lastTouched.subtracting(touched) {
-                if let g = gauges.removeValue(forKey: key) { registry.unregisterGauge(g) }
-            }
-            lastTouched = touched
         }
     }
 
+    /// A frame refused on a VM's channel (as it happens, between updates).
     func channelError(_ vm: String, link: String, _ kind: String) {
         lock.withLock {
-            let labels = [("link", link), ("vm", vm), ("kind", kind)]
-            let key = "tandem_channel_errors_total" + labels.map { "\u{0}\($0.0)=\($0.1)" }.joined()
-            let (c, n) = counters[key] ?? (registry.makeCounter(name: "tandem_channel_errors_total", labels: labels, help: Self.help["tandem_channel_errors_total"]!), 0)
-            c.increment()
-            counters[key] = (c, n + 1)
+            let key = "link=\(link)\u{0}vm=\(vm)"
+            let s = subjects[key] ?? Subject([("link", link), ("vm", vm)])
+            subjects[key] = s
+            count(s, "tandem_channel_errors_total", by: 1, extra: [("kind", kind)])
         }
     }
 
