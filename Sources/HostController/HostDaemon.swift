@@ -46,6 +46,64 @@ public struct HostDaemon: Service {
         case due
     }
 
+    /// The loop's events, posted by its own thread (timers, the channels' watch) and by
+    /// others (admin requests, signals, libvirt, the kernel), awaited by the loop's task.
+    /// An AsyncStream did this at twice the cost of a round's pass (its generic code is
+    /// not specialized for the event type: type metadata looked up on every yield).
+    /// When `limit` events wait, the oldest is dropped (a stalled loop catches up with
+    /// what is newest).
+    final class Mailbox: @unchecked Sendable {
+        private let lock = NSLock()
+        private var queue: [Event] = []
+        private var head = 0
+        private var waiter: UnsafeContinuation<Event?, Never>?
+        private var finished = false
+        let limit: Int
+
+        init(limit: Int) { self.limit = limit }
+
+        func yield(_ e: Event) {
+            let waiting: UnsafeContinuation<Event?, Never>? = lock.withLock {
+                if finished { return nil }
+                if let w = waiter { waiter = nil; return w }
+                if queue.count - head >= limit { head += 1 }
+                queue.append(e)
+                return nil
+            }
+            waiting?.resume(returning: e)
+        }
+
+        /// The next event; nil once finished and nothing is left.
+        func next() async -> Event? {
+            if let e = lock.withLock({ take() }) { return e }
+            return await withUnsafeContinuation { (c: UnsafeContinuation<Event?, Never>) in
+                let now: Event?? = lock.withLock {
+                    if let e = take() { return .some(e) }
+                    if finished { return .some(nil) }
+                    waiter = c
+                    return .none
+                }
+                if let now { c.resume(returning: now) }
+            }
+        }
+
+        /// Under the lock.
+        private func take() -> Event? {
+            guard head < queue.count else { return nil }
+            let e = queue[head]
+            head += 1
+            if head == queue.count { queue.removeAll(keepingCapacity: true); head = 0 } else if head >= 1024 && head * 2 >= queue.count { queue.removeFirst(head); head = 0 }
+            return e
+        }
+
+        /// Ends the mailbox: the waiting `next()` (and later ones, once the queue is empty)
+        /// return nil.
+        func finish() {
+            let w: UnsafeContinuation<Event?, Never>? = lock.withLock { finished = true; defer { waiter = nil }; return waiter }
+            w?.resume(returning: nil)
+        }
+    }
+
     /// Backends and channels for the VMs of the configuration, as the controller takes them on.
     struct Attachments: VMAttachments {
         let netlink: RouteSocket
@@ -103,7 +161,7 @@ public struct HostDaemon: Service {
         try admin.start()
         log.info("controller started", metadata: ["vms": "\(config.vms.count)", "links": "\(config.links.count)", "admin": "\(config.controller.adminSocket)"])
 
-        let (events, sink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(65536))
+        let sink = Mailbox(limit: 65536)
         let interval = config.controller.interval
         let watcher = config.libvirt.map { LibvirtWatcher(uri: $0.uri) }
         if let watcher { log.info("following libvirt", metadata: ["uri": "\(watcher.uri)"]) }
@@ -117,23 +175,23 @@ public struct HostDaemon: Service {
         }
         monitor?.start()
         defer { monitor?.stop() }
+        let loop = DaemonLoop(name: "tandem-host-loop")
+        loop.start()
         await withTaskGroup(of: Void.self) { group in
             group.addTask { for await e in admin.events { sink.yield(.admin(e)) } }
             group.addTask { for await _ in hangups { sink.yield(.reload) } }
             if let watcher { group.addTask { for await u in watcher.updates { sink.yield(.libvirt(u)) } } }
             if let monitor { group.addTask { for await k in monitor.events { sink.yield(.kernel(k)) } } }
-            let ticker = Ticker(period: interval) { sink.yield(.tick) }
-            ticker.start()
-            defer { ticker.stop() }
+            // The loop's task, its round timer and its watch on the guests' channels share one
+            // thread (see DaemonLoop): a round, or a guest's frame, is one wake-up.
+            loop.every(interval) { sink.yield(.tick) }
             // A guest's frame is read when it comes (a pass at most every waker gap), so that a
             // report that changes its VM's demand is acted on at once, not at the next round.
-            hub.startWaker(minGap: Self.channelWakeGapSeconds) { sink.yield(.channels) }
+            loop.watch(hub.readinessFD, minGap: Self.channelWakeGapSeconds) { sink.yield(.channels) }
             // Channels are served at least every channelPassSeconds, by the rounds themselves
             // when they are that frequent.
-            let passes = interval > Self.channelPassSeconds ? Ticker(period: Self.channelPassSeconds) { sink.yield(.channels) } : nil
-            passes?.start()
-            defer { passes?.stop() }
-            group.addTask { [self] in
+            if interval > Self.channelPassSeconds { loop.every(Self.channelPassSeconds) { sink.yield(.channels) } }
+            group.addTask(executorPreference: loop) { [self] in
                 var ready = false
                 var file = config
                 var source = config.libvirt.map { LibvirtSource(uri: $0.uri) }
@@ -144,9 +202,9 @@ public struct HostDaemon: Service {
                 func wake(at: Double?, now: Double) {
                     guard let at, at < (wakeAt ?? .infinity) else { return }
                     wakeAt = at
-                    Task { try? await Task.sleep(for: .seconds(max(0, at - now))); sink.yield(.due) }
+                    loop.after(at - now) { sink.yield(.due) }
                 }
-                for await e in events {
+                while let e = await sink.next() {
                     if Task.isCancelled { break }
                     let now = POSIX.now()
                     switch e {
@@ -156,7 +214,7 @@ public struct HostDaemon: Service {
                         // What the guests sent, then (in a round) what to do about it.
                         let passed = hub.service(now: now)
                         if !passed.isEmpty { await controller.receive(passed, now: now) }
-                        hub.rearm()
+                        loop.rearm()
                         // Ticks that queued up behind a slow pass are one round, not a burst.
                         if case .tick = e, now - lastRound >= interval / 2 {
                             lastRound = now
@@ -224,6 +282,7 @@ public struct HostDaemon: Service {
             group.cancelAll()
             sink.finish()
         }
+        loop.stop()
         watcher?.stop()
         hub.stop()
         await controller.flush()

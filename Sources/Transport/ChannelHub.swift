@@ -12,8 +12,8 @@ import Glibc
 /// cost the host. The hub instead reads in ``service(now:)``: one `epoll_wait(2)` with no
 /// timeout says which channels are readable (one call however many there are), the pass
 /// reads those, writes what is still queued, (re)opens what is due. Frames are written when
-/// sent. The caller runs a pass every round and at least ten times a second, and, with
-/// ``startWaker(minGap:_:)``, soon after a frame comes.
+/// sent. The caller runs a pass every round and at least ten times a second, and, watching
+/// ``readinessFD``, soon after a frame comes.
 ///
 /// The channels behave as ``FrameChannel``'s ``FrameChannel/Endpoint/closedOnEnd`` ones (a
 /// unix socket that QEMU serves): read returning 0 means the peer closed, and the hub
@@ -41,6 +41,9 @@ public final class ChannelHub: @unchecked Sendable {
         var partial: ArraySlice<UInt8> = []
         var pauseFor: Double?
         var second = 0.0, framesThisSecond = 0
+        /// The decoder held frames back at the end of the last read (the rate): the next
+        /// pass reads it again, readable or not.
+        var held = false
 
         init(hub: ChannelHub, token: UInt64, name: String, opener: @escaping FrameChannel.Opener, minBackoff: Double, maxBackoff: Double, maxFramesPerSecond: Int, maxQueuedBytes: Int) {
             self.hub = hub; self.token = token; self.name = name; self.opener = opener
@@ -75,6 +78,8 @@ public final class ChannelHub: @unchecked Sendable {
 
     let lock = NSLock()
     private var channels: [Channel] = []
+    /// The same channels by token, for what epoll says is readable.
+    private var byToken: [UInt64: Channel] = [:]
     /// The open channels' descriptors, each under its channel's token: a pass asks the
     /// kernel which are readable in one call, whatever their number.
     let epoll = EpollSet()
@@ -94,7 +99,7 @@ public final class ChannelHub: @unchecked Sendable {
                     maxQueuedBytes: Int = 1 << 20, opener: @escaping FrameChannel.Opener) -> Channel {
         let c = lock.withLock { nextToken += 1; return Channel(hub: self, token: nextToken, name: name, opener: opener, minBackoff: minBackoff, maxBackoff: maxBackoff,
                         maxFramesPerSecond: maxFramesPerSecond, maxQueuedBytes: maxQueuedBytes) }
-        lock.withLock { channels.append(c) }
+        lock.withLock { channels.append(c); byToken[c.token] = c }
         return c
     }
 
@@ -102,7 +107,7 @@ public final class ChannelHub: @unchecked Sendable {
     /// for it, and frames still queued for it are dropped.
     public func remove(name: String) {
         lock.withLock {
-            for c in channels where c.name == name { drop(c, retryAt: .infinity) }
+            for c in channels where c.name == name { drop(c, retryAt: .infinity); byToken[c.token] = nil }
             channels.removeAll { $0.name == name }
         }
     }
@@ -112,7 +117,11 @@ public final class ChannelHub: @unchecked Sendable {
         lock.withLock {
             var events: [(String, FrameChannel.Event)] = []
             guard !stopped else { return events }
+            // One walk over the channels for what does not wait on the kernel: events left by
+            // sends, cut-offs, opens that are due, and which channels have frames held back
+            // (their rate) or bytes queued. Then only the readable ones are read.
             var openCount = 0
+            var held: [Channel] = [], queued: [Channel] = []
             for c in channels {
                 if !c.deferred.isEmpty { events += c.deferred; c.deferred.removeAll() }
                 if let pause = c.pauseFor {
@@ -120,17 +129,25 @@ public final class ChannelHub: @unchecked Sendable {
                     if c.present { events.append((c.name, .disconnected("cut off for \(pause)s"))) }
                     drop(c, retryAt: now + pause)
                 }
-                if c.fd < 0 && now >= c.nextOpen { open(c, now: now, &events) }
-                if c.fd >= 0 { openCount += 1 }
+                if c.fd < 0 {
+                    guard now >= c.nextOpen else { continue }
+                    open(c, now: now, &events)
+                    if c.fd < 0 { continue }
+                }
+                openCount += 1
+                if c.held { held.append(c) }
+                if !c.partial.isEmpty || !c.queue.isEmpty { queued.append(c) }
             }
             guard openCount > 0 else { return events }
             // Readable only: what is queued is written below whatever epoll says (a write that
             // would block costs no more than asking), and asking for EPOLLOUT would make every
-            // channel with something queued look ready to read. Read in the channels' order;
-            // one whose decoder kept frames back (its rate) is read again.
-            let ready = Set(epoll.ready(max: openCount))
-            for c in channels where c.fd >= 0 && (ready.contains(c.token) || c.decoder.hasPending) { read(c, now: now, &events) }
-            for c in channels where c.fd >= 0 && (!c.partial.isEmpty || !c.queue.isEmpty) { write(c, now: now, &events) }
+            // channel with something queued look ready to read. Read in the channels' order
+            // (their tokens increase as they are added); one whose decoder held frames back
+            // (its rate) is read again.
+            let ready = epoll.ready(max: openCount).sorted()
+            for token in ready { if let c = byToken[token], c.fd >= 0 { read(c, now: now, &events) } }
+            for c in held where c.fd >= 0 && c.held && !ready.contains(c.token) { read(c, now: now, &events) }
+            for c in queued where c.fd >= 0 { write(c, now: now, &events) }
             return events
         }
     }
@@ -150,75 +167,13 @@ public final class ChannelHub: @unchecked Sendable {
             stopped = true
             for c in channels { drop(c, retryAt: .infinity) }
             channels.removeAll()
-        }
-        waker?.stop()
-    }
-
-    // MARK: waking the caller's loop
-
-    private var waker: Waker?
-
-    /// Calls `readable` (on a thread of the hub's) when a channel has something to read, so
-    /// that the caller's loop runs a pass then instead of at its next round; at most once
-    /// per `minGap` seconds, and not again until ``rearm()`` (which the caller calls after
-    /// each pass: its channels may have opened or closed). Idle guests cost no wake-up; busy
-    /// ones at most 1 / `minGap` passes a second.
-    public func startWaker(minGap: Double, _ readable: @escaping @Sendable () -> Void) {
-        let w = Waker(hub: self, minGap: minGap, readable: readable)
-        lock.withLock { waker = w }
-        w.start()
-    }
-
-    /// After a pass: the waker looks at the channels (as they are now) again.
-    public func rearm() { lock.withLock { waker }?.poke() }
-
-    final class Waker: @unchecked Sendable {
-        weak var hub: ChannelHub?
-        let minGap: Double
-        let readable: @Sendable () -> Void
-        let pipe = WakePipe()
-        let lock = NSLock()
-        var stopped = false
-        var thread: Thread?
-
-        init(hub: ChannelHub, minGap: Double, readable: @escaping @Sendable () -> Void) {
-            self.hub = hub; self.minGap = minGap; self.readable = readable
-        }
-
-        func start() {
-            let t = Thread { [self] in loop() }
-            t.name = "tandem-channel-waker"
-            thread = t
-            t.start()
-        }
-
-        func poke() { pipe.wake() }
-
-        func stop() {
-            lock.withLock { stopped = true }
-            pipe.wake()
-            while thread.map({ !$0.isFinished }) ?? false { usleep(1000) }
-        }
-
-        func loop() {
-            var lastWake = -1e9
-            while !lock.withLock({ stopped }) {
-                // The epoll set is readable while a channel is: two descriptors to ask about,
-                // however many channels there are.
-                guard let set = hub?.epoll.fd else { return }
-                let ready = POSIX.poll([(pipe.readFD, Int16(POLLIN)), (set, Int16(POLLIN))], timeoutMilliseconds: -1)
-                if ready.first.map({ $0 != 0 }) ?? false { pipe.drain(); continue }   // rearmed or stopped: look again
-                guard ready.count > 1, ready[1] != 0 else { continue }
-                // Not more often than minGap; then tell the caller, and wait for its pass.
-                let wait = lastWake + minGap - POSIX.now()
-                if wait > 0 { usleep(UInt32(wait * 1e6)) }
-                lastWake = POSIX.now()
-                readable()
-                _ = POSIX.poll([(pipe.readFD, Int16(POLLIN))], timeoutMilliseconds: -1)
-                pipe.drain()
-            }
+            byToken.removeAll()
         }
     }
+
+    /// Readable (to poll(2)) while a channel is: what a loop watches to run a pass soon after
+    /// a frame comes (``DaemonLoop/watch(_:minGap:_:)``), one descriptor however many channels.
+    public var readinessFD: Int32 { epoll.fd }
 
     // MARK: per channel, under the lock
 
@@ -245,6 +200,7 @@ public final class ChannelHub: @unchecked Sendable {
     }
 
     private func read(_ c: Channel, now: Double, _ events: inout [(String, FrameChannel.Event)]) {
+        defer { c.held = c.fd >= 0 && c.decoder.hasPending }
         var budget = readBudget
         while true {
             if now - c.second >= 1 { c.second = now; c.framesThisSecond = 0 }
@@ -305,6 +261,7 @@ public final class ChannelHub: @unchecked Sendable {
     private func drop(_ c: Channel, retryAt: Double) {
         if c.fd >= 0 { epoll.remove(c.fd); close(c.fd); c.fd = -1 }
         c.present = false
+        c.held = false
         c.partial = []
         c.queue.dropAll()
         c.nextOpen = retryAt

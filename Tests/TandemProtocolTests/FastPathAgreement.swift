@@ -124,3 +124,41 @@ extension FastPathAgreement {
         }
     }
 }
+
+/// The host's hand-written frames (pings, pongs, allocations without reservations): byte
+/// for byte what the JSON encoder writes, for edge values and random ones; anything else is
+/// left to the encoder.
+@Suite struct FastHostEncoding {
+    static func same(_ m: HostMessage, _ session: SessionID?) -> Bool {
+        MessageCodec.encode(m, session: session, fastPath: true) == MessageCodec.encode(m, session: session, fastPath: false)
+    }
+
+    @Test func frequentFramesAreWrittenAsTheEncoderWritesThem() {
+        var rng = SystemRandomNumberGenerator()
+        let edges: [UInt64] = [0, 1, 9, 10, 999_999, .max - 1, .max]
+        var values = edges
+        for _ in 0..<200 { values.append(UInt64.random(in: 0 ... .max, using: &rng) >> UInt64.random(in: 0...63, using: &rng)) }
+        for (i, v) in values.enumerated() {
+            let w = values[(i * 7 + 3) % values.count], x = values[(i * 13 + 5) % values.count]
+            for session in [nil, Samples.session, SessionID(0), SessionID(.max)] {
+                for m: HostMessage in [.ping(Ping(nonce: v)), .pong(Ping(nonce: v)),
+                                       .allocation(Allocation(epoch: v, hardLimit: BitRate(bitsPerSecond: w), softLimit: BitRate(bitsPerSecond: x)))] {
+                    #expect(MessageCodec.fastFrame(m, session) != nil)
+                    #expect(Self.same(m, session), "\(m) \(String(describing: session))")
+                }
+            }
+        }
+    }
+
+    @Test func otherFramesAreLeftToTheEncoder() {
+        let granted = GrantedReservation(id: "r1", rate: .mbit(5), selector: Samples.selector)
+        #expect(MessageCodec.fastFrame(.allocation(Allocation(epoch: 1, hardLimit: .mbit(10), softLimit: .mbit(9), reservations: [granted])), Samples.session) == nil)
+        for m in Samples.host {
+            switch m {
+            case .ping, .pong: #expect(MessageCodec.fastFrame(m, Samples.session) != nil)
+            default: #expect(MessageCodec.fastFrame(m, Samples.session) == nil, "\(m)")
+            }
+            #expect(Self.same(m, Samples.session))
+        }
+    }
+}

@@ -37,8 +37,9 @@ import Glibc
         events.compactMap { if case .frame(let f) = $0.1 { return String(decoding: f, as: UTF8.self) } else { return nil } }
     }
 
-    /// The waker (issue #17): a frame wakes the caller's loop at once, once, and not again
-    /// until the caller's pass re-arms it; wake-ups are at least `minGap` apart.
+    /// The hub watched by a daemon's loop (issue #17): a frame wakes the loop at once, once,
+    /// and not again until the caller's pass re-arms the watch; wake-ups are at least
+    /// `minGap` apart.
     @Test func aFrameWakesTheLoopOnceUntilRearmed() async throws {
         let peer = try Peer()
         let hub = ChannelHub()
@@ -48,8 +49,10 @@ import Glibc
         #expect(peer.accept())
         final class Wakes: @unchecked Sendable { let lock = NSLock(); var times: [Double] = [] }
         let wakes = Wakes()
-        hub.startWaker(minGap: 0.05) { wakes.lock.withLock { wakes.times.append(POSIX.now()) } }
-        hub.rearm()
+        let loop = DaemonLoop(name: "test-loop")
+        loop.start()
+        defer { loop.stop() }
+        loop.watch(hub.readinessFD, minGap: 0.05) { wakes.lock.withLock { wakes.times.append(POSIX.now()) } }
         try await Task.sleep(for: .milliseconds(100))
         #expect(wakes.lock.withLock { wakes.times.isEmpty }, "nothing to read, no wake-up")
         let sent = POSIX.now()
@@ -63,13 +66,13 @@ import Glibc
         try await Task.sleep(for: .milliseconds(100))
         #expect(wakes.lock.withLock { wakes.times.count } == 1)
         // Re-armed with the frame still unread: woken again, not (much) before minGap.
-        hub.rearm()
+        loop.rearm()
         var times: [Double] = []
         for _ in 0..<100 where times.count < 2 { times = wakes.lock.withLock { wakes.times }; try await Task.sleep(for: .milliseconds(10)) }
         #expect(times.count == 2 && times[1] - times[0] >= 0.045, "\(times)")
         // Read, re-armed: quiet again.
         #expect(frames(hub.service(now: 2)) == ["{\"a\":1}"])
-        hub.rearm()
+        loop.rearm()
         try await Task.sleep(for: .milliseconds(100))
         #expect(wakes.lock.withLock { wakes.times.count } == 2)
     }
