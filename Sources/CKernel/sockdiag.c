@@ -2,6 +2,7 @@
 #include "CKernel.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <string.h>
@@ -162,4 +163,12 @@ int tandem_epoll_wait(int epfd, uint64_t *tokens, int capacity, int timeout_ms) 
     if (n < 0) return -errno;
     for (int i = 0; i < n; i++) tokens[i] = events[i].data.u64;
     return n;
+}
+
+int tandem_name_thread(const char *name) {
+    char buf[16];
+    strncpy(buf, name, sizeof buf - 1);
+    buf[sizeof buf - 1] = 0;
+    int r = pthread_setname_np(pthread_self(), buf);
+    return r == 0 ? 0 : -r;
 }

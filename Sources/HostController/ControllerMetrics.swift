@@ -57,34 +57,53 @@ public final class ControllerMetrics: @unchecked Sendable {
     /// The series of one subject (a link, a group, a VM, or the host's own counters): its
     /// labels, its gauges and counters by name, and the gauges set in the update under way.
     /// One keyed lookup per subject and update; a subject not in an update leaves, with all
-    /// its series.
+    /// its series. Series are keyed by where their name's literal is (``SeriesKey``): an
+    /// update hashes integers, not 40-character names (it was the round's dearest part
+    /// after the counter dump, with 64 VMs).
     private final class Subject {
         let labels: [(String, String)]
-        var gauges: [String: Gauge] = [:]
-        var counters: [String: (counter: Counter, total: UInt64)] = [:]
-        var touched: Set<String> = []
+        var gauges: [SeriesKey: Gauge] = [:]
+        var counters: [SeriesKey: (counter: Counter, total: UInt64)] = [:]
+        var touched: Set<SeriesKey> = []
         init(_ labels: [(String, String)]) { self.labels = labels }
     }
-    private var subjects: [String: Subject] = [:]
-    private var present: Set<String> = []
+    /// A series of a subject: its family's name (a literal, by address) and the values of
+    /// its extra labels, if any.
+    private struct SeriesKey: Hashable {
+        let name: Int
+        let extra: [String]
+        init(_ name: StaticString, _ extra: [(String, String)]) {
+            self.name = Int(bitPattern: name.utf8Start)
+            self.extra = extra.map(\.1)
+        }
+    }
+    /// Which link, group or VM a subject is (all nil: the host's own counters).
+    private struct SubjectKey: Hashable {
+        var link: String?, group: String?, vm: String?
+        var labels: [(String, String)] {
+            [("link", link), ("group", group), ("vm", vm)].compactMap { k, v in v.map { (k, $0) } }
+        }
+    }
+    private var subjects: [SubjectKey: Subject] = [:]
+    private var present: Set<SubjectKey> = []
 
     /// The subject with these labels, made on first use; marked present in this update.
-    private func subject(_ labels: [(String, String)]) -> Subject {
-        let key = labels.map { "\($0.0)=\($0.1)" }.joined(separator: "\u{0}")
+    private func subject(link: String? = nil, group: String? = nil, vm: String? = nil) -> Subject {
+        let key = SubjectKey(link: link, group: group, vm: vm)
         present.insert(key)
         if let s = subjects[key] { return s }
-        let s = Subject(labels)
+        let s = Subject(key.labels)
         subjects[key] = s
         return s
     }
 
     /// Sets a gauge of `s` (made on first use) and marks it as current. `extra` labels (an
     /// agent's version) make another series of the same name.
-    private func set(_ s: Subject, _ name: String, _ value: Double, extra: [(String, String)] = []) {
-        let key = extra.isEmpty ? name : name + extra.map { "\u{0}\($0.1)" }.joined()
+    private func set(_ s: Subject, _ name: StaticString, _ value: Double, extra: [(String, String)] = []) {
+        let key = SeriesKey(name, extra)
         s.touched.insert(key)
         if let g = s.gauges[key] { g.set(to: value); return }
-        let g = registry.makeGauge(name: name, labels: s.labels + extra, help: Self.help[name] ?? "")
+        let g = registry.makeGauge(name: name.description, labels: s.labels + extra, help: Self.help[name.description] ?? "")
         s.gauges[key] = g
         g.set(to: value)
     }
@@ -93,9 +112,9 @@ public final class ControllerMetrics: @unchecked Sendable {
     /// elsewhere; `by` instead adds to it. A total below the last one started again (a VM
     /// released and added back under its name between two updates): all of it is new.
     /// (Prometheus takes a counter that only grows; its rate() is right.)
-    private func count(_ s: Subject, _ name: String, to total: UInt64? = nil, by: UInt64 = 0, extra: [(String, String)] = []) {
-        let key = extra.isEmpty ? name : name + extra.map { "\u{0}\($0.1)" }.joined()
-        let (c, seen) = s.counters[key] ?? (registry.makeCounter(name: name, labels: s.labels + extra, help: Self.help[name] ?? ""), 0)
+    private func count(_ s: Subject, _ name: StaticString, to total: UInt64? = nil, by: UInt64 = 0, extra: [(String, String)] = []) {
+        let key = SeriesKey(name, extra)
+        let (c, seen) = s.counters[key] ?? (registry.makeCounter(name: name.description, labels: s.labels + extra, help: Self.help[name.description] ?? ""), 0)
         let now = total ?? seen + by
         let added = now >= seen ? now - seen : now
         if added > 0 { c.increment(by: Int64(added)) }
@@ -108,13 +127,13 @@ public final class ControllerMetrics: @unchecked Sendable {
             present = []
             for s in subjects.values { s.touched = [] }
             for l in links {
-                let link = subject([("link", l.link)])
+                let link = subject(link: l.link)
                 set(link, "tandem_link_capacity_bytes_per_second", Self.bytes(l.capacity))
                 set(link, "tandem_link_utilisation_ratio", l.utilisation)
                 if let j = l.jain { set(link, "tandem_link_jain_index", j) }
                 if let j = l.jainGroups { set(link, "tandem_link_group_jain_index", j) }
                 for g in l.groups ?? [] {
-                    let s = subject([("link", l.link), ("group", g.group)])
+                    let s = subject(link: l.link, group: g.group)
                     set(s, "tandem_group_allocation_bytes_per_second", Self.bytes(g.allocation))
                     set(s, "tandem_group_measured_bytes_per_second", Self.bytes(g.measured))
                     set(s, "tandem_group_demand_bytes_per_second", Self.bytes(g.demand))
@@ -123,7 +142,7 @@ public final class ControllerMetrics: @unchecked Sendable {
                     if let j = g.jain { set(s, "tandem_group_jain_index", j) }
                 }
                 for r in l.vms {
-                    let s = subject([("link", l.link), ("vm", r.vm)])
+                    let s = subject(link: l.link, vm: r.vm)
                     set(s, "tandem_vm_allocation_bytes_per_second", Self.bytes(r.allocation))
                     set(s, "tandem_vm_measured_bytes_per_second", Self.bytes(r.measured))
                     set(s, "tandem_vm_demand_bytes_per_second", Self.bytes(r.demand))
@@ -142,7 +161,7 @@ public final class ControllerMetrics: @unchecked Sendable {
                     count(s, "tandem_channel_disconnects_total", to: v.disconnects)
                 }
             }
-            let host = subject([])
+            let host = subject()
             for (kind, n) in limitWrites { count(host, "tandem_limit_writes_total", to: n, extra: [("backend", kind)]) }
             for (kind, n) in backendErrors { count(host, "tandem_backend_errors_total", to: n, extra: [("backend", kind)]) }
             // What is no longer there is no longer said: a subject gone (a VM released) with
@@ -165,8 +184,8 @@ public final class ControllerMetrics: @unchecked Sendable {
     /// A frame refused on a VM's channel (as it happens, between updates).
     func channelError(_ vm: String, link: String, _ kind: String) {
         lock.withLock {
-            let key = "link=\(link)\u{0}vm=\(vm)"
-            let s = subjects[key] ?? Subject([("link", link), ("vm", vm)])
+            let key = SubjectKey(link: link, vm: vm)
+            let s = subjects[key] ?? Subject(key.labels)
             subjects[key] = s
             count(s, "tandem_channel_errors_total", by: 1, extra: [("kind", kind)])
         }

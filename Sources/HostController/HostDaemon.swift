@@ -175,7 +175,7 @@ public struct HostDaemon: Service {
         }
         monitor?.start()
         defer { monitor?.stop() }
-        let loop = DaemonLoop(name: "tandem-host-loop")
+        let loop = DaemonLoop(name: "tandem-loop")
         loop.start()
         await withTaskGroup(of: Void.self) { group in
             group.addTask { for await e in admin.events { sink.yield(.admin(e)) } }

@@ -1,3 +1,4 @@
+import CKernel
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,6 +23,7 @@ public final class DaemonLoop: TaskExecutor, @unchecked Sendable {
     private let lock = NSLock()
     // Under the lock.
     private var jobs: [UnownedJob] = []
+    /// The batch being run (the loop thread's own): swapped with `jobs` under the lock.
     private var spare: [UnownedJob] = []
     private var polling = false
     private var stopped = false
@@ -53,6 +55,8 @@ public final class DaemonLoop: TaskExecutor, @unchecked Sendable {
     /// Starts the thread; jobs enqueued before run when it starts.
     public func start() {
         let t = Thread { [self] in
+            // (What `top -H` and perf show; Foundation's name is not the kernel's.)
+            _ = tandem_name_thread(name)
             lock.withLock { threadID = pthread_self() }
             run()
         }
@@ -138,14 +142,11 @@ public final class DaemonLoop: TaskExecutor, @unchecked Sendable {
         while true {
             // Jobs first, until none are left (a job may enqueue the next).
             while true {
-                let batch: [UnownedJob] = lock.withLock {
-                    guard !jobs.isEmpty else { return [] }
-                    swap(&jobs, &spare)
-                    return spare
-                }
-                if batch.isEmpty { break }
-                for job in batch { job.runSynchronously(on: me) }
-                lock.withLock { spare.removeAll(keepingCapacity: true) }
+                lock.withLock { swap(&jobs, &spare) }
+                if spare.isEmpty { break }
+                // (spare is the loop thread's alone between the swaps.)
+                for job in spare { job.runSynchronously(on: me) }
+                spare.removeAll(keepingCapacity: true)
             }
             let now = POSIX.now()
             // Timers due: fired outside the lock (they may add timers, yield, enqueue).

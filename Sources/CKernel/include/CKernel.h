@@ -65,4 +65,8 @@ int tandem_epoll_remove(int epfd, int fd);
 /// epoll_wait(2) into `tokens` (at most `capacity`); the count, or -errno (EINTR retried).
 int tandem_epoll_wait(int epfd, uint64_t *tokens, int capacity, int timeout_ms);
 
+/// Names the calling thread for the kernel (what `top -H`, `ps -L` and perf show): at most
+/// 15 bytes are kept. 0 or -errno.
+int tandem_name_thread(const char *name);
+
 #endif
