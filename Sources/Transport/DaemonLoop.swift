@@ -139,6 +139,8 @@ public final class DaemonLoop: TaskExecutor, @unchecked Sendable {
 
     private func run() {
         let me = asUnownedTaskExecutor()
+        let fds = UnsafeMutablePointer<pollfd>.allocate(capacity: 2)
+        defer { fds.deallocate() }
         while true {
             // Jobs first, until none are left (a job may enqueue the next).
             while true {
@@ -188,10 +190,13 @@ public final class DaemonLoop: TaskExecutor, @unchecked Sendable {
                 continue
             }
             let ms: Int32 = timeout.isInfinite ? -1 : Int32(min((max(0, timeout) * 1000).rounded(.up), 3_600_000))
-            let ready = POSIX.poll(watchFD >= 0 ? [(pipe.readFD, Int16(POLLIN)), (watchFD, Int16(POLLIN))] : [(pipe.readFD, Int16(POLLIN))], timeoutMilliseconds: ms)
+            // (Into a buffer kept for the thread's life: no arrays made per wake-up.)
+            fds[0] = pollfd(fd: pipe.readFD, events: Int16(POLLIN), revents: 0)
+            fds[1] = pollfd(fd: watchFD, events: Int16(POLLIN), revents: 0)
+            while Glibc.poll(fds, watchFD >= 0 ? 2 : 1, ms) < 0 && errno == EINTR {}
             lock.withLock { polling = false }
-            if ready[0] != 0 { pipe.drain() }
-            if watchFD >= 0, ready.count > 1, ready[1] != 0 {
+            if fds[0].revents != 0 { pipe.drain() }
+            if watchFD >= 0, fds[1].revents != 0 {
                 let fire: (@Sendable () -> Void)? = lock.withLock {
                     guard var w = watched, w.fd == watchFD, w.armed else { return nil }
                     w.armed = false
