@@ -77,6 +77,20 @@ public final class ControllerMetrics: @unchecked Sendable {
             self.extra = extra.map(\.1)
         }
     }
+    /// Series are keyed by their name's address, so each name must be written at one place
+    /// (the same text at two call sites may get two addresses: two keys for one series,
+    /// counted twice). Checked in debug builds (the tests) as series are made.
+    private static let addresses = NSLock()
+    nonisolated(unsafe) private static var addressOf: [String: Int] = [:]
+    private static func checkOneAddress(_ name: StaticString) {
+        #if DEBUG
+        let address = Int(bitPattern: name.utf8Start)
+        let first = addresses.withLock { addressOf[name.description, default: address] }
+        addresses.withLock { addressOf[name.description] = first }
+        assert(first == address, "metric \(name) is named at two places: key its series by one")
+        #endif
+    }
+
     /// Which link, group or VM a subject is (all nil: the host's own counters).
     private struct SubjectKey: Hashable {
         var link: String?, group: String?, vm: String?
@@ -103,6 +117,7 @@ public final class ControllerMetrics: @unchecked Sendable {
         let key = SeriesKey(name, extra)
         s.touched.insert(key)
         if let g = s.gauges[key] { g.set(to: value); return }
+        Self.checkOneAddress(name)
         let g = registry.makeGauge(name: name.description, labels: s.labels + extra, help: Self.help[name.description] ?? "")
         s.gauges[key] = g
         g.set(to: value)
@@ -114,6 +129,7 @@ public final class ControllerMetrics: @unchecked Sendable {
     /// (Prometheus takes a counter that only grows; its rate() is right.)
     private func count(_ s: Subject, _ name: StaticString, to total: UInt64? = nil, by: UInt64 = 0, extra: [(String, String)] = []) {
         let key = SeriesKey(name, extra)
+        if s.counters[key] == nil { Self.checkOneAddress(name) }
         let (c, seen) = s.counters[key] ?? (registry.makeCounter(name: name.description, labels: s.labels + extra, help: Self.help[name.description] ?? ""), 0)
         let now = total ?? seen + by
         let added = now >= seen ? now - seen : now

@@ -66,7 +66,12 @@ public struct HostDaemon: Service {
             let waiting: UnsafeContinuation<Event?, Never>? = lock.withLock {
                 if finished { return nil }
                 if let w = waiter { waiter = nil; return w }
-                if queue.count - head >= limit { head += 1 }
+                if queue.count - head >= limit {
+                    // The oldest goes; its slot too, now and then (a stalled loop's queue
+                    // stays within twice the limit).
+                    head += 1
+                    if head >= limit { queue.removeFirst(head); head = 0 }
+                }
                 queue.append(e)
                 return nil
             }
@@ -80,6 +85,8 @@ public struct HostDaemon: Service {
                 let now: Event?? = lock.withLock {
                     if let e = take() { return .some(e) }
                     if finished { return .some(nil) }
+                    // One reader: a second would take the first one's place and leave it waiting.
+                    precondition(waiter == nil, "Mailbox.next() awaited by two tasks")
                     waiter = c
                     return .none
                 }

@@ -27,6 +27,8 @@ public final class DaemonLoop: TaskExecutor, @unchecked Sendable {
     private var spare: [UnownedJob] = []
     private var polling = false
     private var stopped = false
+    /// The thread has left its loop: jobs go elsewhere (see ``stop()``).
+    private var ended = false
     private var timers: [Timer] = []
     private var nextTimerID = 0
     private var watched: Watch?
@@ -65,9 +67,11 @@ public final class DaemonLoop: TaskExecutor, @unchecked Sendable {
         t.start()
     }
 
-    /// Ends the thread once it has no job left (timers and the watch no longer fire). Call
-    /// after the tasks that prefer it have ended: a job enqueued after the thread ended is
-    /// never run.
+    /// Ends the thread once it has no job left; from then on timers and the watch no longer
+    /// fire (one already due may fire once more before the thread sees the stop). Call after
+    /// the tasks that prefer it have ended: a job enqueued after the thread ended goes to the
+    /// global concurrent executor instead (so a task is never left hanging), which is not
+    /// where it preferred to run.
     public func stop() {
         let t = lock.withLock { stopped = true; return thread }
         pipe.wake()
@@ -83,11 +87,13 @@ public final class DaemonLoop: TaskExecutor, @unchecked Sendable {
     // MARK: TaskExecutor
 
     public func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        let wake = lock.withLock {
-            jobs.append(job)
-            return polling
+        let unowned = UnownedJob(job)
+        let (wake, late) = lock.withLock { () -> (Bool, Bool) in
+            if ended { return (false, true) }
+            jobs.append(unowned)
+            return (polling, false)
         }
+        if late { globalConcurrentExecutor.enqueue(ExecutorJob(unowned)) }
         if wake { pipe.wake() }
     }
 
@@ -142,36 +148,31 @@ public final class DaemonLoop: TaskExecutor, @unchecked Sendable {
         let fds = UnsafeMutablePointer<pollfd>.allocate(capacity: 2)
         defer { fds.deallocate() }
         while true {
-            // Jobs first, until none are left (a job may enqueue the next).
-            while true {
-                lock.withLock { swap(&jobs, &spare) }
-                if spare.isEmpty { break }
-                // (spare is the loop thread's alone between the swaps.)
-                for job in spare { job.runSynchronously(on: me) }
-                spare.removeAll(keepingCapacity: true)
-            }
+            // The jobs there are now (those they enqueue wait for the next turn, so that a
+            // task with a backlog cannot hold back the timers and the watch).
+            lock.withLock { swap(&jobs, &spare) }
+            // (spare is the loop thread's alone between the swaps.)
+            for job in spare { job.runSynchronously(on: me) }
+            spare.removeAll(keepingCapacity: true)
+            // Timers due, each fired outside the lock (it may add timers, yield, enqueue) and
+            // only if it is still there: one cancelled by a timer fired before it in the
+            // same turn does not fire.
             let now = POSIX.now()
-            // Timers due: fired outside the lock (they may add timers, yield, enqueue).
-            let due: [@Sendable () -> Void] = lock.withLock {
-                var out: [@Sendable () -> Void] = []
-                var i = 0
-                while i < timers.count {
-                    guard timers[i].at <= now else { i += 1; continue }
-                    out.append(timers[i].fire)
+            let due = lock.withLock { timers.filter { $0.at <= now }.map(\.id) }
+            for id in due {
+                let fire: (@Sendable () -> Void)? = lock.withLock {
+                    guard let i = timers.firstIndex(where: { $0.id == id }) else { return nil }
+                    let f = timers[i].fire
                     if let p = timers[i].period {
                         timers[i].at += p
                         // Fell behind (a stalled process): start again from now, no burst.
                         if timers[i].at < now { timers[i].at = now + p }
-                        i += 1
                     } else {
                         timers.remove(at: i)
                     }
+                    return f
                 }
-                return out
-            }
-            if !due.isEmpty {
-                for f in due { f() }
-                continue
+                fire?()
             }
             // Sleep until the next timer, a readable watch (once its gap is over), or a job.
             var watchFD: Int32 = -1
@@ -207,6 +208,8 @@ public final class DaemonLoop: TaskExecutor, @unchecked Sendable {
                 fire?()
             }
         }
-        lock.withLock { threadID = nil }
+        // Anything enqueued between the last turn and here still runs somewhere.
+        let left: [UnownedJob] = lock.withLock { ended = true; threadID = nil; defer { jobs = [] }; return jobs }
+        for job in left { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
     }
 }

@@ -35,6 +35,15 @@ final class AgentUnderTest: @unchecked Sendable {
 
     var log: String { (try? String(contentsOf: logPath, encoding: .utf8)) ?? "" }
 
+    /// The test host's handshake; a failure says whether the agent runs and what it logged
+    /// (one CI run saw no hello at all within 30 s, with nothing else to go on).
+    @discardableResult
+    func handshake(vm: String = "vm-test", policy: VMPolicy = VMPolicy(weight: 1, guarantee: .mbit(20), cap: nil)) async throws -> Hello {
+        do { return try await host.handshake(vm: vm, policy: policy) } catch {
+            throw Shell.Failure("agent", "\(error); the agent \(agent.isRunning ? "runs" : "exited"); agent log:\n\(log.suffix(3000))")
+        }
+    }
+
     func classes() throws -> [TCText.Class] { TCText.classes(try pair.a.tc("-d class show dev t0")) }
 
     /// Waits until tc shows what `check` wants, or fails with what it showed.
@@ -69,7 +78,7 @@ struct AgentEndToEndTests {
         defer { t.close() }
         // The tree appears before any host speaks (initial limit 10gbit).
         try await t.waitForTC("the agent's tree") { c in c.contains { $0.handle == "1:1" } && c.contains { $0.handle == "1:10" } && c.contains { $0.handle == "1:20" } }
-        let hello = try await t.host.handshake()
+        let hello = try await t.handshake()
         #expect(hello.interface == "t0")
         #expect(try t.pair.a.ip("-j link show t0").contains(hello.mac))
 
@@ -127,7 +136,7 @@ struct AgentEndToEndTests {
     @Test func hostGoingAwayAndComingBackIsSurvived() async throws {
         let t = try AgentUnderTest()
         defer { t.close() }
-        try await t.host.handshake()
+        try await t.handshake()
         t.host.send(.allocation(Allocation(epoch: 5, hardLimit: .mbit(80), softLimit: .mbit(70))))
         try await t.waitForTC("root at 70mbit") { $0.first { $0.handle == "1:1" }?.ceil == .mbit(70) }
         let client = try await t.waitForSocket()
@@ -150,7 +159,7 @@ struct AgentEndToEndTests {
         t.host.forget()
         t.host.session = nil
         t.host.heartbeat = true
-        try await t.host.handshake(vm: "vm-test-2")
+        try await t.handshake(vm: "vm-test-2")
         #expect(t.host.session != oldSession)
         let again: ReserveRequest = try await t.host.waitFor("re-sent reserve") { m, s in
             if case .reserve(let r) = m, s == t.host.session { return r }

@@ -12,7 +12,7 @@ struct AgentReservationRulesTests {
     @Test func ttlPerUIDCapOversizeAndRelease() async throws {
         let t = try AgentUnderTest()
         defer { t.close() }
-        try await t.host.handshake()
+        try await t.handshake()
         // The host grants every reservation it is asked for.
         let granter = t.host.grantAll()
         defer { granter.cancel() }

@@ -14,7 +14,7 @@ struct AgentSocketUnprivilegedTests {
     @Test func unprivilegedUserIsShutOutThenHeldToItsLimits() async throws {
         let t = try AgentUnderTest()
         defer { t.close() }
-        try await t.host.handshake()
+        try await t.handshake()
         let granter = t.host.grantAll()
         defer { granter.cancel() }
         let root = try await t.waitForSocket()

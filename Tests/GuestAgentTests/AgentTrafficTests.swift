@@ -31,7 +31,7 @@ struct AgentTrafficTests {
             defer { tcpServer.stop() }
             let udpServer = try Iperf.server(in: t.pair.b, port: 5302)
             defer { udpServer.stop() }
-            try await t.host.handshake(policy: VMPolicy(weight: 1, guarantee: .mbit(50), cap: nil))
+            try await t.handshake(policy: VMPolicy(weight: 1, guarantee: .mbit(50), cap: nil))
             t.host.send(.allocation(Allocation(epoch: 1, hardLimit: .mbit(100), softLimit: .mbit(100))))
             try await t.waitForTC("root at 100mbit") { $0.first { $0.handle == "1:1" }?.ceil == .mbit(100) }
 
