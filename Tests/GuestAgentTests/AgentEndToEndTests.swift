@@ -68,6 +68,8 @@ final class AgentUnderTest: @unchecked Sendable {
         agent.stop()
         host.stop()
         pair.close()
+        // (Its log is in any failure's message already.)
+        try? FileManager.default.removeItem(at: logPath.deletingLastPathComponent())
     }
 }
 
