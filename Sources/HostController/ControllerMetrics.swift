@@ -85,8 +85,11 @@ public final class ControllerMetrics: @unchecked Sendable {
     private static func checkOneAddress(_ name: StaticString) {
         #if DEBUG
         let address = Int(bitPattern: name.utf8Start)
-        let first = addresses.withLock { addressOf[name.description, default: address] }
-        addresses.withLock { addressOf[name.description] = first }
+        let first = addresses.withLock {
+            let first = addressOf[name.description, default: address]
+            addressOf[name.description] = first
+            return first
+        }
         assert(first == address, "metric \(name) is named at two places: key its series by one")
         #endif
     }

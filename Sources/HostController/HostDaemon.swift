@@ -66,12 +66,7 @@ public struct HostDaemon: Service {
             let waiting: UnsafeContinuation<Event?, Never>? = lock.withLock {
                 if finished { return nil }
                 if let w = waiter { waiter = nil; return w }
-                if queue.count - head >= limit {
-                    // The oldest goes; its slot too, now and then (a stalled loop's queue
-                    // stays within twice the limit).
-                    head += 1
-                    if head >= limit { queue.removeFirst(head); head = 0 }
-                }
+                if queue.count - head >= limit { head += 1; trim() }   // the oldest goes
                 queue.append(e)
                 return nil
             }
@@ -99,9 +94,20 @@ public struct HostDaemon: Service {
             guard head < queue.count else { return nil }
             let e = queue[head]
             head += 1
-            if head == queue.count { queue.removeAll(keepingCapacity: true); head = 0 } else if head >= 1024 && head * 2 >= queue.count { queue.removeFirst(head); head = 0 }
+            trim()
             return e
         }
+
+        /// Under the lock: the slots of events taken or dropped go, when the queue empties or
+        /// they are half of it (a stalled loop's queue stays within twice the limit).
+        private func trim() {
+            if head == queue.count { queue.removeAll(keepingCapacity: true); head = 0 } else if head >= 1024 && head * 2 >= queue.count { queue.removeFirst(head); head = 0 }
+        }
+
+        /// Events waiting (for tests).
+        var count: Int { lock.withLock { queue.count - head } }
+        /// Slots held, taken ones included (for tests).
+        var slots: Int { lock.withLock { queue.count } }
 
         /// Ends the mailbox: the waiting `next()` (and later ones, once the queue is empty)
         /// return nil.

@@ -7,7 +7,8 @@ import Glibc
 
 /// The daemon's loop thread (issue #17): the loop's task, what it awaits, and the timers
 /// that drive it run on one thread.
-@Suite(.serialized) struct DaemonLoopTests {
+// (A loop that is never woken leaves its test waiting: the limit makes that a failure.)
+@Suite(.serialized, .timeLimit(.minutes(1))) struct DaemonLoopTests {
     actor Counter {
         var n = 0
         var onLoop: [Bool] = []
