@@ -1,22 +1,27 @@
 import Foundation
-import NIOCore
-import NIOPosix
 import TandemProtocol
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A byte stream carrying Tandem frames, kept open across the peer going away, on the
-/// swift-nio event loop (``TransportLoop``): the descriptor is handed to
-/// `NIOPipeBootstrap.takingOwnershipOfDescriptor(inputOutput:)`, frames are split with
-/// ``FrameDecoder``, and what happens is reported as ``Event``s on an AsyncStream.
+/// A byte stream carrying Tandem frames, kept open across the peer going away: the agent's
+/// end of its virtio-serial port (and a test's stand-in host). One thread of its own polls the
+/// descriptor, reads and splits frames (``FrameDecoder``) and reports what happens as
+/// ``Event``s on an AsyncStream; frames are written from the sender's thread, the rest of a
+/// full buffer by the channel's thread.
+///
+/// Not on swift-nio: its pipe channel takes the end of input as final (it asserts that a
+/// descriptor that polled `POLLHUP` reads end-of-file), and a virtio port's is not. A host that
+/// leaves and comes back between the poll and the read leaves nothing to read, and the agent's
+/// debug build stopped on that assertion in CI (2026-12-07, a host restart); a host connecting
+/// and leaving 300 times in a row brought it down within two connections.
 ///
 /// Two kinds of endpoint differ in what "end of input" means:
 /// - ``Endpoint/absentOnEnd``, a virtio-serial port seen from the guest: no host is attached
 ///   right now (a virtio port reads end-of-file, and polls `POLLHUP`, whenever the host side
-///   is closed). This is the port's own behaviour, and why the channel needs code of its own
-///   here: the descriptor is closed and the port opened again after a pause (at most half a
-///   second), until a host speaks. Frames sent while no host is there are dropped.
+///   is closed; once a host is back it reads its bytes again). The descriptor is closed and the
+///   port opened again after a pause (at most half a second), until a host speaks. Frames sent
+///   while no host is there are dropped.
 /// - ``Endpoint/closedOnEnd``, a unix socket or a pseudo-terminal's master: the peer closed;
 ///   the channel reopens with backoff (the VM restarting, QEMU's socket coming back).
 public final class FrameChannel: @unchecked Sendable {
@@ -39,9 +44,8 @@ public final class FrameChannel: @unchecked Sendable {
     private let continuation: AsyncStream<Event>.Continuation
     private let opener: Opener
     private let endpoint: Endpoint
-    private let loop: EventLoop
-    /// Called with every event on the event loop, before it goes to ``events``: for a reader
-    /// that must not depend on the cooperative pool (a test's stand-in host).
+    /// Called with every event on the channel's thread, before it goes to ``events``: for a
+    /// reader that must not depend on the cooperative pool (a test's stand-in host).
     let observer: (@Sendable (Event) -> Void)?
     /// Most frames read per second: beyond it reading stops for the rest of the second, so a
     /// flooding peer fills its own buffer, not this process's memory.
@@ -49,24 +53,34 @@ public final class FrameChannel: @unchecked Sendable {
     /// Most bytes waiting to be written; frames beyond it are dropped.
     public let maxQueuedBytes: Int
 
-    // Below: on the event loop, except where a lock is named.
     private let lock = NSLock()
-    private var channel: Channel?      // under lock
-    private var present = false        // under lock: a peer is attached / connected
-    private var stopped = false        // under lock
-    private var droppedCount = 0       // under lock
-    /// A socket being opened (closedOnEnd): frames sent meanwhile wait for it and go out
-    /// first once it is open.
-    private var opening = false        // under lock
-    /// Frames not yet handed to swift-nio: while opening, or while the peer does not read
-    /// (at most `maxQueuedBytes`, the oldest dropped first).
-    private var pending: OutboundQueue  // under lock
+    private let wake = WakePipe()
+    // Under the lock. The descriptor is opened and closed only by the channel's thread, and
+    // never while it polls it: a send from another thread cannot write to a reused number.
+    private var fd: Int32 = -1
+    private var present = false        // a peer is attached / connected
+    private var stopped = false
+    private var thread: Thread?
+    private var droppedCount = 0
+    /// From ``start()`` to the first open (closedOnEnd): frames sent meanwhile wait for it and
+    /// go out first once it is open.
+    private var opening = false
+    /// Frames not yet written while the peer does not read (at most `maxQueuedBytes`, the
+    /// oldest dropped first), and the rest of the one being written.
+    private var queue: OutboundQueue
+    private var partial: ArraySlice<UInt8> = []
+    /// Set by ``disconnect(for:)``, done by the thread.
+    private var pauseFor: Double?
+    /// A write from a sender's thread found the peer gone: the thread ends the connection.
+    private var writeFailed: String?
+    // The channel's thread only.
+    private var decoder = FrameDecoder()
     private var backoff: Backoff
-    private var pausedUntil = 0.0
-    private var generation = 0
+    private var nextOpen = 0.0
+    private var second = 0.0, framesThisSecond = 0
 
     /// Frames dropped because nobody was there or too much waited to be written.
-    public var dropped: Int { lock.withLock { droppedCount + pending.dropped } }
+    public var dropped: Int { lock.withLock { droppedCount + queue.dropped } }
 
     public init(name: String, endpoint: Endpoint, maxQueuedBytes: Int = 1 << 20, minBackoff: Double = 0.05, maxBackoff: Double = 2,
                 maxFramesPerSecond: Int = 1000, observer: (@Sendable (Event) -> Void)? = nil, opener: @escaping Opener) {
@@ -76,220 +90,221 @@ public final class FrameChannel: @unchecked Sendable {
         self.observer = observer
         self.maxFramesPerSecond = maxFramesPerSecond
         self.maxQueuedBytes = maxQueuedBytes
-        self.backoff = Backoff(min: minBackoff, max: maxBackoff)
-        self.pending = OutboundQueue(maxBytes: maxQueuedBytes)
-        self.loop = TransportLoop.group.next()
+        self.backoff = Backoff(min: minBackoff, max: endpoint == .absentOnEnd ? min(maxBackoff, 0.5) : maxBackoff)
+        self.queue = OutboundQueue(maxBytes: maxQueuedBytes)
         (events, continuation) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(4096))
     }
 
-    fileprivate func emit(_ e: Event) {
+    private func emit(_ e: Event) {
         observer?(e)
         continuation.yield(e)
     }
 
-    public func start() { loop.execute { self.open() } }
-
-    /// Writes a frame when a peer is there; dropped otherwise (never delivered late: stale
-    /// heartbeats would flood a peer that comes back). A peer that does not read gets the
-    /// newest frames: beyond `maxQueuedBytes` waiting, the oldest are dropped.
-    public func send(_ frame: [UInt8]) {
-        let ch = lock.withLock { () -> Channel? in
-            if present, let c = channel { pending.append(frame); return c }
-            if opening { pending.append(frame) } else { droppedCount += 1 }
-            return nil
+    /// Starts the channel's thread (once), which opens the endpoint.
+    public func start() {
+        lock.withLock {
+            guard thread == nil, !stopped else { return }
+            if endpoint == .closedOnEnd { opening = true }
+            let t = Thread { [self] in run() }
+            t.name = "tandem-channel"
+            thread = t
+            t.start()
         }
-        guard let ch else { return }
-        ch.eventLoop.execute { self.drain(ch) }
     }
 
-    /// Writes what waits, as far as the channel is writable (the rest when it is again).
-    fileprivate func drain(_ ch: Channel) {
-        var wrote = false
-        while ch.isWritable, let f = lock.withLock({ channel === ch ? pending.popFirst() : nil }) {
-            ch.write(ch.allocator.buffer(bytes: f), promise: nil)
-            wrote = true
+    /// Writes a frame when a peer is there; dropped otherwise (never delivered late: stale
+    /// heartbeats would flood a peer that comes back). Written at once as far as the
+    /// descriptor takes it; a peer that does not read gets the newest frames: beyond
+    /// `maxQueuedBytes` waiting, the oldest are dropped.
+    public func send(_ frame: [UInt8]) {
+        let wakeThread = lock.withLock { () -> Bool in
+            if present && fd >= 0 {
+                queue.append(frame)
+                writeQueued()
+                // The rest when the descriptor is writable again (the thread polls for it), or
+                // the end of the connection the write found.
+                return !partial.isEmpty || writeFailed != nil
+            }
+            if opening { queue.append(frame) } else { droppedCount += 1 }
+            return false
         }
-        if wrote { ch.flush() }
+        if wakeThread { wake.wake() }
     }
 
     /// Closes the connection and does not reopen it for `seconds` (a misbehaving peer).
     public func disconnect(for seconds: Double) {
-        loop.execute {
-            self.pausedUntil = POSIX.now() + seconds
-            let (ch, was) = self.lock.withLock { () -> (Channel?, Bool) in
-                let c = self.channel, p = self.present
-                self.channel = nil; self.present = false
-                self.pending.dropAll()
-                return (c, p)
-            }
-            self.generation += 1
-            if was { self.emit(.disconnected("cut off for \(seconds)s")) }
-            ch?.close(promise: nil)
-            self.schedule(after: seconds) { self.open() }
+        lock.withLock { pauseFor = seconds }
+        wake.wake()
+    }
+
+    /// Stops the thread, closes the descriptor and ends ``events``. (From an observer, on the
+    /// channel's own thread, it does not wait for the thread: that ends right after.)
+    public func stop() {
+        let t = lock.withLock { () -> Thread? in
+            stopped = true
+            return thread
+        }
+        wake.wake()
+        if let t, t != Thread.current {
+            while !t.isFinished { usleep(1000) }
+        } else if t == nil {
+            continuation.finish()
         }
     }
 
-    public func stop() {
-        let ch = lock.withLock { () -> Channel? in
-            stopped = true
-            let c = channel
-            channel = nil
-            return c
+    // MARK: on the channel's thread
+
+    private func run() {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16384, alignment: 8)
+        defer { buffer.deallocate() }
+        while true {
+            var now = POSIX.now()
+            let (stop, pause, failed) = lock.withLock { () -> (Bool, Double?, String?) in
+                defer { pauseFor = nil; writeFailed = nil }
+                return (stopped, pauseFor, writeFailed)
+            }
+            if stop { break }
+            if let pause {
+                end("cut off for \(pause)s", now: now, cutOff: true)
+                nextOpen = max(nextOpen, now + pause)
+            }
+            if let failed { end(failed, now: now) }
+            if currentFD < 0 && now >= nextOpen { open(now: now) }
+            let fd = currentFD
+            // Frames read already come out first, within the rate.
+            if fd >= 0 { deliver(now: now) }
+            let limited = framesThisSecond >= maxFramesPerSecond
+            let wantsWrite = lock.withLock { !partial.isEmpty || !queue.isEmpty }
+            // Over the rate the descriptor is not polled at all until the second is out (a
+            // hung-up peer polls ready whatever is asked, again and again); what waits to be
+            // written waits with it.
+            var ev: Int16 = 0
+            if fd >= 0 && !limited { ev = Int16(POLLIN) | (wantsWrite ? Int16(POLLOUT) : 0) }
+            let wait: Double? = fd < 0 ? nextOpen - now : limited ? second + 1 - now : nil
+            let timeout = wait.map { $0.isNaN ? 0 : Int32(min(max($0 * 1000, 0), 60_000).rounded(.up)) } ?? -1
+            var fds: [(Int32, Int16)] = [(wake.readFD, Int16(POLLIN))]
+            if ev != 0 { fds.append((fd, ev)) }
+            let revents = POSIX.poll(fds, timeoutMilliseconds: timeout)
+            if revents[0] != 0 { wake.drain() }
+            guard ev != 0, revents[1] != 0 else { continue }
+            now = POSIX.now()
+            if revents[1] & Int16(POLLOUT) != 0 { lock.withLock { writeQueued() } }
+            if revents[1] & ~Int16(POLLOUT) != 0 { read(fd, buffer, now: now) }
         }
-        ch?.close(promise: nil)
+        end("stopped", now: POSIX.now(), quiet: true)
         continuation.finish()
     }
 
-    private var isStopped: Bool { lock.withLock { stopped } }
+    private var currentFD: Int32 { lock.withLock { fd } }
 
-    private func schedule(after seconds: Double, _ body: @escaping @Sendable () -> Void) {
-        loop.scheduleTask(in: .nanoseconds(Int64(max(0, seconds) * 1e9))) { body() }
-    }
-
-    // MARK: on the event loop
-
-    private func open() {
-        guard !isStopped, lock.withLock({ channel == nil }) else { return }
-        let now = POSIX.now()
-        if now < pausedUntil { schedule(after: pausedUntil - now) { self.open() }; return }
-        let fd: Int32
-        do { fd = try opener() } catch {
+    private func open(now: Double) {
+        let new: Int32
+        do { new = try opener() } catch {
+            lock.withLock { opening = false; queue.dropAll() }
             emit(.openFailed(String(describing: error)))
-            schedule(after: backoff.next()) { self.open() }
+            nextOpen = now + backoff.next()
             return
         }
-        generation += 1
-        let gen = generation
-        let handler = Reader(channel: self, generation: gen)
-        if endpoint == .closedOnEnd { lock.withLock { opening = true } }
-        NIOPipeBootstrap(group: loop)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            // swift-nio's own buffer stays small; what waits beyond it is `pending` (oldest dropped).
-            .channelOption(.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 64 * 1024))
-            .channelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameSplitter()))
-                    try ch.pipeline.syncOperations.addHandler(handler)
-                }
+        POSIX.setNonBlocking(new)
+        decoder.reset()
+        let closedOnEnd = endpoint == .closedOnEnd
+        lock.withLock {
+            fd = new
+            opening = false
+            if closedOnEnd {
+                present = true
+                // A bare newline ends whatever cut frame the peer may hold; then what was sent
+                // while the socket was being opened.
+                partial = [UInt8(ascii: "\n")][...]
             }
-            .takingOwnershipOfDescriptor(inputOutput: fd)
-            .whenComplete { result in
-                switch result {
-                case .failure(let error):
-                    // A failed future leaves the descriptor ours (swift-nio's contract): a
-                    // regular file given as the port, say.
-                    close(fd)
-                    self.lock.withLock { self.opening = false; self.pending.dropAll() }
-                    self.emit(.openFailed(String(describing: error)))
-                    self.schedule(after: self.backoff.next()) { self.open() }
-                case .success(let ch):
-                    let late = self.lock.withLock { () -> Bool in
-                        self.opening = false
-                        if self.stopped || self.generation != gen { self.pending.dropAll(); return true }
-                        self.channel = ch
-                        if self.endpoint == .closedOnEnd { self.present = true }
-                        return false
-                    }
-                    if late { ch.close(promise: nil); return }
-                    if self.endpoint == .closedOnEnd {
-                        self.backoff.reset()
-                        self.emit(.connected)
-                        // A bare newline ends whatever cut frame the peer may hold; then what
-                        // was sent while the socket was being opened.
-                        ch.write(ch.allocator.buffer(bytes: [UInt8(ascii: "\n")]), promise: nil)
-                        self.drain(ch)
-                        ch.flush()
-                    }
-                }
-            }
-    }
-
-    /// A frame (or an oversize line) read from the channel of generation `gen`.
-    fileprivate func received(_ e: FrameDecoder.Event, generation gen: Int) {
-        guard gen == generation else { return }
-        let first = lock.withLock { () -> Bool in
-            if present { return false }
-            present = true
-            return true
         }
-        if first { emit(.connected) }
+        guard closedOnEnd else { return }
         backoff.reset()
-        switch e {
-        case .frame(let f): emit(.frame(f))
-        case .oversize(let n): emit(.oversize(n))
+        emit(.connected)
+        lock.withLock { writeQueued() }
+    }
+
+    /// Reads what is there (at most 64 KiB, one read after a short one), handing on frames
+    /// within the rate; the end of input or an error ends the connection.
+    private func read(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, now: Double) {
+        var budget = 65536
+        while budget > 0 && framesThisSecond < maxFramesPerSecond {
+            let got: Int?
+            do { got = try POSIX.read(fd, into: buffer) } catch {
+                // EIO on a pseudo-terminal whose other side went away, ECONNRESET on a socket.
+                end(error.description, now: now)
+                return
+            }
+            // Nothing there: a virtio port whose host left and came back between the poll
+            // and the read (what swift-nio asserted could not happen).
+            guard let got else { return }
+            if got == 0 { end("peer closed the connection", now: now); return }
+            budget -= got
+            decoder.feed(buffer: UnsafeBufferPointer(start: buffer.baseAddress!.assumingMemoryBound(to: UInt8.self), count: got))
+            deliver(now: now)
+            if got < buffer.count { return }
         }
     }
 
-    /// End of input, an error, or the channel closing, on the channel of generation `gen`.
-    fileprivate func ended(_ why: String, generation gen: Int) {
-        guard gen == generation else { return }
-        generation += 1
-        let (ch, was) = lock.withLock { () -> (Channel?, Bool) in
-            let c = channel, p = present
-            channel = nil; present = false
-            pending.dropAll()
-            return (c, p)
+    /// Frames the decoder holds, within the rate.
+    private func deliver(now: Double) {
+        if now - second >= 1 { second = now; framesThisSecond = 0 }
+        while framesThisSecond < maxFramesPerSecond, let e = decoder.next() {
+            framesThisSecond += 1
+            let first = lock.withLock { () -> Bool in
+                if present { return false }
+                present = true
+                return true
+            }
+            if first { emit(.connected) }
+            backoff.reset()
+            switch e {
+            case .frame(let f): emit(.frame(f))
+            case .oversize(let n): emit(.oversize(n))
+            }
         }
-        ch?.close(promise: nil)
-        if isStopped { return }
+    }
+
+    /// Closes the connection, says so (a virtio port's end of input: that no host is there,
+    /// unless the channel cut it off), and schedules the next open.
+    private func end(_ why: String, now: Double, cutOff: Bool = false, quiet: Bool = false) {
+        let (old, was) = lock.withLock { () -> (Int32, Bool) in
+            let f = fd, p = present
+            fd = -1; present = false
+            partial = []
+            queue.dropAll()
+            return (f, p)
+        }
+        guard old >= 0 else { return }
+        close(old)
+        decoder.reset()
+        if quiet { return }
         switch endpoint {
         case .absentOnEnd:
             // No host on the port: look again soon (a host that comes is seen within half a
-            // second); the last allocation stays in force meanwhile.
-            if was { emit(.disconnected("no host on the port")) }
-            schedule(after: min(backoff.next(), 0.5)) { self.open() }
+            // second: the backoff stops there); the last allocation stays in force meanwhile.
+            if was { emit(.disconnected(cutOff ? why : "no host on the port")) }
         case .closedOnEnd:
             emit(.disconnected(why))
-            schedule(after: backoff.next()) { self.open() }
         }
+        nextOpen = now + backoff.next()
     }
 
-    /// Frames to the channel's events, within the frame rate; the end of input to ``ended``.
-    final class Reader: ChannelInboundHandler, @unchecked Sendable {
-        typealias InboundIn = FrameDecoder.Event
-        let channel: FrameChannel
-        let generation: Int
-        var second = 0.0
-        var framesThisSecond = 0
-
-        init(channel: FrameChannel, generation: Int) { self.channel = channel; self.generation = generation }
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            channel.received(unwrapInboundIn(data), generation: generation)
-            let now = POSIX.now()
-            if now - second >= 1 { second = now; framesThisSecond = 0 }
-            framesThisSecond += 1
-            if framesThisSecond >= channel.maxFramesPerSecond {
-                // Over the rate: no more reads until the second is out.
-                let ch = context.channel
-                ch.setOption(.autoRead, value: false).whenSuccess {
-                    ch.eventLoop.scheduleTask(in: .nanoseconds(Int64((self.second + 1 - now) * 1e9))) {
-                        ch.setOption(.autoRead, value: true).whenSuccess { ch.read() }
-                    }
-                }
+    /// Writes what waits, as far as the descriptor takes it without blocking (under the lock).
+    private func writeQueued() {
+        while fd >= 0 {
+            if partial.isEmpty {
+                guard let f = queue.popFirst() else { return }
+                partial = f[...]
             }
-        }
-
-        func channelWritabilityChanged(context: ChannelHandlerContext) {
-            if context.channel.isWritable { channel.drain(context.channel) }
-            context.fireChannelWritabilityChanged()
-        }
-
-        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-            if let e = event as? ChannelEvent, e == .inputClosed {
-                channel.ended("peer closed the connection", generation: generation)
-            } else {
-                context.fireUserInboundEventTriggered(event)
+            let n: Int
+            do { n = try POSIX.writeSome(fd, partial) } catch {
+                writeFailed = error.description
+                partial = []
+                return
             }
-        }
-
-        func channelInactive(context: ChannelHandlerContext) {
-            channel.ended("peer closed the connection", generation: generation)
-        }
-
-        func errorCaught(context: ChannelHandlerContext, error: Error) {
-            // EIO on a pseudo-terminal whose other side went away, ECONNRESET on a socket.
-            channel.ended(String(describing: error), generation: generation)
+            if n == 0 { return }
+            partial = partial.dropFirst(n)
         }
     }
 }

@@ -40,7 +40,7 @@ final class AgentUnderTest: @unchecked Sendable {
     @discardableResult
     func handshake(vm: String = "vm-test", policy: VMPolicy = VMPolicy(weight: 1, guarantee: .mbit(20), cap: nil)) async throws -> Hello {
         do { return try await host.handshake(vm: vm, policy: policy) } catch {
-            throw Shell.Failure("agent", "\(error); the agent \(agent.isRunning ? "runs" : "exited"); agent log:\n\(log.suffix(3000))")
+            throw Shell.Failure("agent", "\(error); the agent \(agent.isRunning ? "runs" : "exited"); agent log:\n\(LogExcerpt.of(log, tail: 3000))")
         }
     }
 
@@ -53,7 +53,7 @@ final class AgentUnderTest: @unchecked Sendable {
             if let c = try? classes(), check(c) { return }
             try await Task.sleep(for: .milliseconds(50))
         }
-        throw Shell.Failure("tc", "\(what) not seen within \(timeout)s; tc shows: \((try? pair.a.tc("class show dev t0")) ?? "?")\nagent log:\n\(log.suffix(3000))")
+        throw Shell.Failure("tc", "\(what) not seen within \(timeout)s; tc shows: \((try? pair.a.tc("class show dev t0")) ?? "?")\nagent log:\n\(LogExcerpt.of(log, tail: 3000))")
     }
 
     func waitForSocket() async throws -> AgentClient {

@@ -251,7 +251,7 @@ extension VM {
             let state = (try? Shell.run(["virsh", "-c", Libvirtd.uri, "domstate", domain]).stdout) ?? ""
             if !state.contains("running") || Date() > deadline {
                 let read = { (f: String) in (try? String(contentsOf: out.appendingPathComponent(f), encoding: .utf8)) ?? "" }
-                throw Shell.Failure("libvirt", "\(url.lastPathComponent) not reached in \(domain) (\(state.trimmingCharacters(in: .whitespacesAndNewlines)));\nguest log:\n\(read("guest.log").suffix(2000))\nagent log:\n\(read("agent.log").suffix(2000))\nconsole:\n\(read("console.log").suffix(1500))")
+                throw Shell.Failure("libvirt", "\(url.lastPathComponent) not reached in \(domain) (\(state.trimmingCharacters(in: .whitespacesAndNewlines)));\nguest log:\n\(read("guest.log").suffix(2000))\nagent log:\n\(LogExcerpt.of(read("agent.log")))\nconsole:\n\(read("console.log").suffix(1500))")
             }
             try await Task.sleep(for: .milliseconds(200))
         }
