@@ -26,6 +26,7 @@ func fuzzOne(_ bytes: [UInt8]) {
         // The fast path for demand reports and pings, where it takes a frame, decides as the
         // general decoder does.
         precondition(MessageCodec.decodeGuest(f) == MessageCodec.decodeGuest(f, fastPath: false), "fast path disagrees")
+        precondition(MessageCodec.decodeGuest(f, detail: false) == MessageCodec.decodeGuest(f, fastPath: false, detail: false), "fast path without detail disagrees")
         if case .message(let m, let s, _) = MessageCodec.decodeGuest(f) {
             // What decodes re-encodes and decodes to the same message.
             let again = MessageCodec.encode(m, session: s ?? SessionID(0))

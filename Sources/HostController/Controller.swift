@@ -784,7 +784,8 @@ public actor Controller {
             vm.messages += 1
             // Rate limit: a token bucket per channel.
             guard vm.budget.take(at: now) else { violation(vm, "rate-limited", now: now); return }
-            switch MessageCodec.decodeGuest(f) {
+            // Without a report's classes and flows (checked, not kept): the host uses neither.
+            switch MessageCodec.decodeGuest(f, detail: false) {
             case .invalid(let v):
                 violation(vm, v == .notAFrame ? "garbage" : "invalid", now: now)
                 log.debug("invalid guest frame", metadata: ["vm": "\(name)", "error": "\(v)"])

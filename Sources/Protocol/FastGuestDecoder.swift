@@ -14,7 +14,15 @@
 enum FastGuestDecoder {
     struct GiveUp: Error {}
 
-    static func decode(_ frame: [UInt8]) -> MessageCodec.Outcome<GuestMessage>? {
+    /// What a decode without detail (``MessageCodec/decodeGuest(_:fastPath:detail:)``) left
+    /// out of a report: how many classes and flows it named, and the first rule one of them
+    /// broke (the classes' before the flows', as ``DemandReport/validate()`` checks them).
+    struct Omitted {
+        var classes = 0, flows = 0
+        var classError: ValidationError?, flowError: ValidationError?
+    }
+
+    static func decode(_ frame: [UInt8], detail: Bool = true) -> MessageCodec.Outcome<GuestMessage>? {
         guard frame.count < Limits.maxFrameBytes else { return nil }
         return frame.withUnsafeBufferPointer { buf -> MessageCodec.Outcome<GuestMessage>? in
             var s = Scanner(buf)
@@ -28,6 +36,7 @@ enum FastGuestDecoder {
                 var kind: String?, session: SessionID?, sawSession = false
                 var body: Range<Int>?
                 var parsed: GuestMessage?
+                var omitted: Omitted? = detail ? nil : Omitted()
                 var first = true
                 try s.take(UInt8(ascii: "{"))
                 while let key = try s.key(&first) {
@@ -39,7 +48,7 @@ enum FastGuestDecoder {
                         session = id
                     case "body" where body == nil && parsed == nil:
                         if let guess {
-                            parsed = try Self.body(guess, &s)
+                            parsed = try Self.body(guess, &s, &omitted)
                         } else {
                             let start = s.i
                             try s.skipObject()
@@ -54,11 +63,18 @@ enum FastGuestDecoder {
                 } else {
                     guard let body else { return nil }
                     var b = Scanner(UnsafeBufferPointer(rebasing: buf[body]))
-                    parsed = try Self.body(kind, &b)
+                    parsed = try Self.body(kind, &b, &omitted)
                     guard b.atEnd else { return nil }
                 }
                 guard let message = parsed else { return nil }
-                do throws(ValidationError) { try validate(message) } catch { return .invalid(.invalidValue(error)) }
+                do throws(ValidationError) {
+                    if let o = omitted, case .demand(let r) = message {
+                        try r.validateHead(classCount: o.classes, flowCount: o.flows)
+                        if let e = o.classError ?? o.flowError { throw e }
+                    } else {
+                        try validate(message)
+                    }
+                } catch { return .invalid(.invalidValue(error)) }
                 return .message(message, session: session, unknownFields: [])
             } catch {
                 return nil
@@ -67,9 +83,9 @@ enum FastGuestDecoder {
     }
 
     /// The body of a kind this decoder reads, from the scanner's position.
-    static func body(_ kind: String, _ s: inout Scanner) throws(GiveUp) -> GuestMessage {
+    static func body(_ kind: String, _ s: inout Scanner, _ omitted: inout Omitted?) throws(GiveUp) -> GuestMessage {
         switch kind {
-        case "demand": return .demand(try demand(&s))
+        case "demand": return .demand(try demand(&s, &omitted))
         case "ping": return .ping(try ping(&s))
         case "pong": return .pong(try ping(&s))
         default: throw GiveUp()
@@ -113,7 +129,9 @@ enum FastGuestDecoder {
         return Ping(nonce: nonce)
     }
 
-    static func demand(_ s: inout Scanner) throws(GiveUp) -> DemandReport {
+    /// A report; without detail (`omitted` given) its classes and flows are checked one by one
+    /// as they are read, counted, and not kept.
+    static func demand(_ s: inout Scanner, _ omitted: inout Omitted?) throws(GiveUp) -> DemandReport {
         var sequence: UInt64?, interval: UInt64?, epoch: UInt64?, rate: UInt64?, wants: Bool?, unmet: UInt64?
         var classes: [ClassDemand]?, flows: [FlowDemand]?
         var first = true
@@ -129,12 +147,28 @@ enum FastGuestDecoder {
             case "classes" where classes == nil:
                 var list: [ClassDemand] = [], next = true
                 try s.take(UInt8(ascii: "["))
-                while try s.element(&next) { list.append(try classDemand(&s)) }
+                if omitted != nil {
+                    while try s.element(&next) {
+                        let c = try classDemand(&s)
+                        omitted!.classes += 1
+                        if omitted!.classError == nil { do throws(ValidationError) { try c.validate() } catch { omitted!.classError = error } }
+                    }
+                } else {
+                    while try s.element(&next) { list.append(try classDemand(&s)) }
+                }
                 classes = list
             case "flows" where flows == nil:
                 var list: [FlowDemand] = [], next = true
                 try s.take(UInt8(ascii: "["))
-                while try s.element(&next) { list.append(try flowDemand(&s)) }
+                if omitted != nil {
+                    while try s.element(&next) {
+                        let f = try flowDemand(&s)
+                        omitted!.flows += 1
+                        if omitted!.flowError == nil { do throws(ValidationError) { try f.validate() } catch { omitted!.flowError = error } }
+                    }
+                } else {
+                    while try s.element(&next) { list.append(try flowDemand(&s)) }
+                }
                 flows = list
             default: throw GiveUp()
             }

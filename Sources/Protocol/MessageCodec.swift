@@ -50,9 +50,20 @@ public enum MessageCodec {
 
     /// `fastPath: false` skips ``FastGuestDecoder`` (for comparing the two; the outcome is
     /// the same either way).
-    public static func decodeGuest(_ frame: [UInt8], fastPath: Bool = true) -> Outcome<GuestMessage> {
-        if fastPath, let fast = FastGuestDecoder.decode(frame) { return fast }
-        return decode(frame, GuestKinds.self)
+    ///
+    /// `detail: false`, the host's: a demand report's classes and flows are read and checked as
+    /// always (a report that breaks a rule in one is refused with the same error), then left
+    /// out of the report returned, empty: the host uses only its rate, wanting more, unmet
+    /// reservations and epoch, and the fast path then builds no list of them.
+    public static func decodeGuest(_ frame: [UInt8], fastPath: Bool = true, detail: Bool = true) -> Outcome<GuestMessage> {
+        if fastPath, let fast = FastGuestDecoder.decode(frame, detail: detail) { return fast }
+        let outcome = decode(frame, GuestKinds.self)
+        if !detail, case .message(.demand(var r), let session, let unknown) = outcome {
+            r.classes = []
+            r.flows = []
+            return .message(.demand(r), session: session, unknownFields: unknown)
+        }
+        return outcome
     }
 
     /// Whether ``FastGuestDecoder`` takes this frame (rather than leaving it to the general

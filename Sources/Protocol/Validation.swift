@@ -88,23 +88,39 @@ extension Hello: Validatable {
 
 extension DemandReport: Validatable {
     public func validate() throws(ValidationError) {
+        try validateHead(classCount: classes.count, flowCount: flows.count)
+        for c in classes { try c.validate() }
+        for f in flows { try f.validate() }
+    }
+
+    /// The checks of the report's own fields and of how many classes and flows it names, in
+    /// ``validate()``'s order (before each class's, then each flow's).
+    func validateHead(classCount: Int, flowCount: Int) throws(ValidationError) {
         if !Limits.reportIntervalRange.contains(intervalMilliseconds) {
             throw ValidationError(field: "demand.intervalMilliseconds", problem: "\(intervalMilliseconds) is outside \(Limits.reportIntervalRange)")
         }
         try Check.rate(rate, "demand.rate")
         try Check.rate(unmetReservations, "demand.unmetReservations")
-        try Check.count(classes.count, max: Limits.maxClassesPerReport, "demand.classes")
-        try Check.count(flows.count, max: Limits.maxFlowsPerReport, "demand.flows")
-        for c in classes {
-            try Check.string(c.name, "demand.classes.name", allowEmpty: false)
-            try Check.rate(c.rate, "demand.classes.rate")
-            try Check.reasons(c.wantsMore, "demand.classes.wantsMore")
-        }
-        for f in flows {
-            try f.flow.validate()
-            try Check.rate(f.rate, "demand.flows.rate")
-            try Check.reasons(f.wantsMore, "demand.flows.wantsMore")
-        }
+        try Check.count(classCount, max: Limits.maxClassesPerReport, "demand.classes")
+        try Check.count(flowCount, max: Limits.maxFlowsPerReport, "demand.flows")
+    }
+}
+
+extension ClassDemand {
+    /// The checks ``DemandReport/validate()`` makes of each class.
+    func validate() throws(ValidationError) {
+        try Check.string(name, "demand.classes.name", allowEmpty: false)
+        try Check.rate(rate, "demand.classes.rate")
+        try Check.reasons(wantsMore, "demand.classes.wantsMore")
+    }
+}
+
+extension FlowDemand {
+    /// The checks ``DemandReport/validate()`` makes of each flow.
+    func validate() throws(ValidationError) {
+        try flow.validate()
+        try Check.rate(rate, "demand.flows.rate")
+        try Check.reasons(wantsMore, "demand.flows.wantsMore")
     }
 }
 

@@ -71,6 +71,14 @@ enum Micro {
         let enc = time(2000) { ok &+= MessageCodec.encode(.demand(report), session: session).count }
         let dec = time(2000) { if case .message = MessageCodec.decodeGuest(Array(frame.dropLast())) { ok &+= 1 } }
         let pingDec = time(20000) { if case .message = MessageCodec.decodeGuest(Array(ping.dropLast())) { ok &+= 1 } }
+        // The host's decode: classes and flows checked, not kept; and the report busy agents
+        // send nine times in ten (four classes, no flows: sockets are sampled once a second).
+        let decLean = time(2000) { if case .message = MessageCodec.decodeGuest(Array(frame.dropLast()), detail: false) { ok &+= 1 } }
+        var plain = report
+        plain.flows = []
+        let plainFrame = MessageCodec.encode(.demand(plain), session: session)
+        let decPlain = time(20000) { if case .message = MessageCodec.decodeGuest(Array(plainFrame.dropLast())) { ok &+= 1 } }
+        let decPlainLean = time(20000) { if case .message = MessageCodec.decodeGuest(Array(plainFrame.dropLast()), detail: false) { ok &+= 1 } }
         // Side by side: the general decoder (JSONDecoder), which the fast path stands in for.
         let decGeneral = time(2000) { if case .message = MessageCodec.decodeGuest(Array(frame.dropLast()), fastPath: false) { ok &+= 1 } }
         let pingGeneral = time(20000) { if case .message = MessageCodec.decodeGuest(Array(ping.dropLast()), fastPath: false) { ok &+= 1 } }
@@ -81,6 +89,9 @@ enum Micro {
         return [
             Result(name: "encode demand report (32 flows, \(frame.count) B)", value: 1 / enc, unit: "msg/s", target: nil, lowerIsBetter: false),
             Result(name: "decode+validate demand report (32 flows)", value: 1 / dec, unit: "msg/s", target: nil, lowerIsBetter: false),
+            Result(name: "decode+validate demand report (32 flows), without detail (host)", value: 1 / decLean, unit: "msg/s", target: nil, lowerIsBetter: false),
+            Result(name: "decode+validate demand report (4 classes, no flows)", value: 1 / decPlain, unit: "msg/s", target: nil, lowerIsBetter: false),
+            Result(name: "decode+validate demand report (4 classes, no flows), without detail (host)", value: 1 / decPlainLean, unit: "msg/s", target: nil, lowerIsBetter: false),
             Result(name: "decode+validate ping", value: 1 / pingDec, unit: "msg/s", target: nil, lowerIsBetter: false),
             Result(name: "decode+validate demand report (32 flows), general decoder", value: 1 / decGeneral, unit: "msg/s", target: nil, lowerIsBetter: false),
             Result(name: "decode+validate ping, general decoder", value: 1 / pingGeneral, unit: "msg/s", target: nil, lowerIsBetter: false),

@@ -5,8 +5,44 @@ import TandemTestSupport
 /// The host's fast path for demand reports and pings (``FastGuestDecoder``): it takes what
 /// agents write, and wherever it takes a frame it decides exactly as the general decoder.
 @Suite struct FastPathAgreement {
+    /// The fast path decides as the general decoder, with a report's detail and without it
+    /// (the host's decode: the classes and flows checked, then left out).
     static func agree(_ frame: [UInt8]) -> Bool {
         MessageCodec.decodeGuest(frame) == MessageCodec.decodeGuest(frame, fastPath: false)
+            && MessageCodec.decodeGuest(frame, detail: false) == MessageCodec.decodeGuest(frame, fastPath: false, detail: false)
+    }
+
+    /// Without detail a report comes back as it was sent, less its classes and flows; one that
+    /// breaks a rule in a class or a flow is refused with the error the full decode gives: the
+    /// report's own fields first, then the classes' (wherever the flows stand in the frame),
+    /// then the flows'.
+    @Test func withoutDetailTheListsAreCheckedAndLeftOut() {
+        let flows = (0..<32).map { FlowDemand(flow: Samples.flow, bytes: UInt64($0), rate: .mbit(1), wantsMore: [.notAppLimited]) }
+        let classes = ["total", "tcp", "udp", "other"].map { ClassDemand(name: $0, bytes: 1, rate: .mbit(40), drops: 2, backlog: 3, wantsMore: [.drops]) }
+        let r = DemandReport(sequence: 9, intervalMilliseconds: 100, epoch: 4, rate: .mbit(95), wantsMore: true, unmetReservations: .mbit(2), classes: classes, flows: flows)
+        let frame = Array(MessageCodec.encode(.demand(r), session: Samples.session).dropLast())
+        var bare = r
+        bare.classes = []; bare.flows = []
+        #expect(MessageCodec.decodeGuest(frame, detail: false) == .message(.demand(bare), session: Samples.session, unknownFields: []))
+        #expect(Self.agree(frame))
+
+        func refusal(_ text: String) -> ValidationError? {
+            let f = Array(text.utf8)
+            #expect(MessageCodec.fastPathTakes(f), "\(text)")
+            #expect(Self.agree(f), "\(text)")
+            guard case .invalid(.invalidValue(let full)) = MessageCodec.decodeGuest(f, fastPath: false),
+                  case .invalid(.invalidValue(let lean)) = MessageCodec.decodeGuest(f, detail: false) else { Issue.record("not refused: \(text)"); return nil }
+            #expect(full == lean)
+            return lean
+        }
+        let badClass = #"{"name":"","bytes":1,"rate":1,"drops":0,"backlog":0,"wantsMore":[]}"#
+        let badFlow = #"{"flow":{"proto":"tcp","src":"10.0.0.1","sport":1,"dst":"::1","dport":2},"bytes":1,"rate":1,"wantsMore":[]}"#
+        let head = { (interval: Int, classes: String, flows: String) in
+            #"{"body":{"flows":["# + flows + #"],"sequence":1,"intervalMilliseconds":"# + "\(interval)" + #","epoch":0,"rate":5,"wantsMore":false,"unmetReservations":0,"classes":["# + classes + #"]},"kind":"demand","session":"0123456789abcdef"}"#
+        }
+        #expect(refusal(head(100, badClass, badFlow))?.field == "demand.classes.name", "a class's rule before a flow's, though the flows come first")
+        #expect(refusal(head(100, "", badFlow))?.field == "flow")
+        #expect(refusal(head(0, badClass, badFlow))?.field == "demand.intervalMilliseconds", "the report's own fields first")
     }
 
     static let s = "0123456789abcdef"
