@@ -20,6 +20,16 @@ enum FastGuestDecoder {
     struct Omitted {
         var classes = 0, flows = 0
         var classError: ValidationError?, flowError: ValidationError?
+
+        mutating func note(_ c: ClassDemand) {
+            classes += 1
+            if classError == nil { do throws(ValidationError) { try c.validate() } catch { classError = error } }
+        }
+
+        mutating func note(_ f: FlowDemand) {
+            flows += 1
+            if flowError == nil { do throws(ValidationError) { try f.validate() } catch { flowError = error } }
+        }
     }
 
     static func decode(_ frame: [UInt8], detail: Bool = true) -> MessageCodec.Outcome<GuestMessage>? {
@@ -144,38 +154,27 @@ enum FastGuestDecoder {
             case "rate" where rate == nil: rate = try s.uint(UInt64.max)
             case "wantsMore" where wants == nil: wants = try s.bool()
             case "unmetReservations" where unmet == nil: unmet = try s.uint(UInt64.max)
-            case "classes" where classes == nil:
-                var list: [ClassDemand] = [], next = true
-                try s.take(UInt8(ascii: "["))
-                if omitted != nil {
-                    while try s.element(&next) {
-                        let c = try classDemand(&s)
-                        omitted!.classes += 1
-                        if omitted!.classError == nil { do throws(ValidationError) { try c.validate() } catch { omitted!.classError = error } }
-                    }
-                } else {
-                    while try s.element(&next) { list.append(try classDemand(&s)) }
-                }
-                classes = list
-            case "flows" where flows == nil:
-                var list: [FlowDemand] = [], next = true
-                try s.take(UInt8(ascii: "["))
-                if omitted != nil {
-                    while try s.element(&next) {
-                        let f = try flowDemand(&s)
-                        omitted!.flows += 1
-                        if omitted!.flowError == nil { do throws(ValidationError) { try f.validate() } catch { omitted!.flowError = error } }
-                    }
-                } else {
-                    while try s.element(&next) { list.append(try flowDemand(&s)) }
-                }
-                flows = list
+            case "classes" where classes == nil: classes = try list(&s, classDemand, &omitted) { $0.note($1) }
+            case "flows" where flows == nil: flows = try list(&s, flowDemand, &omitted) { $0.note($1) }
             default: throw GiveUp()
             }
         }
         guard let sequence, let interval, let epoch, let rate, let wants, let unmet, let classes, let flows else { throw GiveUp() }
         return DemandReport(sequence: sequence, intervalMilliseconds: UInt32(interval), epoch: epoch, rate: BitRate(bitsPerSecond: rate),
                             wantsMore: wants, unmetReservations: BitRate(bitsPerSecond: unmet), classes: classes, flows: flows)
+    }
+
+    /// A report's list of classes or flows, each element read with `element`: kept, or
+    /// (without detail) noted in `omitted` and not kept.
+    static func list<T>(_ s: inout Scanner, _ element: (inout Scanner) throws(GiveUp) -> T, _ omitted: inout Omitted?,
+                        _ note: (inout Omitted, T) -> Void) throws(GiveUp) -> [T] {
+        var out: [T] = [], next = true
+        try s.take(UInt8(ascii: "["))
+        while try s.element(&next) {
+            let e = try element(&s)
+            if omitted != nil { note(&omitted!, e) } else { out.append(e) }
+        }
+        return out
     }
 
     static func reasons(_ s: inout Scanner) throws(GiveUp) -> [WantReason] {

@@ -48,6 +48,16 @@ import Glibc
         }
     }
 
+    /// A channel over socket pairs, started and connected (stop it when done).
+    static func connected(maxQueuedBytes: Int = 1 << 20, maxFramesPerSecond: Int = 1000) async throws -> (Pairs, Recorder, FrameChannel) {
+        let pairs = Pairs(), rec = Recorder()
+        let ch = FrameChannel(name: "t", endpoint: .closedOnEnd, maxQueuedBytes: maxQueuedBytes, minBackoff: 0.01, maxFramesPerSecond: maxFramesPerSecond,
+                              observer: rec.add) { try pairs.open() }
+        ch.start()
+        try await until("connected") { rec.all.contains(.connected) }
+        return (pairs, rec, ch)
+    }
+
     static func readAll(_ fd: Int32) -> String {
         var out: [UInt8] = []
         while case .data(let d)? = try? POSIX.read(fd) { out += d }
@@ -96,11 +106,8 @@ import Glibc
     /// A peer sending faster than the channel's rate fills its own buffer: frames come at
     /// the rate, none lost.
     @Test func aFloodingPeerIsReadAtTheRate() async throws {
-        let pairs = Pairs(), rec = Recorder()
-        let ch = FrameChannel(name: "t", endpoint: .closedOnEnd, maxFramesPerSecond: 200, observer: rec.add) { try pairs.open() }
-        ch.start()
+        let (pairs, rec, ch) = try await Self.connected(maxFramesPerSecond: 200)
         defer { ch.stop() }
-        try await Self.until("connected") { rec.all.contains(.connected) }
         let peer = pairs.last
         let flood = (0..<500).map { "{\"n\":\($0)}\n" }.joined()
         let t0 = POSIX.now()
@@ -120,11 +127,8 @@ import Glibc
     }
 
     @Test func aPeerThatDoesNotReadGetsTheNewestFramesAndTheSenderNeverBlocks() async throws {
-        let pairs = Pairs(), rec = Recorder()
-        let ch = FrameChannel(name: "t", endpoint: .closedOnEnd, maxQueuedBytes: 4096, observer: rec.add) { try pairs.open() }
-        ch.start()
+        let (pairs, _, ch) = try await Self.connected(maxQueuedBytes: 4096)
         defer { ch.stop() }
-        try await Self.until("connected") { rec.all.contains(.connected) }
         let frame = Array((String(repeating: "x", count: 1000) + "\n").utf8)
         let t0 = POSIX.now()
         for _ in 0..<2000 { ch.send(frame) }   // 2 MB against a socket buffer of a few hundred KB
@@ -140,11 +144,8 @@ import Glibc
     }
 
     @Test func disconnectForKeepsItClosedThatLong() async throws {
-        let pairs = Pairs(), rec = Recorder()
-        let ch = FrameChannel(name: "t", endpoint: .closedOnEnd, minBackoff: 0.01, observer: rec.add) { try pairs.open() }
-        ch.start()
+        let (pairs, rec, ch) = try await Self.connected()
         defer { ch.stop() }
-        try await Self.until("connected") { rec.all.contains(.connected) }
         let cut = POSIX.now()
         ch.disconnect(for: 0.3)
         try await Self.until("disconnected") { rec.all.contains(.disconnected("cut off for 0.3s")) }
