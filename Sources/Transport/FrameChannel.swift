@@ -137,8 +137,11 @@ public final class FrameChannel: @unchecked Sendable {
         wake.wake()
     }
 
-    /// Stops the thread, closes the descriptor and ends ``events``. (From an observer, on the
-    /// channel's own thread, it does not wait for the thread: that ends right after.)
+    /// Stops the thread, closes the descriptor and ends ``events``. Waits for the thread, at
+    /// most two seconds: one blocked opening a unix socket whose listener's queue is full
+    /// (another client holds QEMU's socket) finishes on its own once the opener returns, and
+    /// emits nothing more. (From an observer, on the channel's own thread, it does not wait:
+    /// the thread ends right after.)
     public func stop() {
         let t = lock.withLock { () -> Thread? in
             stopped = true
@@ -146,7 +149,8 @@ public final class FrameChannel: @unchecked Sendable {
         }
         wake.wake()
         if let t, t != Thread.current {
-            while !t.isFinished { usleep(1000) }
+            let deadline = POSIX.now() + 2
+            while !t.isFinished && POSIX.now() < deadline { usleep(1000) }
         } else if t == nil {
             continuation.finish()
         }
@@ -200,7 +204,8 @@ public final class FrameChannel: @unchecked Sendable {
     private func open(now: Double) {
         let new: Int32
         do { new = try opener() } catch {
-            lock.withLock { opening = false; queue.dropAll() }
+            let stop = lock.withLock { () -> Bool in opening = false; queue.dropAll(); return stopped }
+            if stop { return }
             emit(.openFailed(String(describing: error)))
             nextOpen = now + backoff.next()
             return
@@ -208,7 +213,9 @@ public final class FrameChannel: @unchecked Sendable {
         POSIX.setNonBlocking(new)
         decoder.reset()
         let closedOnEnd = endpoint == .closedOnEnd
-        lock.withLock {
+        let late = lock.withLock { () -> Bool in
+            // Stopped while the opener ran: nothing more is said.
+            if stopped { return true }
             fd = new
             opening = false
             if closedOnEnd {
@@ -217,7 +224,9 @@ public final class FrameChannel: @unchecked Sendable {
                 // while the socket was being opened.
                 partial = [UInt8(ascii: "\n")][...]
             }
+            return false
         }
+        if late { close(new); return }
         guard closedOnEnd else { return }
         backoff.reset()
         emit(.connected)

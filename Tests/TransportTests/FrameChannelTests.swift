@@ -167,6 +167,34 @@ import Glibc
         #expect(ch.dropped == 1)
     }
 
+    /// A unix socket whose listener's queue is full (another client holds QEMU's socket) blocks
+    /// the opener in connect(2): stop() still returns within its two seconds, and the thread
+    /// ends once the opener gives up, saying nothing more.
+    @Test func stopDoesNotWaitForAnOpenerBlockedInConnect() async throws {
+        let path = NSTemporaryDirectory() + "tandem-fc-\(getpid())-\(UUID().uuidString.prefix(8)).sock"
+        defer { unlink(path) }
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        try #require(bound == 0 && listen(listener, 0) == 0)
+        let first = try UnixSocket.connect(path)   // fills the queue (backlog 0 takes one)
+        defer { close(first) }
+        let rec = Recorder()
+        let ch = FrameChannel(name: "t", endpoint: .closedOnEnd, observer: rec.add) { try UnixSocket.connect(path) }
+        ch.start()
+        try await Task.sleep(for: .milliseconds(300))   // the thread is in connect(2) now
+        let t0 = POSIX.now()
+        ch.stop()
+        let took = POSIX.now() - t0
+        #expect(took >= 1.9 && took < 3, "stop waited \(took)s for a thread stuck in the opener")
+        close(listener)   // the blocked connect gives up
+        var it = ch.events.makeAsyncIterator()
+        while let e = await it.next() { Issue.record("an event after stop: \(e)") }
+        #expect(rec.all.isEmpty, "\(rec.all)")
+    }
+
     /// The peer's end reads end-of-file: the channel closed its side.
     func recvEOF(_ fd: Int32) -> Bool {
         _ = POSIX.poll([(fd, Int16(POLLIN))], timeoutMilliseconds: 1000)
