@@ -38,7 +38,6 @@ public final class ChannelHub: @unchecked Sendable {
         var backoff: Backoff
         var decoder = FrameDecoder()
         var queue: OutboundQueue
-        var partial: ArraySlice<UInt8> = []
         var pauseFor: Double?
         var second = 0.0, framesThisSecond = 0
         /// The decoder held frames back at the end of the last read (the rate): the next
@@ -136,7 +135,7 @@ public final class ChannelHub: @unchecked Sendable {
                 }
                 openCount += 1
                 if c.held { held.append(c) }
-                if !c.partial.isEmpty || !c.queue.isEmpty { queued.append(c) }
+                if !c.queue.isEmpty { queued.append(c) }
             }
             guard openCount > 0 else { return events }
             // Readable only: what is queued is written below whatever epoll says (a write that
@@ -156,7 +155,7 @@ public final class ChannelHub: @unchecked Sendable {
     public func flush(now: Double = POSIX.now()) -> [(String, FrameChannel.Event)] {
         lock.withLock {
             var events: [(String, FrameChannel.Event)] = []
-            for c in channels where c.fd >= 0 && (!c.partial.isEmpty || !c.queue.isEmpty) { write(c, now: now, &events) }
+            for c in channels where c.fd >= 0 && !c.queue.isEmpty { write(c, now: now, &events) }
             return events
         }
     }
@@ -196,7 +195,7 @@ public final class ChannelHub: @unchecked Sendable {
         c.present = true
         events.append((c.name, .connected))
         // A bare newline ends whatever cut frame the peer may hold from an earlier connection.
-        c.partial = [UInt8(ascii: "\n")][...]
+        c.queue.connectionOpened()
     }
 
     private func read(_ c: Channel, now: Double, _ events: inout [(String, FrameChannel.Event)]) {
@@ -233,19 +232,9 @@ public final class ChannelHub: @unchecked Sendable {
     }
 
     fileprivate func write(_ c: Channel, now: Double, _ events: inout [(String, FrameChannel.Event)]) {
-        while c.fd >= 0 {
-            if c.partial.isEmpty {
-                guard let f = c.queue.popFirst() else { return }
-                c.partial = f[...]
-            }
-            let n: Int
-            do { n = try POSIX.writeSome(c.fd, c.partial) } catch {
-                lost(c, error.description, now: now, &events)
-                return
-            }
-            if n == 0 { return }   // the socket is full: the rest goes in a later pass
-            c.partial = c.partial.dropFirst(n)
-        }
+        guard c.fd >= 0 else { return }
+        // (What the socket does not take goes in a later pass.)
+        do { try c.queue.write(to: c.fd) } catch { lost(c, error.description, now: now, &events) }
     }
 
     private func lost(_ c: Channel, _ why: String, now: Double, _ events: inout [(String, FrameChannel.Event)]) {
@@ -262,7 +251,6 @@ public final class ChannelHub: @unchecked Sendable {
         if c.fd >= 0 { epoll.remove(c.fd); close(c.fd); c.fd = -1 }
         c.present = false
         c.held = false
-        c.partial = []
         c.queue.dropAll()
         c.nextOpen = retryAt
     }

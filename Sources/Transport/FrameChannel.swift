@@ -61,14 +61,12 @@ public final class FrameChannel: @unchecked Sendable {
     private var present = false        // a peer is attached / connected
     private var stopped = false
     private var thread: Thread?
-    private var droppedCount = 0
     /// From ``start()`` to the first open (closedOnEnd): frames sent meanwhile wait for it and
     /// go out first once it is open.
     private var opening = false
     /// Frames not yet written while the peer does not read (at most `maxQueuedBytes`, the
-    /// oldest dropped first), and the rest of the one being written.
+    /// oldest dropped first), the one being written too.
     private var queue: OutboundQueue
-    private var partial: ArraySlice<UInt8> = []
     /// Set by ``disconnect(for:)``, done by the thread.
     private var pauseFor: Double?
     /// A write from a sender's thread found the peer gone: the thread ends the connection.
@@ -80,7 +78,7 @@ public final class FrameChannel: @unchecked Sendable {
     private var second = 0.0, framesThisSecond = 0
 
     /// Frames dropped because nobody was there or too much waited to be written.
-    public var dropped: Int { lock.withLock { droppedCount + queue.dropped } }
+    public var dropped: Int { lock.withLock { queue.dropped } }
 
     public init(name: String, endpoint: Endpoint, maxQueuedBytes: Int = 1 << 20, minBackoff: Double = 0.05, maxBackoff: Double = 2,
                 maxFramesPerSecond: Int = 1000, observer: (@Sendable (Event) -> Void)? = nil, opener: @escaping Opener) {
@@ -123,9 +121,9 @@ public final class FrameChannel: @unchecked Sendable {
                 writeQueued()
                 // The rest when the descriptor is writable again (the thread polls for it), or
                 // the end of the connection the write found.
-                return !partial.isEmpty || writeFailed != nil
+                return !queue.isEmpty || writeFailed != nil
             }
-            if opening { queue.append(frame) } else { droppedCount += 1 }
+            if opening { queue.append(frame) } else { queue.refused() }
             return false
         }
         if wakeThread { wake.wake() }
@@ -178,7 +176,7 @@ public final class FrameChannel: @unchecked Sendable {
             // Frames read already come out first, within the rate.
             if fd >= 0 { deliver(now: now) }
             let limited = framesThisSecond >= maxFramesPerSecond
-            let wantsWrite = lock.withLock { !partial.isEmpty || !queue.isEmpty }
+            let wantsWrite = lock.withLock { !queue.isEmpty }
             // Over the rate the descriptor is not polled at all until the second is out (a
             // hung-up peer polls ready whatever is asked, again and again); what waits to be
             // written waits with it.
@@ -220,9 +218,8 @@ public final class FrameChannel: @unchecked Sendable {
             opening = false
             if closedOnEnd {
                 present = true
-                // A bare newline ends whatever cut frame the peer may hold; then what was sent
-                // while the socket was being opened.
-                partial = [UInt8(ascii: "\n")][...]
+                // (Then what was sent while the socket was being opened.)
+                queue.connectionOpened()
             }
             return false
         }
@@ -233,7 +230,7 @@ public final class FrameChannel: @unchecked Sendable {
         lock.withLock { writeQueued() }
     }
 
-    /// Reads what is there (at most 64 KiB, one read after a short one), handing on frames
+    /// Reads what is there (at most 64 KiB; a short read emptied it), handing on frames
     /// within the rate; the end of input or an error ends the connection.
     private func read(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, now: Double) {
         var budget = 65536
@@ -280,7 +277,6 @@ public final class FrameChannel: @unchecked Sendable {
         let (old, was) = lock.withLock { () -> (Int32, Bool) in
             let f = fd, p = present
             fd = -1; present = false
-            partial = []
             queue.dropAll()
             return (f, p)
         }
@@ -301,19 +297,10 @@ public final class FrameChannel: @unchecked Sendable {
 
     /// Writes what waits, as far as the descriptor takes it without blocking (under the lock).
     private func writeQueued() {
-        while fd >= 0 {
-            if partial.isEmpty {
-                guard let f = queue.popFirst() else { return }
-                partial = f[...]
-            }
-            let n: Int
-            do { n = try POSIX.writeSome(fd, partial) } catch {
-                writeFailed = error.description
-                partial = []
-                return
-            }
-            if n == 0 { return }
-            partial = partial.dropFirst(n)
+        guard fd >= 0 else { return }
+        do { try queue.write(to: fd) } catch {
+            writeFailed = error.description
+            queue.dropAll()
         }
     }
 }

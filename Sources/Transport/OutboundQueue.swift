@@ -11,8 +11,30 @@ struct OutboundQueue: Sendable {
 
     init(maxBytes: Int) { self.maxBytes = maxBytes }
 
-    var isEmpty: Bool { head == frames.count }
+    /// The rest of the frame being written: what a write took only part of.
+    private var partial: ArraySlice<UInt8> = []
+
+    /// No frame waits, and none is half written.
+    var isEmpty: Bool { head == frames.count && partial.isEmpty }
     var count: Int { frames.count - head }
+
+    /// A new connection: a bare newline goes first, ending whatever cut frame the peer may
+    /// hold from an earlier one; then what waits.
+    mutating func connectionOpened() { partial = [UInt8(ascii: "\n")][...] }
+
+    /// Writes what waits, as far as `fd` takes it without blocking (the rest, from where the
+    /// last write stopped, next time). Throws the write's error (the peer gone).
+    mutating func write(to fd: Int32) throws(SystemError) {
+        while true {
+            if partial.isEmpty {
+                guard let f = popFirst() else { return }
+                partial = f[...]
+            }
+            let n = try POSIX.writeSome(fd, partial)
+            if n == 0 { return }   // full: the rest goes later
+            partial = partial.dropFirst(n)
+        }
+    }
 
     mutating func append(_ frame: [UInt8]) {
         frames.append(frame)
@@ -32,12 +54,13 @@ struct OutboundQueue: Sendable {
         return f
     }
 
-    /// Drops everything queued (nobody to write to), counting it.
+    /// Drops everything queued, the half-written frame too (nobody to write to), counting it.
     mutating func dropAll() {
         dropped += count
         frames.removeAll()
         head = 0
         bytes = 0
+        partial = []
     }
 
     /// Counts a frame that was never queued (nobody connected).

@@ -15,8 +15,12 @@ import Glibc
         let lock = NSLock()
         var peers: [Int32] = []
         var refuse = false
+        /// While set, an open waits for `gate` first (a frame can be sent while it is under way).
+        var gated = false
+        let gate = DispatchSemaphore(value: 0)
         func open() throws -> Int32 {
-            try lock.withLock {
+            if lock.withLock({ gated }) { gate.wait() }
+            return try lock.withLock {
                 if refuse { throw SystemError("open", "test", errno: ECONNREFUSED) }
                 var fds: [Int32] = [0, 0]
                 guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else { throw SystemError("socketpair", "test", errno: errno) }
@@ -68,10 +72,13 @@ import Glibc
 
     @Test func aSocketIsConnectedReadWrittenAndReopenedWhenItsPeerCloses() async throws {
         let pairs = Pairs(), rec = Recorder()
+        pairs.gated = true
         let ch = FrameChannel(name: "t", endpoint: .closedOnEnd, minBackoff: 0.01, observer: rec.add) { try pairs.open() }
         ch.start()
-        ch.send(Array("{\"early\":1}\n".utf8))   // (likely) while the first open is under way: waits for it
         defer { ch.stop() }
+        ch.send(Array("{\"early\":1}\n".utf8))   // while the first open is under way: waits for it
+        pairs.lock.withLock { pairs.gated = false }
+        pairs.gate.signal()
         try await Self.until("connected") { rec.all.first == .connected }
         ch.send(Array("{\"b\":2}\n".utf8))
         var got = ""
@@ -92,14 +99,17 @@ import Glibc
     @Test func aFailedOpenIsRetriedWithBackoff() async throws {
         let pairs = Pairs(), rec = Recorder()
         pairs.refuse = true
+        pairs.gated = true
         let ch = FrameChannel(name: "t", endpoint: .closedOnEnd, minBackoff: 0.02, maxBackoff: 0.08, observer: rec.add) { try pairs.open() }
-        ch.send(Array("{\"lost\":1}\n".utf8))
         ch.start()
         defer { ch.stop() }
+        ch.send(Array("{\"lost\":1}\n".utf8))   // while the first open is under way, which fails
+        pairs.lock.withLock { pairs.gated = false }
+        pairs.gate.signal()
         try await Self.until("three failed opens") { rec.count { if case .openFailed = $0 { true } else { false } } >= 3 }
         pairs.lock.withLock { pairs.refuse = false }
         try await Self.until("connected") { rec.all.contains(.connected) }
-        #expect(ch.dropped == 1, "what was sent before a failed first open is dropped, not delivered late")
+        #expect(ch.dropped == 1, "what was sent while a first open failed is dropped, not delivered late")
         #expect(Self.readAll(pairs.last) == "\n")
     }
 

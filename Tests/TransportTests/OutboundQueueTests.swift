@@ -1,5 +1,8 @@
 import Testing
 @testable import TandemTransport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite struct OutboundQueueTests {
     @Test func theOldestGoFirstWhenFull() {
@@ -39,6 +42,33 @@ import Testing
         while let f = q.popFirst() { out += f }
         #expect(out == (0..<1000).map { UInt8($0 % 256) })
         #expect(q.dropped == 0)
+    }
+
+    /// Written to a socket that takes part of a frame: the rest goes next time, from where it
+    /// stopped, after the newline a new connection starts with; dropAll drops the half-written
+    /// frame too.
+    @Test func aFrameCutByAFullSocketIsFinishedNextTime() throws {
+        var fds: [Int32] = [0, 0]
+        try #require(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        defer { close(fds[0]); close(fds[1]) }
+        POSIX.setNonBlocking(fds[0]); POSIX.setNonBlocking(fds[1])
+        var q = OutboundQueue(maxBytes: 1 << 22)
+        q.connectionOpened()
+        let frames = (0..<64).map { i in Array(repeating: UInt8(65 + i % 26), count: 32_767) + [10] }
+        for f in frames { q.append(f) }
+        var got: [UInt8] = []
+        while !q.isEmpty {
+            try q.write(to: fds[0])
+            while case .data(let d)? = try? POSIX.read(fds[1]) { got += d }
+        }
+        #expect(got == [10] + frames.flatMap { $0 })
+        q.append([1, 2, 3])
+        q.connectionOpened()
+        #expect(!q.isEmpty)
+        q.dropAll()
+        #expect(q.isEmpty)
+        try q.write(to: fds[0])
+        #expect((try? POSIX.read(fds[1])).map { if case .wouldBlock = $0 { true } else { false } } == true, "nothing written after dropAll")
     }
 
     @Test func backoffDoublesUpToItsMaximumAndResets() {
