@@ -69,6 +69,8 @@ enum Micro {
         let ping = MessageCodec.encode(.ping(Ping(nonce: 7)), session: session)
         var ok = 0
         let enc = time(2000) { ok &+= MessageCodec.encode(.demand(report), session: session).count }
+        // Side by side: the JSON encoder the hand-written frames stand in for.
+        let encGeneral = time(2000) { ok &+= MessageCodec.encode(.demand(report), session: session, fastPath: false).count }
         let dec = time(2000) { if case .message = MessageCodec.decodeGuest(Array(frame.dropLast())) { ok &+= 1 } }
         let pingDec = time(20000) { if case .message = MessageCodec.decodeGuest(Array(ping.dropLast())) { ok &+= 1 } }
         // The host's decode: classes and flows checked, not kept; and the report busy agents
@@ -78,6 +80,8 @@ enum Micro {
         plain.flows = []
         let plainFrame = MessageCodec.encode(.demand(plain), session: session)
         let decPlain = time(20000) { if case .message = MessageCodec.decodeGuest(Array(plainFrame.dropLast())) { ok &+= 1 } }
+        let encPlain = time(20000) { ok &+= MessageCodec.encode(.demand(plain), session: session).count }
+        let encPlainGeneral = time(2000) { ok &+= MessageCodec.encode(.demand(plain), session: session, fastPath: false).count }
         let decPlainLean = time(20000) { if case .message = MessageCodec.decodeGuest(Array(plainFrame.dropLast()), detail: false) { ok &+= 1 } }
         // Side by side: the general decoder (JSONDecoder), which the fast path stands in for.
         let decGeneral = time(2000) { if case .message = MessageCodec.decodeGuest(Array(frame.dropLast()), fastPath: false) { ok &+= 1 } }
@@ -88,6 +92,10 @@ enum Micro {
         precondition(ok > 0)
         return [
             Result(name: "encode demand report (32 flows, \(frame.count) B)", value: 1 / enc, unit: "msg/s", target: nil, lowerIsBetter: false),
+            Result(name: "encode demand report (32 flows), JSON encoder", value: 1 / encGeneral, unit: "msg/s", target: nil, lowerIsBetter: false),
+            Result(name: "encode demand report (4 classes, no flows)", value: 1 / encPlain, unit: "msg/s", target: nil, lowerIsBetter: false),
+            Result(name: "encode demand report (4 classes, no flows), JSON encoder", value: 1 / encPlainGeneral, unit: "msg/s", target: nil, lowerIsBetter: false),
+            Result(name: "demand report encode, hand-written over JSON encoder (32 flows)", value: encGeneral / enc, unit: "x", target: nil, lowerIsBetter: false),
             Result(name: "decode+validate demand report (32 flows)", value: 1 / dec, unit: "msg/s", target: nil, lowerIsBetter: false),
             Result(name: "decode+validate demand report (32 flows), without detail (host)", value: 1 / decLean, unit: "msg/s", target: nil, lowerIsBetter: false),
             Result(name: "decode+validate demand report (4 classes, no flows)", value: 1 / decPlain, unit: "msg/s", target: nil, lowerIsBetter: false),

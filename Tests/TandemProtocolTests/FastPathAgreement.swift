@@ -198,3 +198,75 @@ extension FastPathAgreement {
         }
     }
 }
+
+/// The agent's hand-written frames (demand reports, pings, pongs): byte for byte what the
+/// JSON encoder writes, for edge and random reports; a report with a name the writer would
+/// have to escape is left to the encoder.
+@Suite struct FastGuestEncoding {
+    static func same(_ m: GuestMessage, _ session: SessionID) -> Bool {
+        MessageCodec.encode(m, session: session, fastPath: true) == MessageCodec.encode(m, session: session, fastPath: false)
+    }
+
+    static func report(_ rng: inout some RandomNumberGenerator, names: [String] = ["tcp", "udp", "other", "rsv-r_1", "a/b"]) -> DemandReport {
+        func n() -> UInt64 { UInt64.random(in: 0 ... .max, using: &rng) >> UInt64.random(in: 0...63, using: &rng) }
+        let reasons: [WantReason] = [.drops, .backlog, .notAppLimited, .unmetReservation, WantReason(rawValue: "newer-reason")]
+        func want() -> [WantReason] { (0..<Int.random(in: 0...3, using: &rng)).map { _ in reasons.randomElement(using: &rng)! } }
+        let addresses = ["10.0.0.2", "192.168.255.254", "0.0.0.0", "fd00::2", "2001:db8::1:0:0:1", "::1", "::ffff:10.1.2.3"].compactMap(IPAddress.init)
+        let classes = (0..<Int.random(in: 0...6, using: &rng)).map { _ in
+            ClassDemand(name: names.randomElement(using: &rng)!, bytes: n(), rate: BitRate(bitsPerSecond: n()), drops: n(), backlog: n(), wantsMore: want())
+        }
+        let flows = (0..<Int.random(in: 0...4, using: &rng)).map { _ in
+            FlowDemand(flow: FlowKey(proto: FlowProtocol.allCases.randomElement(using: &rng)!, source: addresses.randomElement(using: &rng)!, sourcePort: .random(in: 0 ... .max, using: &rng),
+                                     destination: addresses.randomElement(using: &rng)!, destinationPort: .random(in: 0 ... .max, using: &rng)),
+                       bytes: n(), rate: BitRate(bitsPerSecond: n()), wantsMore: want())
+        }
+        return DemandReport(sequence: n(), intervalMilliseconds: .random(in: 0 ... .max, using: &rng), epoch: n(), rate: BitRate(bitsPerSecond: n()),
+                            wantsMore: .random(using: &rng), unmetReservations: BitRate(bitsPerSecond: n()), classes: classes, flows: flows)
+    }
+
+    @Test func reportsAreWrittenAsTheEncoderWritesThem() {
+        var rng = SystemRandomNumberGenerator()
+        let edges: [UInt64] = [0, 1, 9, 10, 999_999, .max - 1, .max]
+        for v in edges {
+            let r = DemandReport(sequence: v, intervalMilliseconds: UInt32(truncatingIfNeeded: v), epoch: v, rate: BitRate(bitsPerSecond: v), wantsMore: v % 2 == 0,
+                                 unmetReservations: BitRate(bitsPerSecond: v),
+                                 classes: [ClassDemand(name: "tcp", bytes: v, rate: BitRate(bitsPerSecond: v), drops: v, backlog: v, wantsMore: [])],
+                                 flows: [FlowDemand(flow: Samples.flow6, bytes: v, rate: BitRate(bitsPerSecond: v))])
+            for m: GuestMessage in [.demand(r), .ping(Ping(nonce: v)), .pong(Ping(nonce: v))] {
+                #expect(MessageCodec.fastFrame(m, Samples.session) != nil)
+                #expect(Self.same(m, Samples.session), "\(m)")
+            }
+        }
+        for i in 0..<300 {
+            let m = GuestMessage.demand(Self.report(&rng))
+            let session = i % 2 == 0 ? Samples.session : SessionID.random()
+            #expect(MessageCodec.fastFrame(m, session) != nil)
+            #expect(Self.same(m, session), "\(m)")
+        }
+    }
+
+    @Test func namesThatNeedEscapingAreLeftToTheEncoder() {
+        var rng = SystemRandomNumberGenerator()
+        for name in ["quo\"te", "back\\slash", "new\nline", "tab\t", "nul\u{0}", "del\u{7f}", "é", "名前"] {
+            let r = Self.report(&rng, names: [name])
+            guard !r.classes.isEmpty else { continue }
+            #expect(MessageCodec.fastFrame(.demand(r), Samples.session) == nil, "\(name)")
+            #expect(Self.same(.demand(r), Samples.session))
+        }
+        let odd = WantReason(rawValue: "x\"y")
+        let r = DemandReport(sequence: 1, intervalMilliseconds: 100, epoch: 0, rate: .mbit(1), wantsMore: true,
+                             classes: [ClassDemand(name: "tcp", bytes: 1, rate: .mbit(1), drops: 0, backlog: 0, wantsMore: [odd])])
+        #expect(MessageCodec.fastFrame(.demand(r), Samples.session) == nil)
+        #expect(Self.same(.demand(r), Samples.session))
+    }
+
+    @Test func otherFramesAreLeftToTheEncoder() {
+        for m in Samples.guest {
+            switch m {
+            case .demand, .ping, .pong: #expect(MessageCodec.fastFrame(m, Samples.session) != nil)
+            default: #expect(MessageCodec.fastFrame(m, Samples.session) == nil, "\(m)")
+            }
+            #expect(Self.same(m, Samples.session))
+        }
+    }
+}
