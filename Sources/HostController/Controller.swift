@@ -411,7 +411,7 @@ public actor Controller {
         if let metrics, now - lastMetrics >= 1 {
             lastMetrics = now
             let table = fairnessSnapshot()
-            metrics.update(table, vms: vms, limitWrites: limitWrites, backendErrors: backendErrors)
+            metrics.publish(table, vms: vms, limitWrites: limitWrites, backendErrors: backendErrors)
             metrics.history.record(time: Date().timeIntervalSince1970, links: table, reservations: (try? reservationList(vm: nil)) ?? [])
         }
     }

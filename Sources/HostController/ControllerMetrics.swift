@@ -140,62 +140,105 @@ public final class ControllerMetrics: @unchecked Sendable {
         s.counters[key] = (c, now)
     }
 
-    /// Once a second, from the round: every gauge, and the counters the controller keeps.
+    /// What a VM's series take from the controller besides its fairness row.
+    struct VMFacts: Sendable {
+        var lastError: Bool
+        var agentVersion: String?
+        var transmitted: UInt64, messages: UInt64, disconnects: UInt64
+    }
+
+    /// What the round published last and the registry does not show yet.
+    private struct Published {
+        var links: [LinkFairness]
+        var vms: [String: VMFacts]
+        var limitWrites: [String: UInt64], backendErrors: [String: UInt64]
+    }
+    private var pending: Published?
+
+    /// Once a second, from the round: what the series will show. Kept, not applied: the
+    /// registry's hundreds of series are brought up to date when someone reads them
+    /// (``refresh()``, before each scrape), not every second whether read or not (with 64 VMs
+    /// that was the round's dearest part after the counter dump).
+    func publish(_ links: [LinkFairness], vms: [String: Controller.VM], limitWrites: [String: UInt64], backendErrors: [String: UInt64]) {
+        var facts: [String: VMFacts] = [:]
+        facts.reserveCapacity(vms.count)
+        for (name, v) in vms {
+            facts[name] = VMFacts(lastError: v.lastError != nil, agentVersion: v.agentVersion, transmitted: v.transmitted, messages: v.messages, disconnects: v.disconnects)
+        }
+        let p = Published(links: links, vms: facts, limitWrites: limitWrites, backendErrors: backendErrors)
+        lock.withLock { pending = p }
+    }
+
+    /// Publishes and applies at once (tests, and anything that reads the registry directly).
     func update(_ links: [LinkFairness], vms: [String: Controller.VM], limitWrites: [String: UInt64], backendErrors: [String: UInt64]) {
+        publish(links, vms: vms, limitWrites: limitWrites, backendErrors: backendErrors)
+        refresh()
+    }
+
+    /// Brings the registry up to what was last published (nothing if it already shows it):
+    /// every gauge, and the counters the controller keeps. Any thread.
+    func refresh() {
         lock.withLock {
-            present = []
-            for s in subjects.values { s.touched = [] }
-            for l in links {
-                let link = subject(link: l.link)
-                set(link, "tandem_link_capacity_bytes_per_second", Self.bytes(l.capacity))
-                set(link, "tandem_link_utilisation_ratio", l.utilisation)
-                if let j = l.jain { set(link, "tandem_link_jain_index", j) }
-                if let j = l.jainGroups { set(link, "tandem_link_group_jain_index", j) }
-                for g in l.groups ?? [] {
-                    let s = subject(link: l.link, group: g.group)
-                    set(s, "tandem_group_allocation_bytes_per_second", Self.bytes(g.allocation))
-                    set(s, "tandem_group_measured_bytes_per_second", Self.bytes(g.measured))
-                    set(s, "tandem_group_demand_bytes_per_second", Self.bytes(g.demand))
-                    set(s, "tandem_group_guarantee_bytes_per_second", Self.bytes(g.min))
-                    if let m = g.max { set(s, "tandem_group_cap_bytes_per_second", Self.bytes(m)) }
-                    if let j = g.jain { set(s, "tandem_group_jain_index", j) }
-                }
-                for r in l.vms {
-                    let s = subject(link: l.link, vm: r.vm)
-                    set(s, "tandem_vm_allocation_bytes_per_second", Self.bytes(r.allocation))
-                    set(s, "tandem_vm_measured_bytes_per_second", Self.bytes(r.measured))
-                    set(s, "tandem_vm_demand_bytes_per_second", Self.bytes(r.demand))
-                    set(s, "tandem_vm_weight", r.weight)
-                    set(s, "tandem_vm_guarantee_bytes_per_second", Self.bytes(r.min))
-                    if let m = r.max { set(s, "tandem_vm_cap_bytes_per_second", Self.bytes(m)) }
-                    set(s, "tandem_vm_reserved_bytes_per_second", Self.bytes(r.reserved))
-                    if r.agent != "none" { set(s, "tandem_vm_agent_connected", r.agent == "connected" ? 1 : 0) }
-                    guard let v = vms[r.vm] else { continue }
-                    set(s, "tandem_vm_backend_error", v.lastError == nil ? 0 : 1)
-                    if r.agent == "connected", let version = v.agentVersion {
-                        set(s, "tandem_vm_agent_info", 1, extra: [("version", Self.labelValue(version))])
-                    }
-                    count(s, "tandem_vm_transmitted_bytes_total", to: v.transmitted)
-                    count(s, "tandem_channel_messages_total", to: v.messages)
-                    count(s, "tandem_channel_disconnects_total", to: v.disconnects)
-                }
+            guard let p = pending else { return }
+            pending = nil
+            apply(p.links, vms: p.vms, limitWrites: p.limitWrites, backendErrors: p.backendErrors)
+        }
+    }
+
+    /// Under the lock.
+    private func apply(_ links: [LinkFairness], vms: [String: VMFacts], limitWrites: [String: UInt64], backendErrors: [String: UInt64]) {
+        present = []
+        for s in subjects.values { s.touched = [] }
+        for l in links {
+            let link = subject(link: l.link)
+            set(link, "tandem_link_capacity_bytes_per_second", Self.bytes(l.capacity))
+            set(link, "tandem_link_utilisation_ratio", l.utilisation)
+            if let j = l.jain { set(link, "tandem_link_jain_index", j) }
+            if let j = l.jainGroups { set(link, "tandem_link_group_jain_index", j) }
+            for g in l.groups ?? [] {
+                let s = subject(link: l.link, group: g.group)
+                set(s, "tandem_group_allocation_bytes_per_second", Self.bytes(g.allocation))
+                set(s, "tandem_group_measured_bytes_per_second", Self.bytes(g.measured))
+                set(s, "tandem_group_demand_bytes_per_second", Self.bytes(g.demand))
+                set(s, "tandem_group_guarantee_bytes_per_second", Self.bytes(g.min))
+                if let m = g.max { set(s, "tandem_group_cap_bytes_per_second", Self.bytes(m)) }
+                if let j = g.jain { set(s, "tandem_group_jain_index", j) }
             }
-            let host = subject()
-            for (kind, n) in limitWrites { count(host, "tandem_limit_writes_total", to: n, extra: [("backend", kind)]) }
-            for (kind, n) in backendErrors { count(host, "tandem_backend_errors_total", to: n, extra: [("backend", kind)]) }
-            // What is no longer there is no longer said: a subject gone (a VM released) with
-            // all its series, and a gauge not set this time (no Jain's index, no cap).
-            for (key, s) in subjects {
-                guard present.contains(key) else {
-                    s.gauges.values.forEach(registry.unregisterGauge)
-                    s.counters.values.forEach { registry.unregisterCounter($0.counter) }
-                    subjects[key] = nil
-                    continue
+            for r in l.vms {
+                let s = subject(link: l.link, vm: r.vm)
+                set(s, "tandem_vm_allocation_bytes_per_second", Self.bytes(r.allocation))
+                set(s, "tandem_vm_measured_bytes_per_second", Self.bytes(r.measured))
+                set(s, "tandem_vm_demand_bytes_per_second", Self.bytes(r.demand))
+                set(s, "tandem_vm_weight", r.weight)
+                set(s, "tandem_vm_guarantee_bytes_per_second", Self.bytes(r.min))
+                if let m = r.max { set(s, "tandem_vm_cap_bytes_per_second", Self.bytes(m)) }
+                set(s, "tandem_vm_reserved_bytes_per_second", Self.bytes(r.reserved))
+                if r.agent != "none" { set(s, "tandem_vm_agent_connected", r.agent == "connected" ? 1 : 0) }
+                guard let v = vms[r.vm] else { continue }
+                set(s, "tandem_vm_backend_error", v.lastError ? 1 : 0)
+                if r.agent == "connected", let version = v.agentVersion {
+                    set(s, "tandem_vm_agent_info", 1, extra: [("version", Self.labelValue(version))])
                 }
-                for (name, g) in s.gauges where !s.touched.contains(name) {
-                    registry.unregisterGauge(g)
-                    s.gauges[name] = nil
-                }
+                count(s, "tandem_vm_transmitted_bytes_total", to: v.transmitted)
+                count(s, "tandem_channel_messages_total", to: v.messages)
+                count(s, "tandem_channel_disconnects_total", to: v.disconnects)
+            }
+        }
+        let host = subject()
+        for (kind, n) in limitWrites { count(host, "tandem_limit_writes_total", to: n, extra: [("backend", kind)]) }
+        for (kind, n) in backendErrors { count(host, "tandem_backend_errors_total", to: n, extra: [("backend", kind)]) }
+        // What is no longer there is no longer said: a subject gone (a VM released) with
+        // all its series, and a gauge not set this time (no Jain's index, no cap).
+        for (key, s) in subjects {
+            guard present.contains(key) else {
+                s.gauges.values.forEach(registry.unregisterGauge)
+                s.counters.values.forEach { registry.unregisterCounter($0.counter) }
+                subjects[key] = nil
+                continue
+            }
+            for (name, g) in s.gauges where !s.touched.contains(name) {
+                registry.unregisterGauge(g)
+                s.gauges[name] = nil
             }
         }
     }

@@ -161,7 +161,7 @@ public struct HostDaemon: Service {
         let metrics = ControllerMetrics(registry: registry)
         var metricsServer: MetricsHTTPServer?
         if let listen = config.controller.metrics, let (host, port) = HostConfig.parseListen(listen) {
-            metricsServer = try MetricsHTTPServer(host: host, port: port, registry: registry, history: metrics.history)
+            metricsServer = try MetricsHTTPServer(host: host, port: port, registry: registry, history: metrics.history, beforeScrape: { metrics.refresh() })
             metricsServer?.start()
             log.info("metrics", metadata: ["listen": "\(metricsServer!.addresses.joined(separator: ", "))"])
         }

@@ -18,6 +18,9 @@ final class MetricsHTTPServer: @unchecked Sendable {
     let registry: PrometheusCollectorRegistry
     let history: FairnessHistory?
     let channels: [Channel]
+    /// Called before each `GET /metrics` is answered (the controller's series are brought up
+    /// to date when read: ``ControllerMetrics/refresh()``).
+    let beforeScrape: (@Sendable () -> Void)?
     /// Where it listens, as HOST:PORT.
     let addresses: [String]
     /// How long a client has for each whole request.
@@ -25,9 +28,10 @@ final class MetricsHTTPServer: @unchecked Sendable {
 
     /// Listens on `host` (`localhost`: 127.0.0.1 and, where the host has IPv6, ::1; `::`
     /// takes IPv4 as well, as Linux binds it dual-stack).
-    init(host: String, port: UInt16, registry: PrometheusCollectorRegistry, history: FairnessHistory? = nil) throws {
+    init(host: String, port: UInt16, registry: PrometheusCollectorRegistry, history: FairnessHistory? = nil, beforeScrape: (@Sendable () -> Void)? = nil) throws {
         self.registry = registry
         self.history = history
+        self.beforeScrape = beforeScrape
         let bootstrap = ServerBootstrap(group: TransportLoop.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // A client that asks and does not read: at most this much waits for it, then it is
@@ -35,7 +39,7 @@ final class MetricsHTTPServer: @unchecked Sendable {
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1 << 20))
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
-                    channel.pipeline.addHandler(MetricsHandler(registry: registry, history: history))
+                    channel.pipeline.addHandler(MetricsHandler(registry: registry, history: history, beforeScrape: beforeScrape))
                 }
             }
         func bind(_ address: String) throws -> Channel {
@@ -74,10 +78,13 @@ final class MetricsHTTPServer: @unchecked Sendable {
         typealias OutboundOut = HTTPServerResponsePart
         let registry: PrometheusCollectorRegistry
         let history: FairnessHistory?
+        let beforeScrape: (@Sendable () -> Void)?
         var head: HTTPRequestHead?
         var deadline: Scheduled<Void>?
 
-        init(registry: PrometheusCollectorRegistry, history: FairnessHistory?) { self.registry = registry; self.history = history }
+        init(registry: PrometheusCollectorRegistry, history: FairnessHistory?, beforeScrape: (@Sendable () -> Void)?) {
+            self.registry = registry; self.history = history; self.beforeScrape = beforeScrape
+        }
 
         /// Closes the connection unless a whole request arrives within the time.
         func arm(_ context: ChannelHandlerContext) {
@@ -125,6 +132,7 @@ final class MetricsHTTPServer: @unchecked Sendable {
                 status = .forbidden
                 type = "text/plain; charset=utf-8"
             case (.GET, "/metrics"):
+                beforeScrape?()
                 registry.emit(into: &body)
             case (.GET, "/") where history != nil, (.GET, "/fairness") where history != nil:
                 body = Array(FairnessPage.html.utf8)

@@ -56,4 +56,24 @@ import TandemTransport
         m.update(Self.table(["a", "b"]), vms: ["a": try Self.vm("a", transmitted: 20), "b": try Self.vm("b", transmitted: 7)], limitWrites: ["tc": 4], backendErrors: [:])
         #expect(Self.value(registry.emitToString(), series) == 110, "a counter never goes back, nor stalls")
     }
+
+    /// The round publishes; the registry is brought up to date when read (before a scrape),
+    /// with what was published last, once.
+    @Test func publishedValuesReachTheRegistryWhenRefreshed() throws {
+        let registry = PrometheusCollectorRegistry()
+        let m = ControllerMetrics(registry: registry)
+        let series = "tandem_vm_transmitted_bytes_total{link=\"up\",vm=\"a\"}"
+        m.publish(Self.table(["a"]), vms: ["a": try Self.vm("a", transmitted: 100)], limitWrites: [:], backendErrors: [:])
+        #expect(Self.value(registry.emitToString(), series) == nil, "nothing applied before a refresh")
+        m.publish(Self.table(["a"]), vms: ["a": try Self.vm("a", transmitted: 130)], limitWrites: [:], backendErrors: [:])
+        m.refresh()
+        #expect(Self.value(registry.emitToString(), series) == 130, "the last published")
+        m.refresh()
+        #expect(Self.value(registry.emitToString(), series) == 130)
+        // A VM gone by the next publication leaves at the next refresh.
+        m.publish(Self.table(["b"]), vms: ["b": try Self.vm("b", transmitted: 1)], limitWrites: [:], backendErrors: [:])
+        #expect(registry.emitToString().contains("vm=\"a\""))
+        m.refresh()
+        #expect(!registry.emitToString().contains("vm=\"a\""))
+    }
 }

@@ -59,6 +59,34 @@ import Glibc
         throw POSIXError(.EADDRINUSE)
     }
 
+    /// The controller's series are brought up to date when read: the server asks for that
+    /// before it answers a scrape (and only then).
+    @Test func aScrapeRefreshesTheControllersSeriesFirst() async throws {
+        let registry = PrometheusCollectorRegistry()
+        let m = ControllerMetrics(registry: registry)
+        m.publish(ControllerMetricsTests.table(["a"]), vms: ["a": try ControllerMetricsTests.vm("a", transmitted: 77)], limitWrites: [:], backendErrors: [:])
+        var found: (MetricsHTTPServer, UInt16)?
+        for _ in 0..<20 {
+            let port = UInt16.random(in: 30000..<40000)
+            if let s = try? MetricsHTTPServer(host: "127.0.0.1", port: port, registry: registry, beforeScrape: { m.refresh() }) { found = (s, port); break }
+        }
+        let (server, port) = try #require(found)
+        defer { server.stop() }
+        let page = try await offPool { () -> String in
+            let c = try Client(port: port)
+            c.send("GET /api/v1/fairness HTTP/1.0\r\n\r\n")
+            return c.readAll()
+        }
+        #expect(!page.isEmpty)
+        #expect(!registry.emitToString().contains("vm=\"a\""), "not refreshed by another page")
+        let text = try await offPool { () -> String in
+            let c = try Client(port: port)
+            c.send("GET /metrics HTTP/1.0\r\n\r\n")
+            return c.readAll()
+        }
+        #expect(ControllerMetricsTests.value(text, "tandem_vm_transmitted_bytes_total{link=\"up\",vm=\"a\"}") == 77, "\(text.prefix(400))")
+    }
+
     @Test func aClientTricklingItsRequestHoldsNobodyUpAndIsClosed() async throws {
         let (server, port) = try server()
         defer { server.stop() }
