@@ -55,6 +55,8 @@ public actor Controller {
         var violations: [String: UInt64] = [:]
         var recentViolations: [Double] = []
         var messages: UInt64 = 0
+        /// Reports dropped unread: a newer one from the guest came in the same pass.
+        var superseded: UInt64 = 0
         var disconnects: UInt64 = 0
         var resets: UInt64 = 0
         var lastError: String?
@@ -756,8 +758,44 @@ public actor Controller {
     /// One event from a VM's channel.
     /// What a pass over the channels brought, in order: one call onto the controller for
     /// the pass, not one per frame.
+    ///
+    /// A demand report followed, in the same pass and connection, by a newer one from the same
+    /// guest is dropped after its framing checks, unread: only the newest counts, and a loop
+    /// that fell behind catches up without decoding what it would throw away. It still
+    /// counts against the guest's message budget.
     public func receive(_ events: [(String, FrameChannel.Event)], now: Double) {
-        for (name, event) in events { receive(name, event, now: now) }
+        let skip = Self.supersededReports(events)
+        for (i, (name, event)) in events.enumerated() {
+            guard skip[i], let vm = vms[name] else { receive(name, event, now: now); continue }
+            if vm.agent == .disconnected { continue }
+            vm.messages += 1
+            guard vm.budget.take(at: now) else { violation(vm, "rate-limited", now: now); continue }
+            vm.superseded += 1
+        }
+    }
+
+    /// Which events are demand reports with a newer one after them from the same channel and
+    /// connection. A pass reads each channel's frames one after the other, so a report's
+    /// successors are in the run of events that follows it with the same name (an earlier
+    /// run, not looked at, only means a report read as before).
+    static func supersededReports(_ events: [(String, FrameChannel.Event)]) -> [Bool] {
+        var skip = [Bool](repeating: false, count: events.count)
+        guard events.count > 1 else { return skip }
+        var run: String?
+        var newerReport = false
+        for i in events.indices.reversed() {
+            let (name, event) = events[i]
+            if name != run { run = name; newerReport = false }
+            switch event {
+            case .frame(let f) where MessageCodec.endsAsDemandReport(f):
+                if newerReport { skip[i] = true } else { newerReport = true }
+            case .frame, .oversize:
+                break
+            case .connected, .disconnected, .openFailed:
+                newerReport = false
+            }
+        }
+        return skip
     }
 
     public func receive(_ name: String, _ event: FrameChannel.Event, now: Double) {
@@ -1136,6 +1174,11 @@ public actor Controller {
     /// The VMs that come from libvirt domains, in order.
     public func libvirtVMs() -> [String] {
         order.filter { name in vms[name].map { $0.config.origin != .file } ?? false }
+    }
+
+    /// For tests: the sequence of the VM's report in force, and the reports dropped unread.
+    func reportState(_ name: String) -> (sequence: UInt64?, superseded: UInt64)? {
+        vms[name].map { ($0.report?.sequence, $0.superseded) }
     }
 
     /// For tests and the admin API: a VM's limit in force and its reservations.

@@ -69,6 +69,13 @@ public enum MessageCodec {
         return outcome
     }
 
+    /// Whether a frame ends as an agent's demand report ends (`,"kind":"demand","session":…}`),
+    /// without reading the rest: enough to know that a newer report replaces an older one
+    /// unread. (A frame that says so falsely is decoded, and judged, when it is the newest.)
+    public static func endsAsDemandReport(_ frame: [UInt8]) -> Bool {
+        frame.withUnsafeBufferPointer { FastGuestDecoder.kindFromTail($0) == "demand" }
+    }
+
     /// Whether ``FastGuestDecoder`` takes this frame (rather than leaving it to the general
     /// decoder).
     static func fastPathTakes(_ frame: [UInt8]) -> Bool { FastGuestDecoder.decode(frame) != nil }

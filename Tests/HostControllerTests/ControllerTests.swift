@@ -152,6 +152,42 @@ final class Rig: @unchecked Sendable {
 }
 
 @Suite(.serialized) struct ControllerTests {
+    /// A report followed in the same pass by a newer one from the same guest is dropped after
+    /// its framing checks, unread (issue #17): only the newest counts; each still costs the
+    /// guest its budget. Not across a reconnection, and never another VM's.
+    @Test func aReportSupersededInThePassIsDroppedUnread() async throws {
+        let rig = try Rig(guarantee1: "0")
+        await rig.controller.prepare()
+        await rig.connect("vm1")
+        await rig.connect("vm2")
+        func report(_ seq: UInt64) -> FrameChannel.Event {
+            .frame(Array(MessageCodec.encode(.demand(DemandReport(sequence: seq, intervalMilliseconds: 100, epoch: 0, rate: .mbit(10), wantsMore: false)), session: rig.session).dropLast()))
+        }
+        // Ends as a report does, and is not one: judged only if it is the newest.
+        let fake = FrameChannel.Event.frame(Array(#"{"body":{"sequence":"#.utf8) + Array(#","kind":"demand","session":""#.utf8) + Array(rig.session.rawValue.utf8) + Array(#""}"#.utf8))
+        let pong = FrameChannel.Event.frame(Array(MessageCodec.encode(.pong(Ping(nonce: 1)), session: rig.session).dropLast()))
+        let before = await rig.controller.status(now: rig.now).vms[0].messages
+        await rig.controller.receive([("vm1", fake), ("vm1", report(2)), ("vm1", pong), ("vm1", report(3)), ("vm2", report(7))], now: rig.now)
+        var state = try #require(await rig.controller.reportState("vm1"))
+        #expect(state.sequence == 3 && state.superseded == 2, "\(state)")
+        #expect(await rig.controller.reportState("vm2")?.sequence == 7)
+        var status = await rig.controller.status(now: rig.now)
+        #expect(status.vms[0].violations.isEmpty, "the fake was never read: \(status.vms[0].violations)")
+        #expect(status.vms[0].messages == before + 4, "each counted")
+        // The newest is always read: a fake there is refused as before.
+        await rig.controller.receive([("vm1", report(4)), ("vm1", fake)], now: rig.now)
+        state = try #require(await rig.controller.reportState("vm1"))
+        #expect(state.sequence == 3 && state.superseded == 3, "\(state)")
+        status = await rig.controller.status(now: rig.now)
+        #expect(status.vms[0].violations["invalid", default: 0] + status.vms[0].violations["garbage", default: 0] == 1, "\(status.vms[0].violations)")
+        // Across a reconnection each is read: the one before it is the old connection's.
+        await rig.controller.receive([("vm1", report(8)), ("vm1", .disconnected("gone")), ("vm1", .connected),
+                                      ("vm1", .frame(Array(MessageCodec.encode(.hello(Hello(agentVersion: "t", interface: "eth0", mac: "52:54:00:00:00:01")), session: rig.session).dropLast()))),
+                                      ("vm1", report(9))], now: rig.now)
+        state = try #require(await rig.controller.reportState("vm1"))
+        #expect(state.sequence == 9 && state.superseded == 3, "\(state)")
+    }
+
     /// A report that changes a VM's demand reallocates its link at once (issue #17), not at
     /// the next round; at most every `reactSeconds` per link.
     @Test func aReportThatWantsMoreIsActedOnBeforeTheNextRound() async throws {
