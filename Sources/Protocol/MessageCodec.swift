@@ -127,9 +127,8 @@ public enum MessageCodec {
         var w = FrameWriter()
         let kind: StaticString
         switch message {
-        case .ping(let p), .pong(let p):
-            w.put("\"nonce\":"); w.put(p.nonce)
-            if case .ping = message { kind = "ping" } else { kind = "pong" }
+        case .ping(let p): return pingFrame(p, pong: false, session)
+        case .pong(let p): return pingFrame(p, pong: true, session)
         case .allocation(let a) where a.reservations.isEmpty:
             w.put("\"epoch\":"); w.put(a.epoch)
             w.put(",\"hardLimit\":"); w.put(a.hardLimit.bitsPerSecond)
@@ -149,9 +148,8 @@ public enum MessageCodec {
         var w = FrameWriter()
         let kind: StaticString
         switch message {
-        case .ping(let p), .pong(let p):
-            w.put("\"nonce\":"); w.put(p.nonce)
-            if case .ping = message { kind = "ping" } else { kind = "pong" }
+        case .ping(let p): return pingFrame(p, pong: false, session)
+        case .pong(let p): return pingFrame(p, pong: true, session)
         case .demand(let r):
             w.put("\"classes\":[")
             for (i, c) in r.classes.enumerated() {
@@ -186,6 +184,13 @@ public enum MessageCodec {
             return nil
         }
         return w.finish(kind, session)
+    }
+
+    /// A ping or a pong, from either side (the same body).
+    static func pingFrame(_ p: Ping, pong: Bool, _ session: SessionID?) -> [UInt8] {
+        var w = FrameWriter()
+        w.put("\"nonce\":"); w.put(p.nonce)
+        return w.finish(pong ? "pong" : "ping", session)
     }
 
     /// A frame written by hand: the envelope's keys in the encoder's (sorted) order around
