@@ -106,7 +106,7 @@ extension HardLimitBackend {
 /// tc qdisc replace dev IFB root handle 1: htb default 10 direct_qlen 0
 /// tc class replace dev IFB parent 1: classid 1:10 htb rate LIMIT ceil LIMIT
 /// ```
-public struct TCBackend: HardLimitBackend {
+public final class TCBackend: HardLimitBackend {
     public let interface: String
     public let ifb: String
     let netlink: RouteSocket
@@ -325,7 +325,7 @@ public struct TCBackend: HardLimitBackend {
 
 /// The `sriov` backend: the VF's TX limit in the NIC (IFLA_VF_RATE), counters from
 /// IFLA_VF_STATS. The guest cannot undo it.
-public struct SRIOVBackend: HardLimitBackend {
+public final class SRIOVBackend: HardLimitBackend {
     public let pf: String
     public let vf: UInt32
     /// Also program the NIC's minimum TX rate with the VM's guarantee.

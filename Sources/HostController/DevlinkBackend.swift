@@ -38,7 +38,7 @@ public final class DevlinkNodes: @unchecked Sendable {
 ///
 /// The VF's counters are read as ``SRIOVBackend`` reads them (the PF's VF list), in the same
 /// per-PF batch as the devlink rate dump.
-public struct DevlinkBackend: HardLimitBackend {
+public final class DevlinkBackend: HardLimitBackend {
     public let pf: String
     public let vf: UInt32
     public let setMin: Bool
