@@ -755,7 +755,6 @@ public actor Controller {
 
     // MARK: guests
 
-    /// One event from a VM's channel.
     /// What a pass over the channels brought, in order: one call onto the controller for
     /// the pass, not one per frame.
     ///
@@ -798,6 +797,7 @@ public actor Controller {
         return skip
     }
 
+    /// One event from a VM's channel.
     public func receive(_ name: String, _ event: FrameChannel.Event, now: Double) {
         guard let vm = vms[name] else { return }
         switch event {
