@@ -764,13 +764,7 @@ public actor Controller {
     /// counts against the guest's message budget.
     public func receive(_ events: [(String, FrameChannel.Event)], now: Double) {
         let skip = Self.supersededReports(events)
-        for (i, (name, event)) in events.enumerated() {
-            guard skip[i], let vm = vms[name] else { receive(name, event, now: now); continue }
-            if vm.agent == .disconnected { continue }
-            vm.messages += 1
-            guard vm.budget.take(at: now) else { violation(vm, "rate-limited", now: now); continue }
-            vm.superseded += 1
-        }
+        for (i, (name, event)) in events.enumerated() { receive(name, event, now: now, superseded: skip[i]) }
     }
 
     /// Which events are demand reports with a newer one after them from the same channel and
@@ -798,7 +792,10 @@ public actor Controller {
     }
 
     /// One event from a VM's channel.
-    public func receive(_ name: String, _ event: FrameChannel.Event, now: Double) {
+    public func receive(_ name: String, _ event: FrameChannel.Event, now: Double) { receive(name, event, now: now, superseded: false) }
+
+    /// `superseded`: a frame with a newer report after it, dropped once counted.
+    func receive(_ name: String, _ event: FrameChannel.Event, now: Double, superseded: Bool) {
         guard let vm = vms[name] else { return }
         switch event {
         case .connected:
@@ -822,6 +819,7 @@ public actor Controller {
             vm.messages += 1
             // Rate limit: a token bucket per channel.
             guard vm.budget.take(at: now) else { violation(vm, "rate-limited", now: now); return }
+            if superseded { vm.superseded += 1; return }
             // Without a report's classes and flows (checked, not kept): the host uses neither.
             switch MessageCodec.decodeGuest(f, detail: false) {
             case .invalid(let v):

@@ -124,20 +124,18 @@ public enum MessageCodec {
     /// sorted, no spaces): a JSONEncoder per frame cost the host more than the guest's
     /// report it answers. Nil for anything else.
     static func fastFrame(_ message: HostMessage, _ session: SessionID?) -> [UInt8]? {
-        var w = FrameWriter()
-        let kind: StaticString
         switch message {
         case .ping(let p): return pingFrame(p, pong: false, session)
         case .pong(let p): return pingFrame(p, pong: true, session)
         case .allocation(let a) where a.reservations.isEmpty:
+            var w = FrameWriter()
             w.put("\"epoch\":"); w.put(a.epoch)
             w.put(",\"hardLimit\":"); w.put(a.hardLimit.bitsPerSecond)
             w.put(",\"reservations\":[],\"softLimit\":"); w.put(a.softLimit.bitsPerSecond)
-            kind = "allocation"
+            return w.finish("allocation", session)
         default:
             return nil
         }
-        return w.finish(kind, session)
     }
 
     /// What the agent sends most (its demand report, every interval that changes it; pings
@@ -145,12 +143,11 @@ public enum MessageCodec {
     /// tenth of the agent's time with 1,000 flows. Nil for anything else, or a report with a
     /// string the writer would have to escape (names are plain ASCII in practice).
     static func fastFrame(_ message: GuestMessage, _ session: SessionID) -> [UInt8]? {
-        var w = FrameWriter()
-        let kind: StaticString
         switch message {
         case .ping(let p): return pingFrame(p, pong: false, session)
         case .pong(let p): return pingFrame(p, pong: true, session)
         case .demand(let r):
+            var w = FrameWriter()
             w.put("\"classes\":[")
             for (i, c) in r.classes.enumerated() {
                 w.put(i == 0 ? "{\"backlog\":" : ",{\"backlog\":"); w.put(c.backlog)
@@ -179,11 +176,10 @@ public enum MessageCodec {
             w.put(",\"sequence\":"); w.put(r.sequence)
             w.put(",\"unmetReservations\":"); w.put(r.unmetReservations.bitsPerSecond)
             w.put(r.wantsMore ? ",\"wantsMore\":true" : ",\"wantsMore\":false")
-            kind = "demand"
+            return w.finish("demand", session)
         default:
             return nil
         }
-        return w.finish(kind, session)
     }
 
     /// A ping or a pong, from either side (the same body).

@@ -248,8 +248,8 @@ extension FastPathAgreement {
     @Test func namesThatNeedEscapingAreLeftToTheEncoder() {
         var rng = SystemRandomNumberGenerator()
         for name in ["quo\"te", "back\\slash", "new\nline", "tab\t", "nul\u{0}", "del\u{7f}", "é", "名前"] {
-            let r = Self.report(&rng, names: [name])
-            guard !r.classes.isEmpty else { continue }
+            var r = Self.report(&rng, names: [name])
+            r.classes.append(ClassDemand(name: name, bytes: 1, rate: .mbit(1), drops: 0, backlog: 0))
             #expect(MessageCodec.fastFrame(.demand(r), Samples.session) == nil, "\(name)")
             #expect(Self.same(.demand(r), Samples.session))
         }
